@@ -1,0 +1,49 @@
+"""The data model every algorithm consumes: one mini-batch of rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass
+class Batch:
+    """A mini-batch of rows.
+
+    X: float32, either a C-contiguous 2-D `numpy.ndarray` or a `scipy.sparse.csr_matrix`.
+    y: 1-D float32 labels, or None when the data carries none.
+    w: 1-D float32 per-row weights, or None (all rows weigh 1).
+    """
+
+    X: np.ndarray | sp.csr_matrix
+    y: np.ndarray | None = None
+    w: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.X.ndim != 2:
+            raise ValueError(f"Batch.X must be 2-D, got shape {self.X.shape}")
+        n = self.X.shape[0]
+        for name in ("y", "w"):
+            v = getattr(self, name)
+            if v is not None and (v.ndim != 1 or v.shape[0] != n):
+                raise ValueError(f"Batch.{name} must be 1-D with {n} entries, got shape {v.shape}")
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.X)
+
+    def dense_X(self) -> np.ndarray:
+        """X as a dense C-contiguous float32 array (densifies a sparse batch)."""
+        if self.is_sparse:
+            return np.ascontiguousarray(self.X.toarray(), dtype=np.float32)
+        return np.ascontiguousarray(self.X, dtype=np.float32)
