@@ -1,0 +1,168 @@
+"""The public API: numpy and scipy arrays to and from RecordIO-protobuf."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from . import codec, reference
+from .errors import RecordIOError
+from .framing import DEFAULT_CHUNK_SIZE, Sink, describe_source, iter_record_spans
+from .table import StreamRules, combine, scan_fast
+
+# Writers encode this many output bytes at a time, so memory stays bounded for any input size.
+_WRITE_BLOCK_BYTES = 16 << 20
+
+
+def _tables(source, fast: bool, chunk_size: int):
+    name = describe_source(source)
+    for span in iter_record_spans(source, chunk_size):
+        table = scan_fast(span) if fast else None
+        yield table if table is not None else reference.scan_reference(span, name)
+
+
+def _check_feature_dim(feature_dim):
+    if feature_dim is not None and (not isinstance(feature_dim, (int, np.integer)) or feature_dim < 0):
+        raise ValueError(f"feature_dim must be a non-negative integer or None, got {feature_dim!r}")
+    return None if feature_dim is None else int(feature_dim)
+
+
+def read(source, feature_dim: int | None = None, *, fast: bool = True,
+         chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """Read every record of `source` (a path, a binary file object or pipe, or bytes).
+
+    Returns (X, y): X a float32 ndarray when every record is dense, else a float32 CSR matrix;
+    y a float32 1-D array, or None when no record has a label. The width comes from
+    `feature_dim` when given (and every record must agree with it), else from the records'
+    shapes or values, else from the largest key + 1. Raises RecordIOError naming the record.
+    """
+    rules = StreamRules(_check_feature_dim(feature_dim), describe_source(source))
+    parts = []
+    for table in _tables(source, fast, chunk_size):
+        is_sparse = rules.check(table)
+        if len(table):
+            parts.append(rules.rows(table, is_sparse, 0, len(table)))
+    if not parts:
+        return np.empty((0, rules.output_width), np.float32), None
+    return combine(parts, rules.output_width)
+
+
+def iter_batches(source, batch_size: int, feature_dim: int | None = None, *, fast: bool = True,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple]:
+    """Like `read`, lazily: (X, y) batches of at most `batch_size` records, in order. Each batch
+    is dense when its records are. Without `feature_dim`, a sparse batch is as wide as the widest
+    record seen so far (records with a shape fix the width for the whole stream)."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    rules = StreamRules(_check_feature_dim(feature_dim), describe_source(source))
+    pending: list = []
+    pending_rows = 0
+    for table in _tables(source, fast, chunk_size):
+        is_sparse = rules.check(table)
+        lo = 0
+        while lo < len(table):
+            hi = min(len(table), lo + batch_size - pending_rows)
+            pending.append(rules.rows(table, is_sparse, lo, hi))
+            pending_rows += hi - lo
+            lo = hi
+            if pending_rows == batch_size:
+                yield combine(pending, rules.output_width)
+                pending, pending_rows = [], 0
+    if pending:
+        yield combine(pending, rules.output_width)
+
+
+def _label_columns(labels, n_rows: int):
+    """(kind, f32, f64, i32) arrays for the kernels, in the SDK's dtype mapping."""
+    empty32, empty64, emptyi = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int32)
+    if labels is None:
+        return codec.LABEL_NONE, empty32, empty64, emptyi
+    field = reference.tensor_field(labels)
+    if field == "float32_tensor":
+        return codec.LABEL_F32, np.ascontiguousarray(labels), empty64, emptyi
+    if field == "float64_tensor":
+        return codec.LABEL_F64, empty32, np.ascontiguousarray(labels), emptyi
+    return codec.LABEL_I32, empty32, empty64, np.ascontiguousarray(labels, dtype=np.int32)
+
+
+def _value_tag(values: np.ndarray):
+    """Value field tag and value size of the fast writers' dtypes, or None for the reference."""
+    field = reference.tensor_field(values)
+    if field == "float32_tensor":
+        return 0x12, 4
+    if field == "float64_tensor":
+        return 0x1A, 8
+    return None  # int32 features: varint-packed, left to the protobuf runtime
+
+
+def write_dense(dest, X, labels=None) -> None:
+    """Write one record per row of the 2-D array X (and its label), as the SageMaker SDK's
+    `write_numpy_to_dense_tensor` does: float32 -> Float32Tensor, float64 -> Float64Tensor,
+    integers -> Int32Tensor (RecordIOError when a value does not fit in int32)."""
+    X, labels = reference.check_dense_args(X, labels)
+    tag = _value_tag(X)
+    kind, f32, f64, i32 = _label_columns(labels, X.shape[0])
+    if tag is None or X.dtype.byteorder == ">":
+        reference.write_dense(dest, X, labels)
+        return
+    value_tag, value_size = tag
+    rows = np.ascontiguousarray(X).view(np.uint8).reshape(X.shape[0], X.shape[1] * value_size)
+    if X.shape[1] * value_size > (1 << 29) - 64:
+        raise RecordIOError(f"a row of {X.shape[1]} values is too large for one RecordIO record")
+    sizes = codec.dense_frame_sizes(X.shape[0], rows.shape[1], kind, i32)
+    with Sink(dest) as sink:
+        for lo, hi in _blocks(sizes):
+            offsets = np.zeros(hi - lo, np.int64)
+            np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
+            out = np.empty(int(sizes[lo:hi].sum()), np.uint8)
+            codec.encode_dense(rows[lo:hi], value_tag, kind, f32[lo:hi] if kind == codec.LABEL_F32 else f32,
+                               f64[lo:hi] if kind == codec.LABEL_F64 else f64,
+                               i32[lo:hi] if kind == codec.LABEL_I32 else i32, offsets, out)
+            sink.write(out)
+
+
+def write_sparse(dest, X, labels=None) -> None:
+    """Write one record per row of the scipy sparse matrix X, as the SageMaker SDK's
+    `write_spmatrix_to_sparse_tensor` does: values, keys (column indices, uint64) and
+    shape = [n_columns]; rows without non-zeros still get a record."""
+    X, labels = reference.check_sparse_args(X, labels)
+    tag = _value_tag(X.data)
+    kind, f32, f64, i32 = _label_columns(labels, X.shape[0])
+    if tag is None or X.data.dtype.byteorder == ">":
+        reference.write_sparse(dest, X, labels)
+        return
+    value_tag, value_size = tag
+    indptr = X.indptr.astype(np.int64)
+    indices = X.indices.astype(np.int64)
+    data = np.ascontiguousarray(X.data).view(np.uint8)
+    sizes = codec.sparse_frame_sizes(indptr, indices, value_size, X.shape[1], kind, i32)
+    if sizes.size and sizes.max() > (1 << 29):
+        raise RecordIOError("a row is too large for one RecordIO record (2**29 bytes at most)")
+    with Sink(dest) as sink:
+        for lo, hi in _blocks(sizes):
+            offsets = np.zeros(hi - lo, np.int64)
+            np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
+            out = np.empty(int(sizes[lo:hi].sum()), np.uint8)
+            codec.encode_sparse(indptr[lo:hi + 1], indices, data, value_size, value_tag, X.shape[1], kind,
+                                f32[lo:hi] if kind == codec.LABEL_F32 else f32,
+                                f64[lo:hi] if kind == codec.LABEL_F64 else f64,
+                                i32[lo:hi] if kind == codec.LABEL_I32 else i32, offsets, out)
+            sink.write(out)
+
+
+def _blocks(sizes: np.ndarray):
+    """Row ranges whose frames add up to about _WRITE_BLOCK_BYTES each."""
+    n = sizes.shape[0]
+    if n == 0:
+        return
+    ends = np.cumsum(sizes)
+    lo = 0
+    while lo < n:
+        limit = (ends[lo - 1] if lo else 0) + _WRITE_BLOCK_BYTES
+        hi = max(lo + 1, int(np.searchsorted(ends, limit, side="right")))
+        yield lo, min(hi, n)
+        lo = hi
+
+
+__all__ = ["read", "iter_batches", "write_dense", "write_sparse"]

@@ -1,0 +1,431 @@
+"""Numba kernels for the protobuf wire format of `aialgs.data.Record`.
+
+Reading: `scan_payloads` walks each payload and, for the common shape (features["values"] a
+Float32Tensor, dense or sparse, with an optional scalar Float32 label under label["values"]),
+records where the packed values and keys sit. Anything else (other dtypes, unknown fields,
+repeated or unpacked fields, multi-dimensional shapes, malformed bytes) is marked for the
+protobuf-runtime reference path, which decides: the fast path only ever answers what the
+reference would answer. `fill_dense` and `fill_csr` then copy values bit for bit.
+
+Writing: `encode_dense` and `encode_sparse` emit exactly the bytes that the protobuf runtime
+serialises for the same Record, inside cflag-0 RecordIO frames.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# Scratch slots filled by _tensor for one tensor.
+_VAL_OFF, _VAL_BYTES, _KEY_OFF, _KEY_BYTES, _N_KEYS, _MAX_KEY, _N_SHAPE, _SHAPE0 = range(8)
+
+# Label dtype codes shared with the writers.
+LABEL_NONE, LABEL_F32, LABEL_F64, LABEL_I32 = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, nogil=True)
+def _varint(buf, pos, end):
+    """(value, next position); next position is -1 for a truncated or over-long varint."""
+    result = np.uint64(0)
+    shift = np.uint64(0)
+    while pos < end:
+        b = np.uint64(buf[pos])
+        pos += 1
+        if shift == np.uint64(63) and b > np.uint64(1):
+            return np.uint64(0), -1
+        result |= (b & np.uint64(0x7F)) << shift
+        if b < np.uint64(0x80):
+            return result, pos
+        shift += np.uint64(7)
+        if shift > np.uint64(63):
+            return np.uint64(0), -1
+    return np.uint64(0), -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _field(buf, pos, end):
+    """(field number, start, stop, next position) of a length-delimited field at pos; next
+    position is -1 when the field is not length-delimited or does not fit."""
+    tag, pos = _varint(buf, pos, end)
+    if pos < 0 or (tag & np.uint64(7)) != np.uint64(2):
+        return 0, 0, 0, -1
+    length, pos = _varint(buf, pos, end)
+    if pos < 0 or length > np.uint64(end - pos):
+        return 0, 0, 0, -1
+    stop = pos + np.int64(length)
+    return np.int64(tag >> np.uint64(3)), pos, stop, stop
+
+
+@numba.njit(cache=True, nogil=True)
+def _tensor(buf, pos, end, out):
+    """Parse a Float32Tensor body into out[...]; False when the reference path must decide."""
+    for j in range(8):
+        out[j] = 0
+    seen = 0
+    while pos < end:
+        number, start, stop, pos = _field(buf, pos, end)
+        if pos < 0 or number < 1 or number > 3 or (seen >> number) & 1:
+            return False
+        seen |= 1 << number
+        if number == 1:
+            if (stop - start) % 4:
+                return False
+            out[_VAL_OFF] = start
+            out[_VAL_BYTES] = stop - start
+        else:
+            count = 0
+            largest = np.uint64(0)
+            first = np.uint64(0)
+            p = start
+            while p < stop:
+                value, p = _varint(buf, p, stop)
+                if p < 0:
+                    return False
+                if count == 0:
+                    first = value
+                if value > largest:
+                    largest = value
+                count += 1
+            if number == 2:
+                out[_KEY_OFF] = start
+                out[_KEY_BYTES] = stop - start
+                out[_N_KEYS] = count
+                out[_MAX_KEY] = largest
+            else:
+                out[_N_SHAPE] = count
+                out[_SHAPE0] = first
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _values_entry(buf, pos, end, out):
+    """Parse a map entry whose key must be "values" and whose Value must hold a Float32Tensor."""
+    key_ok = False
+    value_seen = False
+    while pos < end:
+        number, start, stop, pos = _field(buf, pos, end)
+        if pos < 0:
+            return False
+        if number == 1 and not key_ok:
+            if (stop - start != 6 or buf[start] != 118 or buf[start + 1] != 97 or buf[start + 2] != 108
+                    or buf[start + 3] != 117 or buf[start + 4] != 101 or buf[start + 5] != 115):  # "values"
+                return False
+            key_ok = True
+        elif number == 2 and not value_seen:
+            value_seen = True
+            # The Value message: exactly one float32_tensor (field 2).
+            inner, t_start, t_stop, after = _field(buf, start, stop)
+            if after != stop or inner != 2:
+                return False
+            if not _tensor(buf, t_start, t_stop, out):
+                return False
+        else:
+            return False
+    return key_ok and value_seen
+
+
+@numba.njit(cache=True, nogil=True)
+def scan_payloads(buf, starts, lengths, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0,
+                  label_bits, has_label):
+    """Fill the per-record arrays for the fast path (label_bits: the float32 labels' uint32 view). Returns the index of the first record the
+    fast path cannot take (the caller then uses the reference path), or -1."""
+    scratch = np.zeros(8, np.uint64)
+    for i in range(starts.shape[0]):
+        pos = starts[i]
+        end = pos + lengths[i]
+        features_seen = False
+        label_seen = False
+        while pos < end:
+            number, start, stop, pos = _field(buf, pos, end)
+            if pos < 0:
+                return i
+            if number == 1 and not features_seen:
+                features_seen = True
+                if not _values_entry(buf, start, stop, scratch):
+                    return i
+                val_off[i] = np.int64(scratch[_VAL_OFF])
+                n_vals[i] = np.int64(scratch[_VAL_BYTES]) // 4
+                key_off[i] = np.int64(scratch[_KEY_OFF])
+                n_keys[i] = np.int64(scratch[_N_KEYS])
+                max_key[i] = scratch[_MAX_KEY]
+                n_shape[i] = np.int64(scratch[_N_SHAPE])
+                shape0[i] = scratch[_SHAPE0]
+                if n_shape[i] > 1:
+                    return i
+            elif number == 2 and not label_seen:
+                label_seen = True
+                if not _values_entry(buf, start, stop, scratch):
+                    return i
+                if scratch[_VAL_BYTES] != 4 or scratch[_N_KEYS] != 0 or scratch[_N_SHAPE] != 0:
+                    return i
+                p = np.int64(scratch[_VAL_OFF])
+                label_bits[i] = (np.uint32(buf[p]) | (np.uint32(buf[p + 1]) << np.uint32(8))
+                                 | (np.uint32(buf[p + 2]) << np.uint32(16))
+                                 | (np.uint32(buf[p + 3]) << np.uint32(24)))
+            elif number < 3 or number > 5:
+                return i
+            # fields 3-5 (uid, metadata, configuration) carry nothing the arrays need
+        if not features_seen:
+            return i
+        has_label[i] = label_seen
+    return -1
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def fill_dense(buf, val_off, width, out_bytes):
+    """Copy each record's packed float32 values into row i of a C-contiguous float32 matrix,
+    given as its uint8 view (little-endian wire bytes are the in-memory bytes)."""
+    row_bytes = width * 4
+    for i in numba.prange(val_off.shape[0]):
+        src = val_off[i]
+        dst = i * row_bytes
+        out_bytes[dst:dst + row_bytes] = buf[src:src + row_bytes]
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_csr(buf, val_off, n_vals, key_off, is_sparse, indptr, indices, data_bytes):
+    """Fill CSR arrays: sparse records decode their keys, dense records get columns 0..n-1."""
+    for i in range(val_off.shape[0]):
+        first = indptr[i]
+        count = n_vals[i]
+        if is_sparse[i]:
+            p = key_off[i]
+            for j in range(count):
+                key, p = _varint(buf, p, buf.shape[0])
+                indices[first + j] = key
+        else:
+            for j in range(count):
+                indices[first + j] = j
+        src = val_off[i]
+        data_bytes[first * 4:(first + count) * 4] = buf[src:src + count * 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+@numba.njit(cache=True, nogil=True)
+def _varint_len(value):
+    n = 1
+    v = np.uint64(value)
+    while v >= np.uint64(0x80):
+        v >>= np.uint64(7)
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_varint(out, pos, value):
+    v = np.uint64(value)
+    while v >= np.uint64(0x80):
+        out[pos] = np.uint8((v & np.uint64(0x7F)) | np.uint64(0x80))
+        v >>= np.uint64(7)
+        pos += 1
+    out[pos] = np.uint8(v)
+    return pos + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _label_entry_len(kind, label_i32):
+    """Length of the serialized label map entry (key "values" + Value) for one label."""
+    if kind == LABEL_NONE:
+        return 0
+    if kind == LABEL_F32:
+        tensor = 2 + 4
+    elif kind == LABEL_F64:
+        tensor = 2 + 8
+    else:
+        # int32 values are varints of their 64-bit two's complement (10 bytes when negative)
+        n = _varint_len(np.uint64(np.int64(label_i32)))
+        tensor = 1 + _varint_len(n) + n
+    value = 1 + _varint_len(tensor) + tensor
+    return 8 + 1 + _varint_len(value) + value
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_label(out, pos, kind, f32, f64, i32):
+    entry = _label_entry_len(kind, i32)
+    out[pos] = 0x12  # Record.label (field 2)
+    pos = _put_varint(out, pos + 1, entry)
+    pos = _put_values_key(out, pos)
+    if kind == LABEL_F32:
+        tensor = 6
+        tag = 0x12
+    elif kind == LABEL_F64:
+        tensor = 10
+        tag = 0x1A
+    else:
+        n = _varint_len(np.uint64(np.int64(i32)))
+        tensor = 1 + _varint_len(n) + n
+        tag = 0x3A
+    value = 1 + _varint_len(tensor) + tensor
+    out[pos] = 0x12  # entry.value
+    pos = _put_varint(out, pos + 1, value)
+    out[pos] = tag  # Value.float32_tensor / float64_tensor / int32_tensor
+    pos = _put_varint(out, pos + 1, tensor)
+    out[pos] = 0x0A  # tensor.values
+    if kind == LABEL_F32:
+        out[pos + 1] = 4
+        out[pos + 2:pos + 6] = np.array([f32], np.float32).view(np.uint8)
+        return pos + 6
+    if kind == LABEL_F64:
+        out[pos + 1] = 8
+        out[pos + 2:pos + 10] = np.array([f64], np.float64).view(np.uint8)
+        return pos + 10
+    n = _varint_len(np.uint64(np.int64(i32)))
+    pos = _put_varint(out, pos + 1, n)
+    return _put_varint(out, pos, np.uint64(np.int64(i32)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_values_key(out, pos):
+    out[pos] = 0x0A  # entry.key
+    out[pos + 1] = 6
+    out[pos + 2] = 118  # v
+    out[pos + 3] = 97  # a
+    out[pos + 4] = 108  # l
+    out[pos + 5] = 117  # u
+    out[pos + 6] = 101  # e
+    out[pos + 7] = 115  # s
+    return pos + 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _feature_lengths(value_bytes, key_bytes, n_keys, shape_dim):
+    """(tensor body, Value body, features entry) lengths of one record's features."""
+    tensor = 0
+    if value_bytes:
+        tensor += 1 + _varint_len(value_bytes) + value_bytes
+    if n_keys:
+        tensor += 1 + _varint_len(key_bytes) + key_bytes
+    if shape_dim >= 0:
+        s = _varint_len(shape_dim)
+        tensor += 1 + _varint_len(s) + s
+    value = 1 + _varint_len(tensor) + tensor
+    entry = 8 + 1 + _varint_len(value) + value
+    return tensor, value, entry
+
+
+@numba.njit(cache=True, nogil=True)
+def _frame_header(out, pos, payload_len):
+    out[pos] = 0x0A
+    out[pos + 1] = 0x23
+    out[pos + 2] = 0xD7
+    out[pos + 3] = 0xCE
+    out[pos + 4:pos + 8] = np.array([payload_len], np.uint32).view(np.uint8)
+    return pos + 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_frame(out, pos, payload_start):
+    pad = (-(pos - payload_start)) % 4
+    for j in range(pad):
+        out[pos + j] = 0
+    return pos + pad
+
+
+@numba.njit(cache=True, nogil=True)
+def _record_len(entry, label_kind, label_i32):
+    record = 1 + _varint_len(entry) + entry
+    label_entry = _label_entry_len(label_kind, label_i32)
+    if label_kind != LABEL_NONE:
+        record += 1 + _varint_len(label_entry) + label_entry
+    return record
+
+
+@numba.njit(cache=True, nogil=True)
+def _put_features_head(out, pos, value_tag, tensor, value, entry):
+    out[pos] = 0x0A  # Record.features (field 1)
+    pos = _put_varint(out, pos + 1, entry)
+    pos = _put_values_key(out, pos)
+    out[pos] = 0x12  # entry.value
+    pos = _put_varint(out, pos + 1, value)
+    out[pos] = value_tag
+    return _put_varint(out, pos + 1, tensor)
+
+
+@numba.njit(cache=True, nogil=True)
+def dense_frame_sizes(n_rows, row_bytes, label_kind, label_i32):
+    """Frame size (header, payload, padding) of each row of a dense write."""
+    tensor, value, entry = _feature_lengths(row_bytes, 0, 0, -1)
+    sizes = np.empty(n_rows, np.int64)
+    for i in range(n_rows):
+        i32 = label_i32[i] if label_kind == LABEL_I32 else 0
+        payload = _record_len(entry, label_kind, i32)
+        sizes[i] = 8 + ((payload + 3) & ~3)
+    return sizes
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_dense(rows, value_tag, label_kind, label_f32, label_f64, label_i32, offsets, out):
+    """Write one frame per row of `rows` (uint8 view, one row of packed little-endian values per
+    line) at out[offsets[i]:]. value_tag is 0x12 for Float32Tensor, 0x1A for Float64Tensor."""
+    row_bytes = rows.shape[1]
+    tensor, value, entry = _feature_lengths(row_bytes, 0, 0, -1)
+    for i in range(rows.shape[0]):
+        i32 = label_i32[i] if label_kind == LABEL_I32 else 0
+        payload = _record_len(entry, label_kind, i32)
+        pos = _frame_header(out, offsets[i], payload)
+        start = pos
+        pos = _put_features_head(out, pos, value_tag, tensor, value, entry)
+        if row_bytes:
+            out[pos] = 0x0A  # tensor.values
+            pos = _put_varint(out, pos + 1, row_bytes)
+            out[pos:pos + row_bytes] = rows[i]
+            pos += row_bytes
+        if label_kind != LABEL_NONE:
+            pos = _put_label(out, pos, label_kind,
+                             label_f32[i] if label_kind == LABEL_F32 else np.float32(0),
+                             label_f64[i] if label_kind == LABEL_F64 else 0.0, i32)
+        _finish_frame(out, pos, start)
+
+
+@numba.njit(cache=True, nogil=True)
+def sparse_frame_sizes(indptr, indices, value_size, n_cols, label_kind, label_i32):
+    sizes = np.empty(indptr.shape[0] - 1, np.int64)
+    for i in range(sizes.shape[0]):
+        key_bytes = 0
+        for j in range(indptr[i], indptr[i + 1]):
+            key_bytes += _varint_len(np.uint64(indices[j]))
+        nnz = indptr[i + 1] - indptr[i]
+        tensor, value, entry = _feature_lengths(nnz * value_size, key_bytes, nnz, n_cols)
+        i32 = label_i32[i] if label_kind == LABEL_I32 else 0
+        payload = _record_len(entry, label_kind, i32)
+        sizes[i] = 8 + ((payload + 3) & ~3)
+    return sizes
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_sparse(indptr, indices, data_bytes, value_size, value_tag, n_cols, label_kind, label_f32,
+                  label_f64, label_i32, offsets, out):
+    """One frame per CSR row: values, keys (the column indices) and shape [n_cols]."""
+    for i in range(indptr.shape[0] - 1):
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        nnz = hi - lo
+        key_bytes = 0
+        for j in range(lo, hi):
+            key_bytes += _varint_len(np.uint64(indices[j]))
+        tensor, value, entry = _feature_lengths(nnz * value_size, key_bytes, nnz, n_cols)
+        i32 = label_i32[i] if label_kind == LABEL_I32 else 0
+        payload = _record_len(entry, label_kind, i32)
+        pos = _frame_header(out, offsets[i], payload)
+        start = pos
+        pos = _put_features_head(out, pos, value_tag, tensor, value, entry)
+        if nnz:
+            out[pos] = 0x0A  # tensor.values
+            pos = _put_varint(out, pos + 1, nnz * value_size)
+            out[pos:pos + nnz * value_size] = data_bytes[lo * value_size:hi * value_size]
+            pos += nnz * value_size
+            out[pos] = 0x12  # tensor.keys
+            pos = _put_varint(out, pos + 1, key_bytes)
+            for j in range(lo, hi):
+                pos = _put_varint(out, pos, np.uint64(indices[j]))
+        out[pos] = 0x1A  # tensor.shape
+        pos = _put_varint(out, pos + 1, _varint_len(n_cols))
+        pos = _put_varint(out, pos, n_cols)
+        if label_kind != LABEL_NONE:
+            pos = _put_label(out, pos, label_kind,
+                             label_f32[i] if label_kind == LABEL_F32 else np.float32(0),
+                             label_f64[i] if label_kind == LABEL_F64 else 0.0, i32)
+        _finish_frame(out, pos, start)

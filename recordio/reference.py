@@ -1,0 +1,184 @@
+"""The protobuf-runtime path: slow, general, and the reference the fast path is tested against.
+
+It parses each payload with the generated `aialgs.data.Record` class, so it takes every dtype
+(Float32, Float64 and Int32 tensors), unknown fields, unpacked or split repeated fields and
+multi-dimensional shapes, and it is what rejects payloads that are not Records. Its writers build
+Record objects and serialise them, exactly as the SageMaker Python SDK does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from google.protobuf.message import DecodeError
+
+from .errors import RecordIOError
+from .framing import RecordSpan, Sink, frame
+from .record_pb2 import Record
+from .table import RecordTable
+
+_TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
+
+
+def parse_record(payload: bytes, index: int, offset: int, source: str | None) -> Record:
+    record = Record()
+    try:
+        record.ParseFromString(payload)
+    except DecodeError as e:
+        raise RecordIOError(f"payload is not a valid aialgs.data.Record protobuf message ({e})",
+                            index, offset, source) from None
+    return record
+
+
+def _tensor(value, what: str, fail):
+    kind = value.WhichOneof("value")
+    if kind is None:
+        fail(f"{what} holds no tensor")
+    if kind == "bytes":
+        fail(f"{what} holds Bytes, which cannot be read as numbers")
+    return getattr(value, kind)
+
+
+def _shape_width(shape) -> int:
+    width = 1
+    for dim in shape:
+        width = min(width * int(dim), 2**64 - 1)
+    return width
+
+
+def scan_reference(span: RecordSpan, source: str | None) -> RecordTable:
+    """The same RecordTable as the fast path, built with the protobuf runtime."""
+    n = len(span)
+    pieces: list[bytes] = []
+    pos = 0
+    t = RecordTable.empty_for(n, np.empty(0, np.uint8), span.offsets, span.first_index)
+    for i in range(n):
+        index, offset = span.first_index + i, int(span.offsets[i])
+
+        def fail(reason: str) -> None:
+            raise RecordIOError(reason, index, offset, source)
+
+        record = parse_record(span.payload(i), index, offset, source)
+        if "values" not in record.features:
+            found = ", ".join(repr(k) for k in sorted(record.features)) or "none"
+            fail(f"record has no 'values' feature (feature keys: {found})")
+        tensor = _tensor(record.features["values"], "features['values']", fail)
+        values = np.asarray(tensor.values, dtype=np.float64 if tensor.DESCRIPTOR.name != "Int32Tensor" else np.int64)
+        values = values.astype(np.float32).tobytes()
+        keys = np.asarray(tensor.keys, dtype=np.uint64)
+        t.val_off[i] = pos
+        t.n_vals[i] = len(values) // 4
+        t.key_off[i] = pos + len(values)
+        t.n_keys[i] = keys.shape[0]
+        t.max_key[i] = keys.max() if keys.shape[0] else 0
+        t.has_shape[i] = len(tensor.shape) > 0
+        t.shape_width[i] = _shape_width(tensor.shape) if t.has_shape[i] else 0
+        encoded_keys = _varints(keys)
+        pieces += (values, encoded_keys)
+        pos += len(values) + len(encoded_keys)
+        if len(record.label):
+            if "values" not in record.label:
+                found = ", ".join(repr(k) for k in sorted(record.label))
+                fail(f"record's label has no 'values' entry (label keys: {found})")
+            label = _tensor(record.label["values"], "label['values']", fail)
+            if len(label.values) != 1 or len(label.keys):
+                fail(f"label must be a single value, found {len(label.values)} values"
+                     + (f" and {len(label.keys)} keys" if len(label.keys) else ""))
+            t.labels[i] = np.float32(np.float64(label.values[0]))
+            t.has_label[i] = True
+    t.buf = np.frombuffer(b"".join(pieces), np.uint8) if pieces else np.zeros(0, np.uint8)
+    return t
+
+
+def _varints(keys: np.ndarray) -> bytes:
+    out = bytearray()
+    for key in keys.tolist():
+        while key >= 0x80:
+            out.append((key & 0x7F) | 0x80)
+            key >>= 7
+        out.append(key)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing, the SDK's way: one Record object per row.
+
+def tensor_field(array: np.ndarray) -> str:
+    """The Value field a numpy dtype maps to (the SageMaker SDK's mapping)."""
+    if array.dtype == np.float32:
+        return "float32_tensor"
+    if array.dtype == np.float64:
+        return "float64_tensor"
+    if np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.bool_):
+        if array.size:
+            info = np.iinfo(np.int32)
+            lo, hi = int(array.min()), int(array.max())
+            if lo < info.min or hi > info.max:
+                bad = lo if lo < info.min else hi
+                raise RecordIOError(f"integer value {bad} does not fit in int32 (Int32Tensor); "
+                                    "convert the array to float32 or float64 first")
+        return "int32_tensor"
+    raise RecordIOError(f"unsupported dtype {array.dtype}: RecordIO-protobuf holds float32, float64 "
+                        "and int32 values")
+
+
+def write_dense(dest, X, labels=None) -> None:
+    X, labels = check_dense_args(X, labels)
+    field = tensor_field(X)
+    label_field = tensor_field(labels) if labels is not None else None
+    with Sink(dest) as sink:
+        for i in range(X.shape[0]):
+            record = Record()
+            getattr(record.features["values"], field).values.extend(X[i].tolist())
+            if label_field:
+                getattr(record.label["values"], label_field).values.append(labels[i].item())
+            sink.write(frame(record.SerializeToString()))
+
+
+def write_sparse(dest, X, labels=None) -> None:
+    X, labels = check_sparse_args(X, labels)
+    field = tensor_field(X.data)
+    label_field = tensor_field(labels) if labels is not None else None
+    with Sink(dest) as sink:
+        for i in range(X.shape[0]):
+            lo, hi = X.indptr[i], X.indptr[i + 1]
+            record = Record()
+            tensor = getattr(record.features["values"], field)
+            tensor.values.extend(X.data[lo:hi].tolist())
+            tensor.keys.extend(X.indices[lo:hi].astype(np.uint64).tolist())
+            tensor.shape.append(X.shape[1])
+            if label_field:
+                getattr(record.label["values"], label_field).values.append(labels[i].item())
+            sink.write(frame(record.SerializeToString()))
+
+
+def read(source, feature_dim: int | None = None):
+    """`smalgo.recordio.read` forced onto the protobuf-runtime path (for tests and benchmarks)."""
+    from .arrays import read as _read
+
+    return _read(source, feature_dim=feature_dim, fast=False)
+
+
+def check_dense_args(X, labels):
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise RecordIOError(f"write_dense needs a 2-D array, got shape {X.shape}")
+    return X, _check_labels(labels, X.shape[0])
+
+
+def check_sparse_args(X, labels):
+    if not sp.issparse(X) or X.ndim != 2:
+        raise RecordIOError(f"write_sparse needs a 2-D scipy sparse matrix, got {type(X).__name__}")
+    X = sp.csr_matrix(X)
+    X.sort_indices()
+    return X, _check_labels(labels, X.shape[0])
+
+
+def _check_labels(labels, n_rows: int):
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != n_rows:
+        raise RecordIOError(f"labels must be 1-D with one label per row ({n_rows}), got shape {labels.shape}")
+    return labels
+

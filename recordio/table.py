@@ -1,0 +1,216 @@
+"""From decoded records to arrays: the rules both decoding paths share.
+
+Decoding a chunk of records yields a `RecordTable`: per record, where its float32 values and its
+varint-encoded keys sit in a byte buffer, its declared shape, its largest key and its label. The
+numba fast path points into the RecordIO bytes themselves; the protobuf-runtime reference path
+builds an equivalent buffer. Everything after that (what makes a record dense or sparse, which
+widths agree, which keys are out of range, how rows become a matrix) is this one module, so the
+two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import codec
+from .errors import RecordIOError
+from .framing import RecordSpan
+
+# The widest feature vector we build: CSR column indices are int32, and a wider dense row would
+# be an allocation no real data set pays for.
+MAX_FEATURE_DIM = 2**31 - 1
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+@dataclass
+class RecordTable:
+    """Per-record facts for `n` consecutive records (see the module docstring)."""
+
+    buf: np.ndarray  # uint8
+    val_off: np.ndarray  # int64: byte offset of the packed float32 values
+    n_vals: np.ndarray  # int64
+    key_off: np.ndarray  # int64: byte offset of the packed varint keys
+    n_keys: np.ndarray  # int64
+    max_key: np.ndarray  # uint64 (0 without keys)
+    shape_width: np.ndarray  # uint64: product of the shape's dimensions (saturating)
+    has_shape: np.ndarray  # bool
+    labels: np.ndarray  # float32
+    has_label: np.ndarray  # bool
+    offsets: np.ndarray  # int64: stream byte offset of each record
+    first_index: int
+
+    def __len__(self) -> int:
+        return self.val_off.shape[0]
+
+    @classmethod
+    def empty_for(cls, n: int, buf: np.ndarray, offsets: np.ndarray, first_index: int) -> "RecordTable":
+        return cls(buf, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                   np.zeros(n, np.int64), np.zeros(n, np.uint64), np.zeros(n, np.uint64),
+                   np.zeros(n, bool), np.zeros(n, np.float32), np.zeros(n, bool), offsets, first_index)
+
+
+def scan_fast(span: RecordSpan) -> RecordTable | None:
+    """The fast path's table for `span`, or None when some record needs the reference path."""
+    if not _LITTLE_ENDIAN:
+        return None
+    n = len(span)
+    t = RecordTable.empty_for(n, span.buf, span.offsets, span.first_index)
+    n_shape = np.zeros(n, np.int64)
+    bad = codec.scan_payloads(span.buf, span.starts, span.lengths, t.val_off, t.n_vals, t.key_off,
+                              t.n_keys, t.max_key, n_shape, t.shape_width, t.labels.view(np.uint32), t.has_label)
+    if bad >= 0:
+        return None
+    t.has_shape = n_shape == 1
+    return t
+
+
+class StreamRules:
+    """Checks that every record of one stream can be a row of one matrix, and turns record
+    ranges into arrays. Holds what earlier records established: the width and whether records
+    carry labels."""
+
+    def __init__(self, feature_dim: int | None, source: str | None):
+        self.source = source
+        self.feature_dim = feature_dim
+        # The width some record declared (dense values, or a sparse shape); feature_dim if given.
+        self.width: int | None = feature_dim
+        self.width_from: str = f"feature_dim={feature_dim}" if feature_dim is not None else ""
+        # Largest key+1 among sparse records without a shape (used when nothing declared a width).
+        self.key_width = 0
+        self.labelled: bool | None = None
+        self.all_dense = True
+
+    def _fail(self, t: RecordTable, i: int, reason: str) -> None:
+        raise RecordIOError(reason, t.first_index + i, int(t.offsets[i]), self.source)
+
+    def check(self, t: RecordTable) -> np.ndarray:
+        """Validate a table against the stream so far; returns which records are sparse."""
+        n = len(t)
+        if n == 0:
+            return np.zeros(0, bool)
+        is_sparse = (t.n_keys > 0) | ((t.n_vals == 0) & t.has_shape)
+
+        bad = np.flatnonzero(is_sparse & (t.n_keys > 0) & (t.n_keys != t.n_vals))
+        if bad.size:
+            i = bad[0]
+            self._fail(t, i, f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values")
+
+        bad = np.flatnonzero(~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)))
+        if bad.size:
+            i = bad[0]
+            self._fail(t, i, f"dense tensor has {t.n_vals[i]} values but its shape says {t.shape_width[i]}")
+
+        bad = np.flatnonzero(t.has_shape & (t.shape_width > np.uint64(MAX_FEATURE_DIM)))
+        if bad.size:
+            i = bad[0]
+            self._fail(t, i, f"shape of {t.shape_width[i]} features exceeds the largest supported "
+                             f"feature dimension ({MAX_FEATURE_DIM})")
+
+        bad = np.flatnonzero(t.has_shape & (t.n_keys > 0) & (t.max_key >= t.shape_width))
+        if bad.size:
+            i = bad[0]
+            self._fail(t, i, f"key {t.max_key[i]} is outside the record's shape [{t.shape_width[i]}]")
+
+        bad = np.flatnonzero(~t.has_shape & (t.max_key >= np.uint64(MAX_FEATURE_DIM)))
+        if bad.size:
+            i = bad[0]
+            self._fail(t, i, f"key {t.max_key[i]} exceeds the largest supported feature dimension "
+                             f"({MAX_FEATURE_DIM})")
+
+        # Widths: every record that declares one (dense values, sparse shape) must agree.
+        declared = np.where(is_sparse, t.shape_width.astype(np.int64), t.n_vals)
+        declares = ~is_sparse | t.has_shape
+        if self.width is None and declares.any():
+            first = int(np.flatnonzero(declares)[0])
+            self.width = int(declared[first])
+            self.width_from = f"record {t.first_index + first}"
+        if self.width is not None:
+            bad = np.flatnonzero(declares & (declared != self.width))
+            if bad.size:
+                i = bad[0]
+                what = (f"has {t.n_vals[i]} dense values" if not is_sparse[i]
+                        else f"declares shape [{t.shape_width[i]}]")
+                self._fail(t, i, f"{what}, but the width is {self.width} (set by {self.width_from}); "
+                                 "all records of one input must have the same number of features")
+            bad = np.flatnonzero(~t.has_shape & (t.n_keys > 0) & (t.max_key >= np.uint64(self.width)))
+            if bad.size:
+                i = bad[0]
+                self._fail(t, i, f"key {t.max_key[i]} is outside the width {self.width} "
+                                 f"(set by {self.width_from})")
+        keyed = ~t.has_shape & (t.n_keys > 0)
+        if keyed.any():
+            self.key_width = max(self.key_width, int(t.max_key[keyed].max()) + 1)
+
+        if self.labelled is None:
+            self.labelled = bool(t.has_label[0])
+        bad = np.flatnonzero(t.has_label != self.labelled)
+        if bad.size:
+            i = bad[0]
+            self._fail(t, i, "has no label but earlier records do" if self.labelled
+                       else "has a label but earlier records do not")
+        if is_sparse.any():
+            self.all_dense = False
+        return is_sparse
+
+    @property
+    def output_width(self) -> int:
+        return self.width if self.width is not None else self.key_width
+
+    def rows(self, t: RecordTable, is_sparse: np.ndarray, lo: int, hi: int):
+        """Records lo..hi-1 of a checked table as (X, y)."""
+        y = t.labels[lo:hi].copy() if self.labelled else None
+        n = hi - lo
+        if not is_sparse[lo:hi].any():
+            width = self.output_width
+            X = np.empty((n, width), np.float32)
+            if n and width:
+                codec.fill_dense(t.buf, t.val_off[lo:hi], width, X.reshape(-1).view(np.uint8))
+            return X, y
+        counts = t.n_vals[lo:hi]
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        nnz = int(indptr[-1])
+        indices = np.empty(nnz, np.int32)
+        data = np.empty(nnz, np.float32)
+        codec.fill_csr(t.buf, t.val_off[lo:hi], counts, t.key_off[lo:hi], is_sparse[lo:hi],
+                       indptr, indices, data.view(np.uint8))
+        X = sp.csr_matrix((data, indices, indptr), shape=(n, self.output_width))
+        return X, y
+
+
+def combine(parts: list, width: int):
+    """Stack (X, y) parts into one (X, y); X is dense only when every part is."""
+    ys = [y for _, y in parts]
+    y = None if ys[0] is None else (ys[0] if len(ys) == 1 else np.concatenate(ys))
+    if all(isinstance(X, np.ndarray) for X, _ in parts):
+        X = parts[0][0] if len(parts) == 1 else np.concatenate([X for X, _ in parts])
+        return X, y
+    csr = [as_csr_keep_all(X, width) for X, _ in parts]
+    if len(csr) == 1:
+        return csr[0], y
+    indptr = [np.zeros(1, np.int64)]
+    total = 0
+    for m in csr:
+        indptr.append(m.indptr[1:].astype(np.int64) + total)
+        total += m.nnz
+    X = sp.csr_matrix((np.concatenate([m.data for m in csr]), np.concatenate([m.indices for m in csr]),
+                       np.concatenate(indptr)), shape=(sum(m.shape[0] for m in csr), width))
+    return X, y
+
+
+def as_csr_keep_all(X, width: int) -> sp.csr_matrix:
+    """X as CSR of the given width. Dense rows keep every value (zeros too), exactly as dense
+    records inside a sparse read do, so the result does not depend on how records were chunked."""
+    if sp.issparse(X):
+        if X.shape[1] != width:
+            X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], width))
+        return X
+    n, w = X.shape
+    indptr = np.arange(0, (n + 1) * w, w, dtype=np.int64) if w else np.zeros(n + 1, np.int64)
+    indices = np.tile(np.arange(w, dtype=np.int32), n)
+    return sp.csr_matrix((X.reshape(-1), indices, indptr), shape=(n, width))
