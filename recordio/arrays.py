@@ -38,11 +38,32 @@ def read(source, feature_dim: int | None = None, *, fast: bool = True,
     shapes or values, else from the largest key + 1. Raises RecordIOError naming the record.
     """
     rules = StreamRules(_check_feature_dim(feature_dim), describe_source(source))
-    parts = []
+    # Tables whose buffers stay valid are decoded only at the end, straight into one output
+    # array; the others (chunks of a pipe or file object) become parts as they come.
+    deferred: list = []
+    parts: list = []
     for table in _tables(source, fast, chunk_size):
         is_sparse = rules.check(table)
-        if len(table):
-            parts.append(rules.rows(table, is_sparse, 0, len(table)))
+        if table.error:
+            raise table.error
+        if not len(table):
+            continue
+        if table.stable and not parts:
+            deferred.append((table, is_sparse))
+            continue
+        parts += [rules.rows(t, s, 0, len(t)) for t, s in deferred]
+        deferred = []
+        parts.append(rules.rows(table, is_sparse, 0, len(table)))
+    if deferred and rules.all_dense:
+        n = sum(len(t) for t, _ in deferred)
+        X = np.empty((n, rules.output_width), np.float32)
+        y = np.empty(n, np.float32) if rules.labelled else None
+        row = 0
+        for t, _ in deferred:
+            rules.fill_dense_rows(t, X[row:row + len(t)], None if y is None else y[row:row + len(t)])
+            row += len(t)
+        return X, y
+    parts += [rules.rows(t, s, 0, len(t)) for t, s in deferred]
     if not parts:
         return np.empty((0, rules.output_width), np.float32), None
     return combine(parts, rules.output_width)
@@ -60,6 +81,8 @@ def iter_batches(source, batch_size: int, feature_dim: int | None = None, *, fas
     pending_rows = 0
     for table in _tables(source, fast, chunk_size):
         is_sparse = rules.check(table)
+        if table.error:
+            raise table.error
         lo = 0
         while lo < len(table):
             hi = min(len(table), lo + batch_size - pending_rows)

@@ -23,7 +23,7 @@ _VAL_OFF, _VAL_BYTES, _KEY_OFF, _KEY_BYTES, _N_KEYS, _MAX_KEY, _N_SHAPE, _SHAPE0
 LABEL_NONE, LABEL_F32, LABEL_F64, LABEL_I32 = 0, 1, 2, 3
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _varint(buf, pos, end):
     """(value, next position); next position is -1 for a truncated or over-long varint."""
     result = np.uint64(0)
@@ -42,7 +42,7 @@ def _varint(buf, pos, end):
     return np.uint64(0), -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _field(buf, pos, end):
     """(field number, start, stop, next position) of a length-delimited field at pos; next
     position is -1 when the field is not length-delimited or does not fit."""
@@ -56,7 +56,7 @@ def _field(buf, pos, end):
     return np.int64(tag >> np.uint64(3)), pos, stop, stop
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _tensor(buf, pos, end, out):
     """Parse a Float32Tensor body into out[...]; False when the reference path must decide."""
     for j in range(8):
@@ -97,31 +97,23 @@ def _tensor(buf, pos, end, out):
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _values_entry(buf, pos, end, out):
-    """Parse a map entry whose key must be "values" and whose Value must hold a Float32Tensor."""
-    key_ok = False
-    value_seen = False
-    while pos < end:
-        number, start, stop, pos = _field(buf, pos, end)
-        if pos < 0:
-            return False
-        if number == 1 and not key_ok:
-            if (stop - start != 6 or buf[start] != 118 or buf[start + 1] != 97 or buf[start + 2] != 108
-                    or buf[start + 3] != 117 or buf[start + 4] != 101 or buf[start + 5] != 115):  # "values"
-                return False
-            key_ok = True
-        elif number == 2 and not value_seen:
-            value_seen = True
-            # The Value message: exactly one float32_tensor (field 2).
-            inner, t_start, t_stop, after = _field(buf, start, stop)
-            if after != stop or inner != 2:
-                return False
-            if not _tensor(buf, t_start, t_stop, out):
-                return False
-        else:
-            return False
-    return key_ok and value_seen
+    """Parse a map entry laid out as every serializer writes it: key "values", then a Value
+    holding exactly one Float32Tensor. Any other layout is left to the reference path."""
+    number, start, stop, pos = _field(buf, pos, end)
+    if (pos < 0 or number != 1 or stop - start != 6 or buf[start] != 118 or buf[start + 1] != 97
+            or buf[start + 2] != 108 or buf[start + 3] != 117 or buf[start + 4] != 101
+            or buf[start + 5] != 115):  # "values"
+        return False
+    number, start, stop, pos = _field(buf, pos, end)
+    if pos != end or number != 2:
+        return False
+    # The Value message: its one field must be float32_tensor (field 2).
+    number, start, stop, pos = _field(buf, start, stop)
+    if pos != stop or number != 2:
+        return False
+    return _tensor(buf, start, stop, out)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -11,7 +11,9 @@ between the parts. We read such records the same way and, like the SageMaker SDK
 
 from __future__ import annotations
 
+import mmap
 import os
+import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -97,6 +99,9 @@ class RecordSpan:
     lengths: np.ndarray
     offsets: np.ndarray
     first_index: int
+    # True when buf is not reused for later spans (an in-memory or memory-mapped input, or
+    # reassembled multi-part records), so the span may be decoded after the next one is read.
+    stable: bool = False
 
     def __len__(self) -> int:
         return self.starts.shape[0]
@@ -128,9 +133,15 @@ class _ByteSource:
         elif isinstance(source, (str, os.PathLike)):
             try:
                 self._owned = open(source, "rb", buffering=0)
+                info = os.fstat(self._owned.fileno())
             except OSError as e:
                 raise RecordIOError(f"cannot open: {e.strerror}", source=os.fspath(source)) from e
             self._file = self._owned
+            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+                # A regular file is mapped rather than read: no copy, and the OS pages it in
+                # and out as the scan moves along, so a large file is never held whole.
+                self.memory = np.frombuffer(mmap.mmap(self._owned.fileno(), 0, access=mmap.ACCESS_READ),
+                                            dtype=np.uint8)
         elif hasattr(source, "readinto") or hasattr(source, "read"):
             self._file = source
         else:
@@ -196,6 +207,7 @@ def _spans(src: _ByteSource, name: str | None, chunk_size: int) -> Iterator[Reco
         if n:
             span = _logical_records(view, header_pos[:n], payload_pos[:n], payload_len[:n], cflags[:n],
                                     base + start, record_index)
+            span.stable = span.stable or src.memory is not None
             record_index += len(span)
             yield span
             start += consumed
@@ -246,7 +258,7 @@ def _logical_records(view, header_pos, payload_pos, payload_len, cflags, view_of
             record = []
     buf = np.frombuffer(b"".join(pieces), np.uint8)
     return RecordSpan(buf, np.array(starts, np.int64), np.array(lengths, np.int64),
-                      np.array(offsets, np.int64), first_index)
+                      np.array(offsets, np.int64), first_index, stable=True)
 
 
 def _bad_magic(buf, pos) -> str:

@@ -47,47 +47,61 @@ def _shape_width(shape) -> int:
 
 
 def scan_reference(span: RecordSpan, source: str | None) -> RecordTable:
-    """The same RecordTable as the fast path, built with the protobuf runtime."""
+    """The same RecordTable as the fast path, built with the protobuf runtime. A record that
+    cannot be decoded ends the table and is kept as its `error`."""
     n = len(span)
     pieces: list[bytes] = []
-    pos = 0
     t = RecordTable.empty_for(n, np.empty(0, np.uint8), span.offsets, span.first_index)
+    t.stable = True  # its buffer is built here, for this table alone
+    pos = 0
     for i in range(n):
-        index, offset = span.first_index + i, int(span.offsets[i])
-
-        def fail(reason: str) -> None:
-            raise RecordIOError(reason, index, offset, source)
-
-        record = parse_record(span.payload(i), index, offset, source)
-        if "values" not in record.features:
-            found = ", ".join(repr(k) for k in sorted(record.features)) or "none"
-            fail(f"record has no 'values' feature (feature keys: {found})")
-        tensor = _tensor(record.features["values"], "features['values']", fail)
-        values = np.asarray(tensor.values, dtype=np.float64 if tensor.DESCRIPTOR.name != "Int32Tensor" else np.int64)
-        values = values.astype(np.float32).tobytes()
-        keys = np.asarray(tensor.keys, dtype=np.uint64)
-        t.val_off[i] = pos
-        t.n_vals[i] = len(values) // 4
-        t.key_off[i] = pos + len(values)
-        t.n_keys[i] = keys.shape[0]
-        t.max_key[i] = keys.max() if keys.shape[0] else 0
-        t.has_shape[i] = len(tensor.shape) > 0
-        t.shape_width[i] = _shape_width(tensor.shape) if t.has_shape[i] else 0
-        encoded_keys = _varints(keys)
-        pieces += (values, encoded_keys)
-        pos += len(values) + len(encoded_keys)
-        if len(record.label):
-            if "values" not in record.label:
-                found = ", ".join(repr(k) for k in sorted(record.label))
-                fail(f"record's label has no 'values' entry (label keys: {found})")
-            label = _tensor(record.label["values"], "label['values']", fail)
-            if len(label.values) != 1 or len(label.keys):
-                fail(f"label must be a single value, found {len(label.values)} values"
-                     + (f" and {len(label.keys)} keys" if len(label.keys) else ""))
-            t.labels[i] = np.float32(np.float64(label.values[0]))
-            t.has_label[i] = True
+        try:
+            pos = _scan_one(span, i, t, pieces, pos, source)
+        except RecordIOError as e:
+            t = t.head(i)
+            t.error = e
+            break
     t.buf = np.frombuffer(b"".join(pieces), np.uint8) if pieces else np.zeros(0, np.uint8)
     return t
+
+
+def _scan_one(span: RecordSpan, i: int, t: RecordTable, pieces: list, pos: int, source: str | None) -> int:
+    """Decode record i of the span into row i of the table; returns the new buffer length."""
+    index, offset = span.first_index + i, int(span.offsets[i])
+
+    def fail(reason: str) -> None:
+        raise RecordIOError(reason, index, offset, source)
+
+    record = parse_record(span.payload(i), index, offset, source)
+    if "values" not in record.features:
+        found = ", ".join(repr(k) for k in sorted(record.features)) or "none"
+        fail(f"record has no 'values' feature (feature keys: {found})")
+    tensor = _tensor(record.features["values"], "features['values']", fail)
+    values = np.asarray(tensor.values, dtype=np.float64 if tensor.DESCRIPTOR.name != "Int32Tensor" else np.int64)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, as in numpy
+        values = values.astype(np.float32).tobytes()
+    keys = np.asarray(tensor.keys, dtype=np.uint64)
+    t.val_off[i] = pos
+    t.n_vals[i] = len(values) // 4
+    t.key_off[i] = pos + len(values)
+    t.n_keys[i] = keys.shape[0]
+    t.max_key[i] = keys.max() if keys.shape[0] else 0
+    t.has_shape[i] = len(tensor.shape) > 0
+    t.shape_width[i] = _shape_width(tensor.shape) if t.has_shape[i] else 0
+    encoded_keys = _varints(keys)
+    pieces += (values, encoded_keys)
+    if len(record.label):
+        if "values" not in record.label:
+            found = ", ".join(repr(k) for k in sorted(record.label))
+            fail(f"record's label has no 'values' entry (label keys: {found})")
+        label = _tensor(record.label["values"], "label['values']", fail)
+        if len(label.values) != 1 or len(label.keys):
+            fail(f"label must be a single value, found {len(label.values)} values"
+                 + (f" and {len(label.keys)} keys" if len(label.keys) else ""))
+        with np.errstate(over="ignore"):
+            t.labels[i] = np.float32(np.float64(label.values[0]))
+        t.has_label[i] = True
+    return pos + len(values) + len(encoded_keys)
 
 
 def _varints(keys: np.ndarray) -> bytes:

@@ -43,9 +43,20 @@ class RecordTable:
     has_label: np.ndarray  # bool
     offsets: np.ndarray  # int64: stream byte offset of each record
     first_index: int
+    stable: bool = False  # buf outlives the next chunk (see RecordSpan.stable)
+    # A record that could not be decoded at all ends the table; its error is raised once the
+    # records before it have been checked, so the first problem in stream order is reported.
+    error: RecordIOError | None = None
 
     def __len__(self) -> int:
         return self.val_off.shape[0]
+
+    def head(self, n: int) -> "RecordTable":
+        """The first n records."""
+        cut = {name: getattr(self, name)[:n] for name in ("val_off", "n_vals", "key_off", "n_keys", "max_key",
+                                                          "shape_width", "has_shape", "labels", "has_label",
+                                                          "offsets")}
+        return RecordTable(buf=self.buf, first_index=self.first_index, stable=self.stable, error=self.error, **cut)
 
     @classmethod
     def empty_for(cls, n: int, buf: np.ndarray, offsets: np.ndarray, first_index: int) -> "RecordTable":
@@ -60,6 +71,7 @@ def scan_fast(span: RecordSpan) -> RecordTable | None:
         return None
     n = len(span)
     t = RecordTable.empty_for(n, span.buf, span.offsets, span.first_index)
+    t.stable = span.stable
     n_shape = np.zeros(n, np.int64)
     bad = codec.scan_payloads(span.buf, span.starts, span.lengths, t.val_off, t.n_vals, t.key_off,
                               t.n_keys, t.max_key, n_shape, t.shape_width, t.labels.view(np.uint32), t.has_label)
@@ -85,74 +97,64 @@ class StreamRules:
         self.labelled: bool | None = None
         self.all_dense = True
 
-    def _fail(self, t: RecordTable, i: int, reason: str) -> None:
-        raise RecordIOError(reason, t.first_index + i, int(t.offsets[i]), self.source)
-
     def check(self, t: RecordTable) -> np.ndarray:
-        """Validate a table against the stream so far; returns which records are sparse."""
+        """Validate a table against the stream so far; returns which records are sparse.
+        Reports the first bad record in stream order, whatever the chunking."""
         n = len(t)
         if n == 0:
             return np.zeros(0, bool)
         is_sparse = (t.n_keys > 0) | ((t.n_vals == 0) & t.has_shape)
-
-        bad = np.flatnonzero(is_sparse & (t.n_keys > 0) & (t.n_keys != t.n_vals))
-        if bad.size:
-            i = bad[0]
-            self._fail(t, i, f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values")
-
-        bad = np.flatnonzero(~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)))
-        if bad.size:
-            i = bad[0]
-            self._fail(t, i, f"dense tensor has {t.n_vals[i]} values but its shape says {t.shape_width[i]}")
-
-        bad = np.flatnonzero(t.has_shape & (t.shape_width > np.uint64(MAX_FEATURE_DIM)))
-        if bad.size:
-            i = bad[0]
-            self._fail(t, i, f"shape of {t.shape_width[i]} features exceeds the largest supported "
-                             f"feature dimension ({MAX_FEATURE_DIM})")
-
-        bad = np.flatnonzero(t.has_shape & (t.n_keys > 0) & (t.max_key >= t.shape_width))
-        if bad.size:
-            i = bad[0]
-            self._fail(t, i, f"key {t.max_key[i]} is outside the record's shape [{t.shape_width[i]}]")
-
-        bad = np.flatnonzero(~t.has_shape & (t.max_key >= np.uint64(MAX_FEATURE_DIM)))
-        if bad.size:
-            i = bad[0]
-            self._fail(t, i, f"key {t.max_key[i]} exceeds the largest supported feature dimension "
-                             f"({MAX_FEATURE_DIM})")
+        width_u64 = lambda w: np.uint64(w)  # noqa: E731 - comparisons against uint64 arrays
 
         # Widths: every record that declares one (dense values, sparse shape) must agree.
         declared = np.where(is_sparse, t.shape_width.astype(np.int64), t.n_vals)
         declares = ~is_sparse | t.has_shape
-        if self.width is None and declares.any():
+        width, width_from = self.width, self.width_from
+        if width is None and declares.any():
             first = int(np.flatnonzero(declares)[0])
-            self.width = int(declared[first])
-            self.width_from = f"record {t.first_index + first}"
-        if self.width is not None:
-            bad = np.flatnonzero(declares & (declared != self.width))
-            if bad.size:
-                i = bad[0]
-                what = (f"has {t.n_vals[i]} dense values" if not is_sparse[i]
-                        else f"declares shape [{t.shape_width[i]}]")
-                self._fail(t, i, f"{what}, but the width is {self.width} (set by {self.width_from}); "
-                                 "all records of one input must have the same number of features")
-            bad = np.flatnonzero(~t.has_shape & (t.n_keys > 0) & (t.max_key >= np.uint64(self.width)))
-            if bad.size:
-                i = bad[0]
-                self._fail(t, i, f"key {t.max_key[i]} is outside the width {self.width} "
-                                 f"(set by {self.width_from})")
+            width, width_from = int(declared[first]), f"record {t.first_index + first}"
+        labelled = bool(t.has_label[0]) if self.labelled is None else self.labelled
+
+        # (problem mask, message for record i), in the order they are reported for one record.
+        problems = [
+            (is_sparse & (t.n_keys > 0) & (t.n_keys != t.n_vals),
+             lambda i: f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values"),
+            (~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)),
+             lambda i: f"dense tensor has {t.n_vals[i]} values but its shape says {t.shape_width[i]}"),
+            (t.has_shape & (t.shape_width > width_u64(MAX_FEATURE_DIM)),
+             lambda i: f"shape of {t.shape_width[i]} features exceeds the largest supported "
+                       f"feature dimension ({MAX_FEATURE_DIM})"),
+            (t.has_shape & (t.n_keys > 0) & (t.max_key >= t.shape_width),
+             lambda i: f"key {t.max_key[i]} is outside the record's shape [{t.shape_width[i]}]"),
+            (~t.has_shape & (t.max_key >= width_u64(MAX_FEATURE_DIM)),
+             lambda i: f"key {t.max_key[i]} exceeds the largest supported feature dimension "
+                       f"({MAX_FEATURE_DIM})"),
+        ]
+        if width is not None:
+            problems += [
+                (declares & (declared != width),
+                 lambda i: (f"has {t.n_vals[i]} dense values" if not is_sparse[i]
+                            else f"declares shape [{t.shape_width[i]}]")
+                 + f", but the width is {width} (set by {width_from}); "
+                   "all records of one input must have the same number of features"),
+                (~t.has_shape & (t.n_keys > 0) & (t.max_key >= width_u64(width)),
+                 lambda i: f"key {t.max_key[i]} is outside the width {width} (set by {width_from})"),
+            ]
+        problems.append((t.has_label != labelled,
+                         lambda i: "has no label but earlier records do" if labelled
+                         else "has a label but earlier records do not"))
+        bad = np.zeros(n, bool)
+        for mask, _ in problems:
+            bad |= mask
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            reason = next(message(i) for mask, message in problems if mask[i])
+            raise RecordIOError(reason, t.first_index + i, int(t.offsets[i]), self.source)
+
+        self.width, self.width_from, self.labelled = width, width_from, labelled
         keyed = ~t.has_shape & (t.n_keys > 0)
         if keyed.any():
             self.key_width = max(self.key_width, int(t.max_key[keyed].max()) + 1)
-
-        if self.labelled is None:
-            self.labelled = bool(t.has_label[0])
-        bad = np.flatnonzero(t.has_label != self.labelled)
-        if bad.size:
-            i = bad[0]
-            self._fail(t, i, "has no label but earlier records do" if self.labelled
-                       else "has a label but earlier records do not")
         if is_sparse.any():
             self.all_dense = False
         return is_sparse
@@ -160,6 +162,13 @@ class StreamRules:
     @property
     def output_width(self) -> int:
         return self.width if self.width is not None else self.key_width
+
+    def fill_dense_rows(self, t: RecordTable, X: np.ndarray, y: np.ndarray | None) -> None:
+        """Copy all records of a checked, all-dense table into preallocated X (and y)."""
+        if len(t) and X.shape[1]:
+            codec.fill_dense(t.buf, t.val_off, X.shape[1], X.reshape(-1).view(np.uint8))
+        if y is not None:
+            y[:] = t.labels
 
     def rows(self, t: RecordTable, is_sparse: np.ndarray, lo: int, hi: int):
         """Records lo..hi-1 of a checked table as (X, y)."""
