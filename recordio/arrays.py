@@ -135,10 +135,7 @@ def write_dense(dest, X, labels=None) -> None:
         raise RecordIOError(f"a row of {X.shape[1]} values is too large for one RecordIO record")
     sizes = codec.dense_frame_sizes(X.shape[0], rows.shape[1], kind, i32)
     with Sink(dest) as sink:
-        for lo, hi in _blocks(sizes):
-            offsets = np.zeros(hi - lo, np.int64)
-            np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
-            out = np.empty(int(sizes[lo:hi].sum()), np.uint8)
+        for lo, hi, offsets, out in _blocks(sizes):
             codec.encode_dense(rows[lo:hi], value_tag, kind, f32[lo:hi] if kind == codec.LABEL_F32 else f32,
                                f64[lo:hi] if kind == codec.LABEL_F64 else f64,
                                i32[lo:hi] if kind == codec.LABEL_I32 else i32, offsets, out)
@@ -163,10 +160,7 @@ def write_sparse(dest, X, labels=None) -> None:
     if sizes.size and sizes.max() > (1 << 29):
         raise RecordIOError("a row is too large for one RecordIO record (2**29 bytes at most)")
     with Sink(dest) as sink:
-        for lo, hi in _blocks(sizes):
-            offsets = np.zeros(hi - lo, np.int64)
-            np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
-            out = np.empty(int(sizes[lo:hi].sum()), np.uint8)
+        for lo, hi, offsets, out in _blocks(sizes):
             codec.encode_sparse(indptr[lo:hi + 1], indices, data, value_size, value_tag, X.shape[1], kind,
                                 f32[lo:hi] if kind == codec.LABEL_F32 else f32,
                                 f64[lo:hi] if kind == codec.LABEL_F64 else f64,
@@ -175,16 +169,24 @@ def write_sparse(dest, X, labels=None) -> None:
 
 
 def _blocks(sizes: np.ndarray):
-    """Row ranges whose frames add up to about _WRITE_BLOCK_BYTES each."""
+    """(lo, hi, frame offsets, output buffer) for row ranges whose frames add up to about
+    _WRITE_BLOCK_BYTES. One buffer is reused for every block: fresh pages cost more than
+    encoding. The caller fills and writes each block before asking for the next."""
     n = sizes.shape[0]
     if n == 0:
         return
     ends = np.cumsum(sizes)
+    buffer = np.empty(0, np.uint8)
     lo = 0
     while lo < n:
-        limit = (ends[lo - 1] if lo else 0) + _WRITE_BLOCK_BYTES
-        hi = max(lo + 1, int(np.searchsorted(ends, limit, side="right")))
-        yield lo, min(hi, n)
+        before = int(ends[lo - 1]) if lo else 0
+        hi = min(n, max(lo + 1, int(np.searchsorted(ends, before + _WRITE_BLOCK_BYTES, side="right"))))
+        size = int(ends[hi - 1]) - before
+        if buffer.shape[0] < size:
+            buffer = np.empty(max(size, min(_WRITE_BLOCK_BYTES, int(ends[-1]))), np.uint8)
+        offsets = np.zeros(hi - lo, np.int64)
+        np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
+        yield lo, hi, offsets, buffer[:size]
         lo = hi
 
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Scratch slots filled by _tensor for one tensor.
-_VAL_OFF, _VAL_BYTES, _KEY_OFF, _KEY_BYTES, _N_KEYS, _MAX_KEY, _N_SHAPE, _SHAPE0 = range(8)
-
 # Label dtype codes shared with the writers.
 LABEL_NONE, LABEL_F32, LABEL_F64, LABEL_I32 = 0, 1, 2, 3
 
@@ -57,21 +54,28 @@ def _field(buf, pos, end):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _tensor(buf, pos, end, out):
-    """Parse a Float32Tensor body into out[...]; False when the reference path must decide."""
-    for j in range(8):
-        out[j] = 0
+def _tensor(buf, pos, end):
+    """Parse a Float32Tensor body. Returns (ok, values offset, values bytes, keys offset,
+    key count, largest key, shape dimension count, first shape dimension); ok is False when the
+    reference path must decide. Kept in registers (a tuple, not an array): this is the hot loop."""
+    val_off = 0
+    val_bytes = 0
+    key_off = 0
+    n_keys = 0
+    max_key = np.uint64(0)
+    n_shape = 0
+    shape0 = np.uint64(0)
     seen = 0
     while pos < end:
         number, start, stop, pos = _field(buf, pos, end)
         if pos < 0 or number < 1 or number > 3 or (seen >> number) & 1:
-            return False
+            return False, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
         seen |= 1 << number
         if number == 1:
-            if (stop - start) % 4:
-                return False
-            out[_VAL_OFF] = start
-            out[_VAL_BYTES] = stop - start
+            if (stop - start) & 3:
+                return False, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
+            val_off = start
+            val_bytes = stop - start
         else:
             count = 0
             largest = np.uint64(0)
@@ -80,87 +84,96 @@ def _tensor(buf, pos, end, out):
             while p < stop:
                 value, p = _varint(buf, p, stop)
                 if p < 0:
-                    return False
+                    return False, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
                 if count == 0:
                     first = value
                 if value > largest:
                     largest = value
                 count += 1
             if number == 2:
-                out[_KEY_OFF] = start
-                out[_KEY_BYTES] = stop - start
-                out[_N_KEYS] = count
-                out[_MAX_KEY] = largest
+                key_off = start
+                n_keys = count
+                max_key = largest
             else:
-                out[_N_SHAPE] = count
-                out[_SHAPE0] = first
-    return True
+                n_shape = count
+                shape0 = first
+    return True, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _values_entry(buf, pos, end, out):
+def _values_entry(buf, pos, end):
     """Parse a map entry laid out as every serializer writes it: key "values", then a Value
-    holding exactly one Float32Tensor. Any other layout is left to the reference path."""
+    holding exactly one Float32Tensor. Returns _tensor's tuple; any other layout is not ok and
+    is left to the reference path."""
     number, start, stop, pos = _field(buf, pos, end)
     if (pos < 0 or number != 1 or stop - start != 6 or buf[start] != 118 or buf[start + 1] != 97
             or buf[start + 2] != 108 or buf[start + 3] != 117 or buf[start + 4] != 101
             or buf[start + 5] != 115):  # "values"
-        return False
+        return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
     number, start, stop, pos = _field(buf, pos, end)
     if pos != end or number != 2:
-        return False
+        return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
     # The Value message: its one field must be float32_tensor (field 2).
     number, start, stop, pos = _field(buf, start, stop)
     if pos != stop or number != 2:
-        return False
-    return _tensor(buf, start, stop, out)
+        return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
+    return _tensor(buf, start, stop)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def scan_payloads(buf, starts, lengths, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0,
                   label_bits, has_label):
-    """Fill the per-record arrays for the fast path (label_bits: the float32 labels' uint32 view). Returns the index of the first record the
-    fast path cannot take (the caller then uses the reference path), or -1."""
-    scratch = np.zeros(8, np.uint64)
+    """Fill the per-record arrays for the fast path (label_bits: the float32 labels' uint32 view).
+    Returns the index of the first record the fast path cannot take (the caller then uses the
+    reference path), or -1."""
+    status = np.zeros(starts.shape[0], np.uint8)
+    for i in numba.prange(starts.shape[0]):
+        status[i] = _scan_one(buf, starts[i], lengths[i], i, val_off, n_vals, key_off, n_keys, max_key,
+                              n_shape, shape0, label_bits, has_label)
     for i in range(starts.shape[0]):
-        pos = starts[i]
-        end = pos + lengths[i]
-        features_seen = False
-        label_seen = False
-        while pos < end:
-            number, start, stop, pos = _field(buf, pos, end)
-            if pos < 0:
-                return i
-            if number == 1 and not features_seen:
-                features_seen = True
-                if not _values_entry(buf, start, stop, scratch):
-                    return i
-                val_off[i] = np.int64(scratch[_VAL_OFF])
-                n_vals[i] = np.int64(scratch[_VAL_BYTES]) // 4
-                key_off[i] = np.int64(scratch[_KEY_OFF])
-                n_keys[i] = np.int64(scratch[_N_KEYS])
-                max_key[i] = scratch[_MAX_KEY]
-                n_shape[i] = np.int64(scratch[_N_SHAPE])
-                shape0[i] = scratch[_SHAPE0]
-                if n_shape[i] > 1:
-                    return i
-            elif number == 2 and not label_seen:
-                label_seen = True
-                if not _values_entry(buf, start, stop, scratch):
-                    return i
-                if scratch[_VAL_BYTES] != 4 or scratch[_N_KEYS] != 0 or scratch[_N_SHAPE] != 0:
-                    return i
-                p = np.int64(scratch[_VAL_OFF])
-                label_bits[i] = (np.uint32(buf[p]) | (np.uint32(buf[p + 1]) << np.uint32(8))
-                                 | (np.uint32(buf[p + 2]) << np.uint32(16))
-                                 | (np.uint32(buf[p + 3]) << np.uint32(24)))
-            elif number < 3 or number > 5:
-                return i
-            # fields 3-5 (uid, metadata, configuration) carry nothing the arrays need
-        if not features_seen:
+        if status[i]:
             return i
-        has_label[i] = label_seen
     return -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0,
+              label_bits, has_label):
+    """Record i into row i of the arrays; 1 when the reference path must decide, else 0."""
+    end = pos + length
+    features_seen = False
+    label_seen = False
+    while pos < end:
+        number, start, stop, pos = _field(buf, pos, end)
+        if pos < 0:
+            return 1
+        if number == 1 and not features_seen:
+            features_seen = True
+            ok, v_off, v_bytes, k_off, k_count, k_max, s_count, s_first = _values_entry(buf, start, stop)
+            if not ok or s_count > 1:
+                return 1
+            val_off[i] = v_off
+            n_vals[i] = v_bytes >> 2
+            key_off[i] = k_off
+            n_keys[i] = k_count
+            max_key[i] = k_max
+            n_shape[i] = s_count
+            shape0[i] = s_first
+        elif number == 2 and not label_seen:
+            label_seen = True
+            ok, v_off, v_bytes, k_off, k_count, k_max, s_count, s_first = _values_entry(buf, start, stop)
+            if not ok or v_bytes != 4 or k_count != 0 or s_count != 0:
+                return 1
+            label_bits[i] = (np.uint32(buf[v_off]) | (np.uint32(buf[v_off + 1]) << np.uint32(8))
+                             | (np.uint32(buf[v_off + 2]) << np.uint32(16))
+                             | (np.uint32(buf[v_off + 3]) << np.uint32(24)))
+        elif number < 3 or number > 5:
+            return 1
+        # fields 3-5 (uid, metadata, configuration) carry nothing the arrays need
+    if not features_seen:
+        return 1
+    has_label[i] = label_seen
+    return 0
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -348,13 +361,13 @@ def dense_frame_sizes(n_rows, row_bytes, label_kind, label_i32):
     return sizes
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def encode_dense(rows, value_tag, label_kind, label_f32, label_f64, label_i32, offsets, out):
     """Write one frame per row of `rows` (uint8 view, one row of packed little-endian values per
     line) at out[offsets[i]:]. value_tag is 0x12 for Float32Tensor, 0x1A for Float64Tensor."""
     row_bytes = rows.shape[1]
     tensor, value, entry = _feature_lengths(row_bytes, 0, 0, -1)
-    for i in range(rows.shape[0]):
+    for i in numba.prange(rows.shape[0]):
         i32 = label_i32[i] if label_kind == LABEL_I32 else 0
         payload = _record_len(entry, label_kind, i32)
         pos = _frame_header(out, offsets[i], payload)
@@ -387,11 +400,11 @@ def sparse_frame_sizes(indptr, indices, value_size, n_cols, label_kind, label_i3
     return sizes
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def encode_sparse(indptr, indices, data_bytes, value_size, value_tag, n_cols, label_kind, label_f32,
                   label_f64, label_i32, offsets, out):
     """One frame per CSR row: values, keys (the column indices) and shape [n_cols]."""
-    for i in range(indptr.shape[0] - 1):
+    for i in numba.prange(indptr.shape[0] - 1):
         lo = indptr[i]
         hi = indptr[i + 1]
         nnz = hi - lo

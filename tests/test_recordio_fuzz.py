@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,16 @@ from smalgo import recordio
 
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compiled_kernels():
+    """Compile (or load from numba's cache) every kernel before the deadlines start counting."""
+    data = frame(record_bytes([1.0, 2.0], label=1.0)) + dmlc_frames(record_bytes([3.0, 4.0], label=0.0))
+    for fast in (True, False):
+        recordio.read(data, fast=fast)
+        recordio.read(io.BytesIO(data), fast=fast, chunk_size=64)
+    recordio.read(frame(record_bytes([1.0], keys=[2], shape=[3])) + frame(record_bytes([1.0, 2.0, 3.0])))
 
 
 def _outcome(source_factory, fast: bool):
