@@ -41,7 +41,7 @@ _BAD_SEQUENCE = 3
 _FRAMES_FULL = 4
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _read_u32(buf, pos):
     return (np.uint32(buf[pos]) | (np.uint32(buf[pos + 1]) << np.uint32(8))
             | (np.uint32(buf[pos + 2]) << np.uint32(16)) | (np.uint32(buf[pos + 3]) << np.uint32(24)))

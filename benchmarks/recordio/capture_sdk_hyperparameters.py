@@ -1,0 +1,166 @@
+"""Capture the hyperparameter maps that SageMaker Python SDK v2 estimators send to training.
+
+Run with the benchmark's SDK venv, never the project's (see setup_sdk_env.sh):
+
+    benchmarks/.venv-sdk/bin/python benchmarks/recordio/capture_sdk_hyperparameters.py
+
+It drives the real code path, `estimator.fit(RecordSet(...), mini_batch_size=..., wait=False)`,
+against a Session whose SageMaker client only records the CreateTrainingJob request (no AWS
+access, no credentials, no S3). The request's `HyperParameters` map is what SageMaker writes to
+/opt/ml/input/config/hyperparameters.json in the training container, so that map is saved as-is
+(a flat JSON object of strings) under tests/data/sdk_v2_hyperparameters/.
+
+Notes on the SDK v2 behaviour this records:
+- `fit()` passes `mini_batch_size` and the RecordSet's `feature_dim` through
+  `AmazonAlgorithmEstimatorBase._prepare_for_training`; both become strings.
+- KMeans always adds `force_dense="True"`; lists (`eval_metrics`) are JSON-encoded.
+- KMeans' `num_trials` and `center_factor` are typed `int` in the SDK, so the algorithm's
+  documented "auto" cannot be passed (`int("auto")` raises ValueError). kmeans.json leaves
+  them unset (how an SDK user gets "auto"); kmeans_explicit.json sets integers so that
+  `local_lloyd_num_trials` and `extra_center_factor` appear in a fixture too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+import logging  # noqa: E402
+
+logging.disable(logging.INFO)  # sagemaker.config / image_uris INFO chatter
+
+import boto3  # noqa: E402
+import sagemaker  # noqa: E402
+from sagemaker import KMeans, PCA  # noqa: E402
+from sagemaker.amazon.amazon_estimator import RecordSet  # noqa: E402
+from sagemaker.session import Session  # noqa: E402
+
+ROLE = "arn:aws:iam::123456789012:role/x"
+REGION = "us-east-1"
+BUCKET = "sagemaker-us-east-1-123456789012"
+OUT_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "sdk_v2_hyperparameters"
+
+
+class _RecordingSageMakerClient:
+    """Stands in for boto3's SageMaker client: keeps CreateTrainingJob requests, calls nothing."""
+
+    def __init__(self):
+        self.requests = []
+
+    def create_training_job(self, **request):
+        self.requests.append(request)
+        return {"TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/x"}
+
+    def __getattr__(self, name):  # any other API call would need AWS: fail loudly
+        raise RuntimeError(f"unexpected SageMaker API call in capture: {name}")
+
+
+class OfflineSession(Session):
+    """A Session that needs no AWS: fixed region and bucket, recording SageMaker client."""
+
+    def __init__(self):
+        self.recorder = _RecordingSageMakerClient()
+        boto_session = boto3.Session(
+            region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline"
+        )
+        super().__init__(
+            boto_session=boto_session,
+            sagemaker_client=self.recorder,
+            default_bucket=BUCKET,
+            sagemaker_config={"SchemaVersion": "1.0"},
+        )
+
+    def default_bucket(self):  # the base class would check/create the bucket in S3
+        return BUCKET
+
+
+def _capture(estimator, session, feature_dim, num_records, mini_batch_size):
+    records = RecordSet(
+        f"s3://{BUCKET}/sagemaker-record-sets/manifest",
+        num_records=num_records,
+        feature_dim=feature_dim,
+        s3_data_type="ManifestFile",
+        channel="train",
+    )
+    n_before = len(session.recorder.requests)
+    estimator.fit(records, mini_batch_size=mini_batch_size, wait=False, logs=False)
+    assert len(session.recorder.requests) == n_before + 1
+    sent = session.recorder.requests[-1]["HyperParameters"]
+    # Cross-check against the public accessor: fit() stringifies hyperparameters() unchanged.
+    assert sent == {k: str(v) for k, v in estimator.hyperparameters().items()}, (
+        sent,
+        estimator.hyperparameters(),
+    )
+    return sent
+
+
+def main() -> int:
+    common = dict(role=ROLE, instance_count=1, instance_type="ml.c5.xlarge")
+    captured = {}
+
+    s = OfflineSession()
+    km = KMeans(
+        **common,
+        k=10,
+        init_method="kmeans++",
+        max_iterations=300,
+        tol=1e-4,
+        local_init_method="kmeans++",
+        half_life_time_size=0,
+        epochs=1,
+        eval_metrics=["msd", "ssd"],
+        sagemaker_session=s,
+    )
+    for name, value in (("num_trials", "auto"), ("center_factor", "auto")):
+        try:
+            setattr(km, name, value)
+        except ValueError as e:
+            print(f"SDK v2 rejects KMeans {name}={value!r}: {e}; leaving it unset", file=sys.stderr)
+        else:
+            raise AssertionError(f"SDK v2 accepted {name}={value!r}; update the notes above")
+    captured["kmeans"] = _capture(km, s, feature_dim=50, num_records=100_000, mini_batch_size=5000)
+
+    s = OfflineSession()
+    km2 = KMeans(
+        **common,
+        k=10,
+        init_method="kmeans++",
+        max_iterations=300,
+        tol=1e-4,
+        num_trials=3,
+        local_init_method="kmeans++",
+        half_life_time_size=0,
+        epochs=1,
+        center_factor=2,
+        eval_metrics=["msd", "ssd"],
+        sagemaker_session=s,
+    )
+    captured["kmeans_explicit"] = _capture(
+        km2, s, feature_dim=50, num_records=100_000, mini_batch_size=5000
+    )
+
+    s = OfflineSession()
+    pca = PCA(
+        **common,
+        num_components=5,
+        algorithm_mode="randomized",
+        subtract_mean=True,
+        extra_components=-1,
+        sagemaker_session=s,
+    )
+    captured["pca"] = _capture(pca, s, feature_dim=50, num_records=100_000, mini_batch_size=500)
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for name, hps in captured.items():
+        path = OUT_DIR / f"{name}.json"
+        path.write_text(json.dumps(hps, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path} (sagemaker {sagemaker.__version__})")
+        print(json.dumps(hps, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
