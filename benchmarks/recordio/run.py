@@ -1,7 +1,7 @@
 """RecordIO-protobuf read/write throughput: smalgo vs. its protobuf reference vs. SageMaker SDK v2.
 
     .venv/bin/python benchmarks/recordio/run.py            # full size (a few minutes); or: make bench-recordio
-    /work/venv/bin/python benchmarks/recordio/run.py --quick    # small sizes, smoke test
+    .venv/bin/python benchmarks/recordio/run.py --quick    # small sizes, smoke test
 
 Run it with the project's interpreter (smalgo installed). The SageMaker Python SDK v2 side runs
 in its own venv (benchmarks/.venv-sdk, created on first use by setup_sdk_env.sh) as a
