@@ -4,9 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench bench-recordio proto clean
+SDK_VENV := benchmarks/.venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
+
+.PHONY: install sdk-env test demo bench bench-recordio proto clean
 
 install: $(STAMP)
+
+# The SageMaker Python SDK v2, the peer the interoperability tests and benchmarks compare
+# against, in its own environment: it pins its own protobuf and never enters the project's.
+sdk-env: $(SDK_STAMP)
+
+$(SDK_STAMP): benchmarks/recordio/setup_sdk_env.sh
+	PYTHON=$(PYTHON) bash benchmarks/recordio/setup_sdk_env.sh
+	touch $(SDK_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: install
+test: install sdk-env
 	$(PY) -m pytest -q
 
 demo: install
@@ -23,7 +34,7 @@ demo: install
 bench: bench-recordio
 
 # The SageMaker Python SDK v2 is the peer; it lives in the benchmark's own environment only.
-bench-recordio: install
+bench-recordio: install sdk-env
 	$(PY) benchmarks/recordio/run.py
 
 # Regenerates recordio/record_pb2.py (protobuf 5.29 gencode) from recordio/record.proto.
@@ -33,4 +44,4 @@ proto:
 	$(VENV)-proto/bin/python -m grpc_tools.protoc -Irecordio --python_out=recordio recordio/record.proto
 
 clean:
-	rm -rf $(VENV) $(VENV)-proto build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV)-proto $(SDK_VENV) build *.egg-info .pytest_cache
