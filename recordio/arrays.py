@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import codec, reference
+from . import codec, parallel, reference
 from .errors import RecordIOError
 from .framing import DEFAULT_CHUNK_SIZE, Sink, describe_source, iter_record_spans
 from .table import StreamRules, combine, scan_fast
@@ -96,17 +96,26 @@ def iter_batches(source, batch_size: int, feature_dim: int | None = None, *, fas
         yield combine(pending, rules.output_width)
 
 
-def _label_columns(labels, n_rows: int):
-    """(kind, f32, f64, i32) arrays for the kernels, in the SDK's dtype mapping."""
-    empty32, empty64, emptyi = np.zeros(0, np.float32), np.zeros(0, np.float64), np.zeros(0, np.int32)
+def _label_columns(labels):
+    """(kind, raw little-endian bytes of float labels, int32 labels) for the kernels, in the
+    SDK's dtype mapping."""
+    no_bytes, no_ints = np.zeros(0, np.uint8), np.zeros(0, np.int32)
     if labels is None:
-        return codec.LABEL_NONE, empty32, empty64, emptyi
+        return codec.LABEL_NONE, no_bytes, no_ints
     field = reference.tensor_field(labels)
-    if field == "float32_tensor":
-        return codec.LABEL_F32, np.ascontiguousarray(labels), empty64, emptyi
-    if field == "float64_tensor":
-        return codec.LABEL_F64, empty32, np.ascontiguousarray(labels), emptyi
-    return codec.LABEL_I32, empty32, empty64, np.ascontiguousarray(labels, dtype=np.int32)
+    if field == "int32_tensor":
+        return codec.LABEL_I32, no_bytes, np.ascontiguousarray(labels, dtype=np.int32)
+    dtype = np.dtype("<f4") if field == "float32_tensor" else np.dtype("<f8")
+    kind = codec.LABEL_F32 if field == "float32_tensor" else codec.LABEL_F64
+    return kind, np.ascontiguousarray(labels, dtype=dtype).view(np.uint8), no_ints
+
+
+def _label_slices(kind: int, label_bytes: np.ndarray, i32: np.ndarray, first: int, last: int):
+    """The label columns of rows first..last-1."""
+    if kind == codec.LABEL_I32:
+        return label_bytes, i32[first:last]
+    width = 4 if kind == codec.LABEL_F32 else 8
+    return (label_bytes[first * width:last * width] if kind != codec.LABEL_NONE else label_bytes), i32
 
 
 def _value_tag(values: np.ndarray):
@@ -125,7 +134,7 @@ def write_dense(dest, X, labels=None) -> None:
     integers -> Int32Tensor (RecordIOError when a value does not fit in int32)."""
     X, labels = reference.check_dense_args(X, labels)
     tag = _value_tag(X)
-    kind, f32, f64, i32 = _label_columns(labels, X.shape[0])
+    kind, label_bytes, i32 = _label_columns(labels)
     if tag is None or X.dtype.byteorder == ">":
         reference.write_dense(dest, X, labels)
         return
@@ -136,9 +145,11 @@ def write_dense(dest, X, labels=None) -> None:
     sizes = codec.dense_frame_sizes(X.shape[0], rows.shape[1], kind, i32)
     with Sink(dest) as sink:
         for lo, hi, offsets, out in _blocks(sizes):
-            codec.encode_dense(rows[lo:hi], value_tag, kind, f32[lo:hi] if kind == codec.LABEL_F32 else f32,
-                               f64[lo:hi] if kind == codec.LABEL_F64 else f64,
-                               i32[lo:hi] if kind == codec.LABEL_I32 else i32, offsets, out)
+            def encode(a: int, b: int) -> None:
+                first, last = lo + a, lo + b
+                codec.encode_dense(rows[first:last], value_tag, kind, *_label_slices(kind, label_bytes, i32, first, last),
+                                   offsets[a:b], out)
+            parallel.over_rows(hi - lo, encode)
             sink.write(out)
 
 
@@ -148,7 +159,7 @@ def write_sparse(dest, X, labels=None) -> None:
     shape = [n_columns]; rows without non-zeros still get a record."""
     X, labels = reference.check_sparse_args(X, labels)
     tag = _value_tag(X.data)
-    kind, f32, f64, i32 = _label_columns(labels, X.shape[0])
+    kind, label_bytes, i32 = _label_columns(labels)
     if tag is None or X.data.dtype.byteorder == ">":
         reference.write_sparse(dest, X, labels)
         return
@@ -161,10 +172,11 @@ def write_sparse(dest, X, labels=None) -> None:
         raise RecordIOError("a row is too large for one RecordIO record (2**29 bytes at most)")
     with Sink(dest) as sink:
         for lo, hi, offsets, out in _blocks(sizes):
-            codec.encode_sparse(indptr[lo:hi + 1], indices, data, value_size, value_tag, X.shape[1], kind,
-                                f32[lo:hi] if kind == codec.LABEL_F32 else f32,
-                                f64[lo:hi] if kind == codec.LABEL_F64 else f64,
-                                i32[lo:hi] if kind == codec.LABEL_I32 else i32, offsets, out)
+            def encode(a: int, b: int) -> None:
+                first, last = lo + a, lo + b
+                codec.encode_sparse(indptr[first:last + 1], indices, data, value_size, value_tag, X.shape[1], kind,
+                                    *_label_slices(kind, label_bytes, i32, first, last), offsets[a:b], out)
+            parallel.over_rows(hi - lo, encode)
             sink.write(out)
 
 

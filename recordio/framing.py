@@ -202,6 +202,9 @@ def _spans(src: _ByteSource, name: str | None, chunk_size: int) -> Iterator[Reco
             eof = filled < buf.shape[0]
         view_start = start
         view = buf[view_start:filled]
+        # Kernels see every buffer as read-only, whatever its origin (bytes, a mapping, a chunk
+        # buffer), so numba compiles each of them once instead of once per buffer kind.
+        view.flags.writeable = False
         n, consumed, status, status_pos = scan_frames(view, view.shape[0], header_pos, payload_pos,
                                                       payload_len, cflags)
         if n:

@@ -58,7 +58,7 @@ def scan_reference(span: RecordSpan, source: str | None) -> RecordTable:
         try:
             pos = _scan_one(span, i, t, pieces, pos, source)
         except RecordIOError as e:
-            t = t.head(i)
+            t = t.select(0, i)
             t.error = e
             break
     t.buf = np.frombuffer(b"".join(pieces), np.uint8) if pieces else np.zeros(0, np.uint8)

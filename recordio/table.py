@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from . import codec
+from . import codec, parallel
 from .errors import RecordIOError
 from .framing import RecordSpan
 
@@ -51,12 +51,13 @@ class RecordTable:
     def __len__(self) -> int:
         return self.val_off.shape[0]
 
-    def head(self, n: int) -> "RecordTable":
-        """The first n records."""
-        cut = {name: getattr(self, name)[:n] for name in ("val_off", "n_vals", "key_off", "n_keys", "max_key",
-                                                          "shape_width", "has_shape", "labels", "has_label",
-                                                          "offsets")}
-        return RecordTable(buf=self.buf, first_index=self.first_index, stable=self.stable, error=self.error, **cut)
+    def select(self, lo: int, hi: int) -> "RecordTable":
+        """Records lo..hi-1 (views, not copies)."""
+        cut = {name: getattr(self, name)[lo:hi] for name in ("val_off", "n_vals", "key_off", "n_keys", "max_key",
+                                                             "shape_width", "has_shape", "labels", "has_label",
+                                                             "offsets")}
+        return RecordTable(buf=self.buf, first_index=self.first_index + lo, stable=self.stable, error=self.error,
+                           **cut)
 
     @classmethod
     def empty_for(cls, n: int, buf: np.ndarray, offsets: np.ndarray, first_index: int) -> "RecordTable":
@@ -73,9 +74,15 @@ def scan_fast(span: RecordSpan) -> RecordTable | None:
     t = RecordTable.empty_for(n, span.buf, span.offsets, span.first_index)
     t.stable = span.stable
     n_shape = np.zeros(n, np.int64)
-    bad = codec.scan_payloads(span.buf, span.starts, span.lengths, t.val_off, t.n_vals, t.key_off,
-                              t.n_keys, t.max_key, n_shape, t.shape_width, t.labels.view(np.uint32), t.has_label)
-    if bad >= 0:
+    label_bits = t.labels.view(np.uint32)
+
+    def scan(lo: int, hi: int) -> int:
+        r = slice(lo, hi)
+        return codec.scan_payloads(span.buf, span.starts[r], span.lengths[r], t.val_off[r], t.n_vals[r],
+                                   t.key_off[r], t.n_keys[r], t.max_key[r], n_shape[r], t.shape_width[r],
+                                   label_bits[r], t.has_label[r])
+
+    if any(bad >= 0 for bad in parallel.over_rows(n, scan)):
         return None
     t.has_shape = n_shape == 1
     return t
@@ -165,8 +172,19 @@ class StreamRules:
 
     def fill_dense_rows(self, t: RecordTable, X: np.ndarray, y: np.ndarray | None) -> None:
         """Copy all records of a checked, all-dense table into preallocated X (and y)."""
-        if len(t) and X.shape[1]:
-            codec.fill_dense(t.buf, t.val_off, X.shape[1], X.reshape(-1).view(np.uint8))
+        n, width = X.shape
+        if n and width:
+            out = X.reshape(-1).view(np.uint8).reshape(n, 4 * width)
+            steps = np.diff(t.val_off)
+            if n == 1 or (steps == steps[0]).all():
+                # Records of one size (any writer's dense output): the values form a strided
+                # view of the input, and numpy copies it at memory speed.
+                stride = int(steps[0]) if n > 1 else 4 * width
+                start = int(t.val_off[0])
+                out[:] = np.lib.stride_tricks.as_strided(t.buf[start:], shape=(n, 4 * width), strides=(stride, 1))
+            else:
+                parallel.over_rows(n, lambda lo, hi: codec.fill_dense(t.buf, t.val_off[lo:hi], width,
+                                                                      out[lo:hi].reshape(-1)))
         if y is not None:
             y[:] = t.labels
 
@@ -178,7 +196,7 @@ class StreamRules:
             width = self.output_width
             X = np.empty((n, width), np.float32)
             if n and width:
-                codec.fill_dense(t.buf, t.val_off[lo:hi], width, X.reshape(-1).view(np.uint8))
+                self.fill_dense_rows(t.select(lo, hi), X, None)
             return X, y
         counts = t.n_vals[lo:hi]
         indptr = np.zeros(n + 1, np.int64)
