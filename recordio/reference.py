@@ -77,9 +77,7 @@ def _scan_one(span: RecordSpan, i: int, t: RecordTable, pieces: list, pos: int, 
         found = ", ".join(repr(k) for k in sorted(record.features)) or "none"
         fail(f"record has no 'values' feature (feature keys: {found})")
     tensor = _tensor(record.features["values"], "features['values']", fail)
-    values = np.asarray(tensor.values, dtype=np.float64 if tensor.DESCRIPTOR.name != "Int32Tensor" else np.int64)
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, as in numpy
-        values = values.astype(np.float32).tobytes()
+    values = _float32_bytes(tensor)
     keys = np.asarray(tensor.keys, dtype=np.uint64)
     t.val_off[i] = pos
     t.n_vals[i] = len(values) // 4
@@ -98,10 +96,31 @@ def _scan_one(span: RecordSpan, i: int, t: RecordTable, pieces: list, pos: int, 
         if len(label.values) != 1 or len(label.keys):
             fail(f"label must be a single value, found {len(label.values)} values"
                  + (f" and {len(label.keys)} keys" if len(label.keys) else ""))
-        with np.errstate(over="ignore"):
-            t.labels[i] = np.float32(np.float64(label.values[0]))
+        t.labels[i:i + 1].view(np.uint8)[:] = np.frombuffer(_float32_bytes(label), np.uint8)
         t.has_label[i] = True
     return pos + len(values) + len(encoded_keys)
+
+
+def _float32_bytes(tensor) -> bytes:
+    """A tensor's values as little-endian float32 bytes. Float32 values are taken bit for bit
+    from the runtime's own serialisation of the tensor: reading them through Python floats
+    (doubles) would quiet signalling NaNs. Float64 and Int32 values convert as numpy does."""
+    if tensor.DESCRIPTOR.name == "Float32Tensor":
+        wire = tensor.SerializeToString()  # fields in number order: packed `values` (1) first
+        if not wire or wire[0] != 0x0A:
+            return b""
+        length, shift, pos = 0, 0, 1
+        while True:
+            byte = wire[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        return wire[pos:pos + length]
+    dtype = np.int64 if tensor.DESCRIPTOR.name == "Int32Tensor" else np.float64
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range becomes inf
+        return np.asarray(tensor.values, dtype=dtype).astype("<f4").tobytes()
 
 
 def _varints(keys: np.ndarray) -> bytes:

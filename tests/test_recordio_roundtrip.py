@@ -280,3 +280,14 @@ def test_concurrent_reads_and_writes_from_threads_agree():
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(round_trip, range(8)))
+
+
+def test_signalling_nans_keep_every_bit_on_both_paths():
+    bits = np.array([0x7F800001, 0xFFC00123, 0x7FC00000, 0x3F800000], np.uint32)
+    values = bits.view(np.float32)
+    X = values.reshape(1, 4)
+    data = _bytes(recordio.write_dense, X, values[:1])
+    for fast in (True, False):
+        Xr, yr = recordio.read(data, fast=fast)
+        assert Xr.view(np.uint32).tolist() == [bits.tolist()]
+        assert yr.view(np.uint32).tolist() == [0x7F800001]
