@@ -1,0 +1,271 @@
+"""A training job's data channels: checked against the algorithm before any data is read, then
+read as mini-batches in File or Pipe mode (the job layer's `TrainingData`).
+
+File (and FastFile) mode: every regular file under input/data/<channel>/, at any depth, in sorted
+order, except names beginning with '.' or '_' (hidden files, `_SUCCESS` markers and the like,
+at any depth). Pipe mode: one FIFO input/data/<channel>_<pass> per pass, which SageMaker may
+create only when the pass starts, so we wait for it.
+
+A pass reads the channel's files one after another as one stream of rows, and cuts it into
+batches of exactly `batch_size` rows (the last may be smaller) whatever the file boundaries, so a
+model trained in File mode equals one trained in Pipe mode, where SageMaker concatenates the
+files into the FIFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.content_types import ContentType, parse_content_type
+from smalgo.algorithms.csv import iter_csv_blocks
+from smalgo.algorithms.errors import UserError
+from smalgo.recordio import RecordIOError, iter_batches as iter_recordio_batches
+
+from .config import ChannelConfig
+from .paths import JobPaths
+
+logger = logging.getLogger(__name__)
+
+INPUT_MODES = ("File", "FastFile", "Pipe")
+PIPE_WAIT_VARIABLE = "SMALGO_PIPE_WAIT_SECONDS"
+# SageMaker creates pass k's FIFO once pass k-1 has been read; its S3 download may take a while.
+DEFAULT_PIPE_WAIT_SECONDS = 600.0
+_PIPE_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel that passed the checks: its decoded content type and where its data is."""
+
+    name: str
+    content_type: ContentType
+    pipe_mode: bool
+    paths: JobPaths
+    files: tuple[Path, ...] = ()  # File mode only
+
+    @property
+    def directory(self) -> Path:
+        """File mode: where the channel's files are."""
+        return self.paths.channel_dir(self.name)
+
+    def pipe(self, epoch: int) -> Path:
+        """Pipe mode: the FIFO of pass `epoch` (0-based)."""
+        return self.paths.channel_pipe(self.name, epoch)
+
+    def describe(self) -> str:
+        where = (f"Pipe mode, one FIFO per pass: {self.pipe(0)}, {self.pipe(1).name}, ..." if self.pipe_mode
+                 else f"File mode, {len(self.files)} file(s) under {self.directory}")
+        return f"channel {self.name}: {self.content_type}, {where}"
+
+
+def check_channels(algorithm: ModuleType, configs: dict[str, ChannelConfig], paths: JobPaths) -> dict[str, Channel]:
+    """Check inputdataconfig.json's channels against what `algorithm` reads, without reading any
+    data: known channel names, required ones present, content types and input modes accepted,
+    and in File mode a channel directory holding at least one data file."""
+    declared = algorithm.CHANNELS
+    listing = ", ".join(f"{name} ({'required' if required else 'optional'})" for name, required in declared.items())
+    unknown = sorted(set(configs) - set(declared))
+    if unknown:
+        raise UserError(
+            f"Channel{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in inputdataconfig.json "
+            f"{'are' if len(unknown) > 1 else 'is'} not read by {algorithm.NAME}; its channels are: {listing}."
+        )
+    missing = [name for name, required in declared.items() if required and name not in configs]
+    if missing:
+        raise UserError(
+            f"Required channel {', '.join(missing)} is missing from inputdataconfig.json; "
+            f"{algorithm.NAME} reads: {listing}."
+        )
+    channels = {}
+    for name, config in configs.items():
+        content_type = parse_content_type(config.content_type, algorithm.CONTENT_TYPES,
+                                          algorithm.DEFAULT_CONTENT_TYPE, channel=name)
+        if config.input_mode not in INPUT_MODES:
+            raise UserError(
+                f"Channel {name}: TrainingInputMode {config.input_mode!r} is not one of {', '.join(INPUT_MODES)}."
+            )
+        pipe_mode = config.input_mode == "Pipe"
+        if config.record_wrapper_type not in (None, "None"):
+            raise UserError(
+                f"Channel {name}: RecordWrapperType {config.record_wrapper_type!r} is not supported; "
+                f"set it to None (for RecordIO-protobuf data, set ContentType "
+                f"application/x-recordio-protobuf instead)."
+            )
+        if config.compression_type not in (None, "None") and not pipe_mode:
+            # SageMaker decompresses only what it streams into a pipe.
+            raise UserError(
+                f"Channel {name}: CompressionType {config.compression_type!r} works only in Pipe mode; "
+                f"in {config.input_mode} mode, store the data uncompressed."
+            )
+        if pipe_mode:
+            channel = Channel(name, content_type, True, paths)
+        else:
+            directory = paths.channel_dir(name)
+            if not directory.is_dir():
+                raise UserError(f"Channel {name} has no data: its directory {directory} does not exist.")
+            files = tuple(list_data_files(directory))
+            if not files:
+                raise UserError(
+                    f"Channel {name} has no data: {directory} holds no data files "
+                    f"(names beginning with '.' or '_' are skipped)."
+                )
+            channel = Channel(name, content_type, False, paths, files)
+        channels[name] = channel
+        logger.info("Input %s", channel.describe())
+    return channels
+
+
+def list_data_files(directory: Path) -> list[Path]:
+    """The regular files under `directory` at any depth, sorted by their path within it, skipping
+    every file or folder whose name begins with '.' or '_'."""
+    found = []
+    for root, folders, files in os.walk(directory):
+        folders[:] = [f for f in folders if not f.startswith((".", "_"))]
+        for name in files:
+            path = Path(root, name)
+            if not name.startswith((".", "_")) and path.is_file():
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(directory).parts)
+
+
+class ChannelData:
+    """`TrainingData` over the checked channels of a job (smalgo.algorithms.data.TrainingData)."""
+
+    def __init__(self, channels: dict[str, Channel], pipe_wait_seconds: float | None = None):
+        self.channels = channels
+        if pipe_wait_seconds is None:
+            pipe_wait_seconds = float(os.environ.get(PIPE_WAIT_VARIABLE) or DEFAULT_PIPE_WAIT_SECONDS)
+        self.pipe_wait_seconds = pipe_wait_seconds
+        self.passes: dict[str, int] = {name: 0 for name in channels}
+
+    def has_channel(self, channel: str) -> bool:
+        return channel in self.channels
+
+    def batches(self, channel: str, batch_size: int, feature_dim: int | None = None) -> Iterator[Batch]:
+        if channel not in self.channels:
+            raise UserError(f"No data channel named {channel!r}; this job has: {', '.join(sorted(self.channels))}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        # Counted at the call, not when iteration starts: the k-th call is pass k, FIFO <channel>_<k>.
+        epoch = self.passes[channel]
+        self.passes[channel] += 1
+        return self._one_pass(self.channels[channel], epoch, batch_size, feature_dim)
+
+    def _one_pass(self, channel: Channel, epoch: int, batch_size: int, feature_dim: int | None) -> Iterator[Batch]:
+        rows = 0
+        for batch in _rebatch(self._decode(channel, epoch, batch_size, feature_dim), batch_size, channel.name):
+            rows += batch.n_rows
+            yield batch
+        if rows == 0:
+            if channel.pipe_mode:
+                where = f"its pipe {channel.pipe(epoch)} delivered no records (pass {epoch + 1})"
+            else:
+                where = f"the {len(channel.files)} file(s) under {channel.directory} hold no records"
+            raise UserError(f"Channel {channel.name} has no data: {where}.")
+
+    def _sources(self, channel: Channel, epoch: int) -> Iterator[tuple[Path | BinaryIO, str]]:
+        """(source, name for errors) for each file of one pass, in order; a pipe is opened here."""
+        if not channel.pipe_mode:
+            for path in channel.files:
+                yield path, str(path)
+            return
+        pipe = channel.pipe(epoch)
+        _wait_for(pipe, self.pipe_wait_seconds, channel.name, epoch)
+        with open(pipe, "rb", buffering=0) as stream:
+            yield stream, str(pipe)
+
+    def _decode(self, channel: Channel, epoch: int, batch_size: int,
+                feature_dim: int | None) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None, str]]:
+        """(X, y, source name) pieces of one pass, every piece as wide as the channel: feature_dim
+        when given, else the width of the first piece."""
+        width = feature_dim
+        width_source = f"hyperparameter feature_dim={feature_dim}"
+        for source, name in self._sources(channel, epoch):
+            if channel.content_type.is_csv:
+                pieces = iter_csv_blocks(source, channel.content_type.label_size, width, name, width_source)
+            else:
+                pieces = _recordio_pieces(source, batch_size, feature_dim, channel.name)
+            first_record = 0
+            for X, y in pieces:
+                if width is None:
+                    width, width_source = X.shape[1], f"the width of {name}, the first data of channel {channel.name}"
+                elif X.shape[1] != width:
+                    raise UserError(
+                        f"{name}: records {first_record} to {first_record + X.shape[0] - 1} have "
+                        f"{X.shape[1]} features, expected {width} ({width_source})."
+                    )
+                first_record += X.shape[0]
+                yield X, y, name
+
+
+def _recordio_pieces(source, batch_size: int, feature_dim: int | None, channel: str):
+    try:
+        yield from iter_recordio_batches(source, batch_size, feature_dim=feature_dim)
+    except RecordIOError as exc:
+        # The message already names the file, the record and its byte offset.
+        raise UserError(f"Channel {channel}: {exc}") from exc
+
+
+def _wait_for(pipe: Path, timeout: float, channel: str, epoch: int) -> None:
+    deadline = time.monotonic() + timeout
+    while not pipe.exists():
+        if time.monotonic() >= deadline:
+            raise UserError(
+                f"Channel {channel} is in Pipe mode, but its pipe {pipe} for pass {epoch + 1} did not "
+                f"appear within {timeout:g} s."
+            )
+        time.sleep(_PIPE_POLL_SECONDS)
+
+
+def _rebatch(pieces, batch_size: int, channel: str) -> Iterator[Batch]:
+    """Cut a stream of (X, y, name) pieces into Batches of exactly batch_size rows (the last may be
+    smaller). Pieces that hold a whole batch are passed on as views; the rest are stacked."""
+    pending: list[tuple] = []
+    pending_rows = 0
+    labelled: bool | None = None
+    for X, y, name in pieces:
+        if labelled is None:
+            labelled = y is not None
+        elif labelled != (y is not None):
+            raise UserError(
+                f"Channel {channel}: {name} has records {'without' if labelled else 'with'} labels, "
+                f"but the channel's earlier records {'have' if labelled else 'have no'} labels; "
+                f"all files of a channel must agree."
+            )
+        start, rows = 0, X.shape[0]
+        while start < rows:
+            take = min(batch_size - pending_rows, rows - start)
+            part = (X[start:start + take], None if y is None else y[start:start + take])
+            start += take
+            if not pending and take == batch_size:
+                yield Batch(*part)
+                continue
+            pending.append(part)
+            pending_rows += take
+            if pending_rows == batch_size:
+                yield _stack(pending)
+                pending, pending_rows = [], 0
+    if pending:
+        yield _stack(pending)
+
+
+def _stack(parts: list[tuple]) -> Batch:
+    Xs = [X for X, _ in parts]
+    if len(parts) == 1:
+        X = Xs[0]
+    elif any(sp.issparse(X) for X in Xs):
+        X = sp.vstack([X if sp.issparse(X) else sp.csr_matrix(X) for X in Xs], format="csr")
+    else:
+        X = np.concatenate(Xs)
+    y = None if parts[0][1] is None else np.concatenate([y for _, y in parts])
+    return Batch(X, y)

@@ -1,0 +1,102 @@
+"""The `smalgo` command (and `python -m smalgo.containers`), the images' entrypoint.
+
+    smalgo train                      # in an image: the job under /opt/ml ($SAGEMAKER_BASE_DIR)
+    smalgo train --algorithm kmeans --train data.csv --content-type 'text/csv;label_size=0' \\
+        --hyperparameters k=10 feature_dim=50 --output job/
+                                      # locally: lays out job/ as SageMaker would, then runs
+                                      # the same code with SAGEMAKER_BASE_DIR=job/
+    smalgo serve                      # the inference server (not implemented yet)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from smalgo.algorithms.errors import UserError
+
+from .job import ALGORITHM_VARIABLE, run_training
+from .local_job import lay_out_job
+from .paths import BASE_DIR_VARIABLE, JobPaths
+
+EXIT_USAGE = 2
+LOCAL_CHANNELS = ("train", "validation", "test")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        print("smalgo serve: the inference server is not implemented yet.", file=sys.stderr)
+        return EXIT_USAGE
+    return _train(parser, args)
+
+
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    channels = {name: Path(getattr(args, name)) for name in LOCAL_CHANNELS if getattr(args, name)}
+    local_options = channels or args.output or args.hyperparameters or args.content_type
+    if not local_options:
+        # Inside an image: the job SageMaker (or `docker run -v ...:/opt/ml`) laid out.
+        return run_training(JobPaths.from_environment(), args.algorithm)
+
+    if "train" not in channels or not args.output:
+        parser.error("a local run needs --train PATH and --output DIR "
+                     "(without any of the local options, train runs the job under /opt/ml)")
+    algorithm = args.algorithm or os.environ.get(ALGORITHM_VARIABLE)
+    if not algorithm:
+        parser.error(f"a local run needs --algorithm NAME (or ${ALGORITHM_VARIABLE})")
+    hyperparameters = {}
+    for item in args.hyperparameters or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--hyperparameters takes NAME=VALUE pairs, got {item!r}")
+        hyperparameters[name] = value
+    try:
+        paths = lay_out_job(Path(args.output), hyperparameters, channels, args.content_type)
+    except UserError as exc:
+        print(f"smalgo train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Job laid out under {paths.base} ({BASE_DIR_VARIABLE}={paths.base})", flush=True)
+
+    previous = os.environ.get(BASE_DIR_VARIABLE)
+    os.environ[BASE_DIR_VARIABLE] = str(paths.base)  # what the algorithm's own code would see in an image
+    try:
+        exit_code = run_training(paths, algorithm)
+    finally:
+        if previous is None:
+            os.environ.pop(BASE_DIR_VARIABLE, None)
+        else:
+            os.environ[BASE_DIR_VARIABLE] = previous
+    if exit_code == 0:
+        files = sorted(p.name for p in paths.model_dir.iterdir())
+        print(f"Model written to {paths.model_dir}: {', '.join(files)}", flush=True)
+    else:
+        print(f"Training failed (exit code {exit_code}); the reason is in {paths.failure_file}:\n"
+              f"{paths.failure_file.read_text().strip()}", file=sys.stderr, flush=True)
+    return exit_code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smalgo", description="SageMaker-compatible built-in algorithms.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,serve}")
+    train = commands.add_parser(
+        "train", help="run a training job",
+        description="Run a training job: the one under /opt/ml ($SAGEMAKER_BASE_DIR) as SageMaker laid "
+                    "it out, or, with --train and --output, one laid out locally from your files.")
+    train.add_argument("--algorithm", help=f"algorithm name, e.g. kmeans or pca (default ${ALGORITHM_VARIABLE})")
+    for name in LOCAL_CHANNELS:
+        train.add_argument(f"--{name}", metavar="PATH", help=f"local run: file or directory for the {name} channel")
+    train.add_argument("--content-type", metavar="TYPE",
+                       help="local run: ContentType of every channel, e.g. 'text/csv;label_size=0' or "
+                            "application/x-recordio-protobuf (default: the algorithm's)")
+    train.add_argument("--hyperparameters", nargs="+", metavar="NAME=VALUE",
+                       help="local run: hyperparameters, e.g. k=10 feature_dim=50")
+    train.add_argument("--output", metavar="DIR", help="local run: directory to lay the job out in")
+    commands.add_parser("serve", help="run the inference server (not implemented yet)")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

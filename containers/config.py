@@ -1,0 +1,135 @@
+"""Reading a training job's configuration files (spec/sagemaker-contract.md 1.3-1.5, 1.10).
+
+Only the shape of the files is checked here (valid JSON, the right kinds of values); what the
+values mean (a hyperparameter's range, whether a content type suits the algorithm) is checked by
+the algorithm's schema and by `channels.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smalgo.algorithms.errors import UserError
+
+from .paths import JobPaths
+
+LOCAL_HOST = "algo-1"
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """One entry of inputdataconfig.json. Fields SageMaker leaves out are None."""
+
+    name: str
+    content_type: str | None
+    input_mode: str
+    record_wrapper_type: str | None = None
+    compression_type: str | None = None
+    s3_distribution_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    current_host: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    hyperparameters: dict[str, Any]
+    channels: dict[str, ChannelConfig]
+    resources: ResourceConfig
+    checkpoint_dir: Path | None
+
+
+def load_job_config(paths: JobPaths) -> JobConfig:
+    """Read every configuration file of the job; UserError naming the file when one is unusable."""
+    return JobConfig(
+        hyperparameters=load_hyperparameters(paths.hyperparameters_file),
+        channels=load_channels(paths.inputdataconfig_file),
+        resources=load_resources(paths.resourceconfig_file),
+        checkpoint_dir=load_checkpoint_dir(paths.checkpointconfig_file),
+    )
+
+
+def load_hyperparameters(path: Path) -> dict[str, Any]:
+    """The raw hyperparameter map (values are strings as SageMaker writes them; the algorithm's
+    schema parses them). A missing file means none were given, as in a job created without any."""
+    if not path.exists():
+        return {}
+    return _read_object(path, "a JSON object of hyperparameter names to values")
+
+
+def load_channels(path: Path) -> dict[str, ChannelConfig]:
+    if not path.exists():
+        raise UserError(
+            f"{path} is missing: a training job needs it to say which data channels it has "
+            f'(e.g. {{"train": {{"ContentType": "text/csv", "TrainingInputMode": "File"}}}}).'
+        )
+    raw = _read_object(path, "a JSON object of channel names to channel settings")
+    channels = {}
+    for name, settings in raw.items():
+        if not isinstance(settings, dict):
+            raise UserError(f"{path}: channel {name!r} must map to an object of settings, not {settings!r}.")
+        fields = {}
+        for key in ("ContentType", "TrainingInputMode", "RecordWrapperType", "CompressionType",
+                    "S3DistributionType"):
+            value = settings.get(key)
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"{path}: channel {name!r}: {key} must be a string, not {value!r}.")
+            fields[key] = value
+        channels[name] = ChannelConfig(
+            name=name,
+            content_type=fields["ContentType"],
+            # SageMaker always writes TrainingInputMode; File is the API's default.
+            input_mode=fields["TrainingInputMode"] or "File",
+            record_wrapper_type=fields["RecordWrapperType"],
+            compression_type=fields["CompressionType"],
+            s3_distribution_type=fields["S3DistributionType"],
+        )
+    return channels
+
+
+def load_resources(path: Path) -> ResourceConfig:
+    """resourceconfig.json; absent outside SageMaker, where the job is the single host algo-1."""
+    if not path.exists():
+        return ResourceConfig(LOCAL_HOST, (LOCAL_HOST,))
+    raw = _read_object(path, 'a JSON object with "current_host" and "hosts"')
+    current, hosts = raw.get("current_host"), raw.get("hosts")
+    if not isinstance(current, str) or not current:
+        raise UserError(f"{path}: current_host must be a host name, not {current!r}.")
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise UserError(f"{path}: hosts must be a non-empty list of host names, not {hosts!r}.")
+    if current not in hosts:
+        raise UserError(f"{path}: current_host {current!r} is not among hosts {hosts}.")
+    return ResourceConfig(current, tuple(sorted(hosts)))
+
+
+def load_checkpoint_dir(path: Path) -> Path | None:
+    """checkpointconfig.json's LocalPath (where SageMaker syncs checkpoints), if the job has one."""
+    if not path.exists():
+        return None
+    raw = _read_object(path, 'a JSON object with "LocalPath"')
+    local_path = raw.get("LocalPath")
+    return Path(local_path) if isinstance(local_path, str) and local_path else None
+
+
+def _read_object(path: Path, what: str) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); it must hold {what}.") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read: {exc.strerror}.") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; it must hold {what}."
+        ) from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} must hold {what}, not a JSON {type(value).__name__}.")
+    return value

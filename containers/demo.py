@@ -1,0 +1,101 @@
+"""`python -m smalgo.containers.demo` (`make demo`): train k-means and PCA on a generated sample,
+through the same local `smalgo train` path a user runs, and show what came out.
+
+The sample: 20,000 rows x 20 features drawn around 8 Gaussian centers, written as CSV (no label
+column) and as RecordIO-protobuf in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.registry import get_algorithm
+from smalgo.recordio import write_dense
+
+from . import cli
+
+ROWS, FEATURES, CLUSTERS = 20_000, 20, 8
+METRIC_MARKERS = ("#quality_metric", "#progress_metric", "#throughput_metric")
+
+
+def make_sample(directory: Path, seed: int = 7) -> tuple[Path, Path, np.ndarray]:
+    """Write the sample as CSV and RecordIO; returns both paths and the rows."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(-20, 20, (CLUSTERS, FEATURES))
+    X = (centers[rng.integers(0, CLUSTERS, ROWS)] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
+    csv_path, recordio_path = directory / "sample.csv", directory / "sample.pbr"
+    np.savetxt(csv_path, X, delimiter=",", fmt="%.6g")
+    write_dense(str(recordio_path), X)
+    return csv_path, recordio_path, X
+
+
+def run_job(arguments: list[str]) -> int:
+    """Run `smalgo train ARGUMENTS` in this process, show the command and its metric lines."""
+    print("\n$ smalgo " + " ".join(shlex.quote(a) for a in arguments), flush=True)
+    log, printed = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    # The job logs to stderr: keep the lines worth seeing (all of them if it failed).
+    with contextlib.redirect_stderr(log), contextlib.redirect_stdout(printed):
+        exit_code = cli.main(arguments)
+    for line in log.getvalue().splitlines():
+        if any(marker in line for marker in METRIC_MARKERS) or exit_code:
+            print("  " + line.split("] ", 1)[-1])
+    for line in printed.getvalue().splitlines():
+        print("  " + line)
+    print(f"  (exit code {exit_code}, {time.perf_counter() - started:.1f} s)")
+    return exit_code
+
+
+def show_model(algorithm: str, model_dir: Path, rows: np.ndarray) -> None:
+    files = ", ".join(f"{p.name} ({p.stat().st_size} bytes)" for p in sorted(model_dir.iterdir()))
+    print(f"  model files in {model_dir}: {files}")
+    model = get_algorithm(algorithm).load_model(model_dir)
+    outputs = model.predict(Batch(rows))
+    print(f"  prediction for the first {len(rows)} rows (model.predict on a Batch):")
+    for i in range(len(rows)):
+        shown = [f"{name} = {np.array2string(np.asarray(values[i]), precision=3, suppress_small=True)}"
+                 for name, values in outputs.items()]
+        print(f"    row {i}: " + ", ".join(shown))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", metavar="DIR", help="write the sample and the jobs here instead of a temp dir")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        directory = Path(args.keep) if args.keep else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="smalgo-demo-")))
+        directory.mkdir(parents=True, exist_ok=True)
+        csv_path, recordio_path, X = make_sample(directory)
+        print(f"Sample: {ROWS} rows x {FEATURES} features around {CLUSTERS} centers, written to\n"
+              f"  {csv_path} (CSV, no label column) and {recordio_path} (RecordIO-protobuf)")
+
+        jobs = [
+            ("kmeans", ["--train", str(csv_path), "--content-type", "text/csv;label_size=0",
+                        "--hyperparameters", f"k={CLUSTERS}", f"feature_dim={FEATURES}", "mini_batch_size=2000",
+                        "epochs=2"]),
+            ("pca", ["--train", str(recordio_path), "--content-type", "application/x-recordio-protobuf",
+                     "--hyperparameters", "num_components=3", f"feature_dim={FEATURES}", "mini_batch_size=2000"]),
+        ]
+        for algorithm, options in jobs:
+            output = directory / f"{algorithm}-job"
+            if run_job(["train", "--algorithm", algorithm, *options, "--output", str(output)]) != 0:
+                return 1
+            show_model(algorithm, output / "model", X[:3])
+        if args.keep:
+            print(f"\nEverything is kept under {directory}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Shared fixtures: SageMaker-style training jobs laid out in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smalgo.containers.paths import JobPaths
+
+
+def clustered_rows(n_rows: int = 600, n_features: int = 5, n_clusters: int = 3, seed: int = 0) -> np.ndarray:
+    """Gaussian clusters, float32: data k-means and PCA can both learn something from."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 10.0, (n_clusters, n_features))
+    labels = rng.integers(0, n_clusters, n_rows)
+    return (centers[labels] + rng.normal(0.0, 1.0, (n_rows, n_features))).astype(np.float32)
+
+
+def csv_text(X: np.ndarray, labels: np.ndarray | None = None) -> str:
+    """X (with an optional label column first) as CSV, values written exactly (float32 repr)."""
+    columns = X if labels is None else np.column_stack([labels, X])
+    return "".join(",".join(repr(float(v)) for v in row) + "\n" for row in columns.astype(np.float32))
+
+
+class SageMakerJob:
+    """Writes /opt/ml-style configuration and data under a base directory."""
+
+    def __init__(self, base: Path):
+        self.paths = JobPaths(base)
+        self.paths.config_dir.mkdir(parents=True)
+        self.paths.data_dir.mkdir(parents=True)
+        self.paths.model_dir.mkdir()
+        self.paths.output_dir.mkdir()
+        self.channels: dict[str, dict] = {}
+
+    def hyperparameters(self, **values) -> "SageMakerJob":
+        """As SageMaker writes them: every value a string."""
+        self.write_config("hyperparameters.json", {k: str(v) for k, v in values.items()})
+        return self
+
+    def channel(self, name: str, content_type: str | None = "text/csv;label_size=0", mode: str = "File",
+                files: dict[str, str | bytes] | None = None, **settings) -> "SageMakerJob":
+        """Declare a channel in inputdataconfig.json; in File mode write `files` (relative
+        path -> content) under input/data/<name>/."""
+        entry = {"TrainingInputMode": mode, "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        if content_type is not None:
+            entry["ContentType"] = content_type
+        entry.update(settings)
+        self.channels[name] = entry
+        self.write_config("inputdataconfig.json", self.channels)
+        if mode != "Pipe":
+            directory = self.paths.channel_dir(name)
+            directory.mkdir(parents=True, exist_ok=True)
+            for relative, content in (files or {}).items():
+                path = directory / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, str):
+                    path.write_text(content)
+                else:
+                    path.write_bytes(content)
+        return self
+
+    def write_config(self, name: str, value) -> None:
+        (self.paths.config_dir / name).write_text(json.dumps(value))
+
+    # What a finished job left behind.
+
+    def model_files(self) -> list[str]:
+        return sorted(p.name for p in self.paths.model_dir.iterdir())
+
+    def failure(self) -> str:
+        return self.paths.failure_file.read_text()
+
+    def succeeded(self) -> bool:
+        return self.paths.success_file.exists()
+
+
+@pytest.fixture
+def job(tmp_path) -> SageMakerJob:
+    return SageMakerJob(tmp_path / "opt_ml")
+
+
+@pytest.fixture
+def make_job(tmp_path):
+    """Factory for several jobs in one test."""
+    counter = iter(range(1000))
+
+    def make() -> SageMakerJob:
+        return SageMakerJob(tmp_path / f"opt_ml_{next(counter)}")
+
+    return make
