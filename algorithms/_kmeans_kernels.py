@@ -1,5 +1,5 @@
-"""Kernels for k-means: nearest-center assignment and per-center sums (numba), and the way
-they are spread over threads (also used by PCA).
+"""Kernels for k-means: nearest-center assignment and per-center sums (numba), spread over
+threads by `row_threads`.
 
 Assignment is the hot loop (rows x centers x features). Two implementations, same contract:
 
@@ -37,15 +37,10 @@ per thread.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 from numba import njit
+
+from .row_threads import MIN_THREADED_WORK, blas_controller, run_in_row_chunks, single_threaded_blas
 
 # No `nnan`/`ninf`: the kernels must stay correct for any finite input, and fastmath's "no inf"
 # assumption would make the unseeded-center sentinel below undefined behaviour.
@@ -55,11 +50,6 @@ _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 # them. Finite on purpose (see _FASTMATH).
 UNSEEDED_SQ_NORM = np.float32(1e30)
 
-# Multiply-adds below which a call runs on the calling thread alone (about a millisecond of
-# work: handing chunks to another thread costs tens of microseconds, more on a busy machine).
-_MIN_THREADED_WORK = 1 << 23
-# Smallest row chunk handed to a thread.
-_MIN_CHUNK_ROWS = 256
 # Below this many centers a matrix product is too thin for BLAS to beat the fused kernel.
 _MIN_BLAS_CENTERS = 8
 
@@ -148,7 +138,7 @@ def assign_dense(X, shift, centers_t_m2, shifted_sq_norms, centers, labels, sq_d
     n_centers = centers.shape[0]
     args = (X, shift, centers_t_m2, shifted_sq_norms, centers, labels, sq_distances)
     work = n_rows * n_centers * n_features
-    use_blas = n_centers >= _MIN_BLAS_CENTERS and work >= _MIN_THREADED_WORK and _blas_threads() is not None
+    use_blas = n_centers >= _MIN_BLAS_CENTERS and work >= MIN_THREADED_WORK and blas_controller() is not None
     if not use_blas:
         run_in_row_chunks(_assign_dense_rows, args, n_rows, work, lambda rows: np.empty(n_centers, np.float32))
         return
@@ -168,41 +158,6 @@ def _assign_dense_rows_blas(X, shift, centers_t_m2, shifted_sq_norms, centers, l
     _nearest_from_products(products[:rows], shifted_sq_norms, X, centers, labels, sq_distances, start)
 
 
-_blas_controller = None
-_blas_controller_ready = False
-
-
-def can_limit_blas_threads() -> bool:
-    """Whether single_threaded_blas() really limits BLAS (threadpoolctl is installed)."""
-    return _blas_threads() is not None
-
-
-def single_threaded_blas():
-    """A context in which BLAS calls run on the calling thread (threadpoolctl), or a no-op
-    context without threadpoolctl. Small products issued one after another (seeding) and
-    products issued from several threads at once (assignment) are both slowed badly by
-    OpenBLAS's own threads when the cores are busy: 1.5-19 s instead of 0.26-0.35 s for the
-    500,000 x 50 x 160 assignment, measured with other jobs on the machine."""
-    controller = _blas_threads()
-    if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
-
-
-def _blas_threads():
-    """threadpoolctl's controller when threadpoolctl is installed, else None (the numba path)."""
-    global _blas_controller, _blas_controller_ready
-    if not _blas_controller_ready:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _blas_controller = None
-        else:
-            _blas_controller = ThreadpoolController()
-        _blas_controller_ready = True
-    return _blas_controller
-
-
 def assign_csr(data, indices, indptr, centers_t, sq_norms, sq_norms_exact, centers, labels, sq_distances):
     """Nearest center of every row of a CSR matrix (canonical: no duplicate column indices).
 
@@ -218,57 +173,6 @@ def assign_csr(data, indices, indptr, centers_t, sq_norms, sq_norms_exact, cente
         (data, indices, indptr, centers_t, sq_norms, sq_norms_exact, centers, labels, sq_distances),
         n_rows, max(n_rows, data.shape[0]) * n_centers, lambda rows: np.empty(n_centers, np.float32),
     )
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
-_pool_lock = threading.Lock()
-
-
-def _helper_pool(helpers: int) -> ThreadPoolExecutor:
-    """The helper threads, created on first use and again after a fork (a forked child, e.g.
-    a gunicorn worker, inherits the pool object but not its threads)."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers != helpers:
-            _pool = ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="smalgo-kmeans")
-            _pool_pid = os.getpid()
-        return _pool
-
-
-def run_in_row_chunks(rows_kernel, args, n_rows: int, work: int, make_scratch) -> None:
-    """Call rows_kernel(*args, start, stop, scratch) over 0..n_rows in chunks, on this thread and
-    on up to numba.get_num_threads() - 1 helpers (which respects NUMBA_NUM_THREADS);
-    make_scratch(chunk_rows) gives each thread its scratch buffers (and may collect them, to
-    sum per-thread partial results afterwards). `work` (multiply-adds) decides whether helpers
-    are worth waking. Also used by PCA, whose per-chunk BLAS products profit the same way."""
-    helpers = numba.get_num_threads() - 1
-    if helpers < 1 or work < _MIN_THREADED_WORK or n_rows < 2 * _MIN_CHUNK_ROWS:
-        rows_kernel(*args, 0, n_rows, make_scratch(n_rows))
-        return
-    # A few chunks per thread, so that a thread that starts late still gets a share.
-    chunk = max(_MIN_CHUNK_ROWS, -(-n_rows // (4 * (helpers + 1))))
-    starts = range(0, n_rows, chunk)
-    claims = itertools.count()  # next() on a count is atomic under the GIL
-
-    def work_through_chunks() -> None:
-        scratch = None
-        for claim in claims:
-            if claim >= len(starts):
-                return
-            if scratch is None:
-                scratch = make_scratch(chunk)
-            start = starts[claim]
-            rows_kernel(*args, start, min(n_rows, start + chunk), scratch)
-
-    pool = _helper_pool(helpers)
-    futures = [pool.submit(work_through_chunks) for _ in range(min(helpers, len(starts) - 1))]
-    try:
-        work_through_chunks()
-    finally:
-        for future in futures:
-            if not future.cancel():
-                future.result()
 
 
 @njit(cache=True, nogil=True)

@@ -28,12 +28,12 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterator
 
 import numpy as np
 from numba import njit
 
+from . import row_threads
 from .errors import UserError
 
 # Bytes read per read() call while streaming: large enough that per-call overhead vanishes,
@@ -532,7 +532,6 @@ class _StreamSource:
 
 # Below this many bytes a chunk is parsed by one thread: splitting costs more than it saves.
 _MIN_SEGMENT_BYTES = 1 << 20
-_pool: ThreadPoolExecutor | None = None
 
 
 def _parse_threads() -> int:
@@ -541,13 +540,6 @@ def _parse_threads() -> int:
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _thread_pool() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_parse_threads(), thread_name_prefix="smalgo-csv")
-    return _pool
 
 
 def _iter_blocks(source, layout: CsvLayout, name: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -577,7 +569,8 @@ def _iter_blocks(source, layout: CsvLayout, name: str) -> Iterator[tuple[np.ndar
             if len(segments) == 1:
                 results = [_parse_segment(buf, pos, end, layout)]
             else:
-                results = list(_thread_pool().map(lambda se: _parse_segment(buf, se[0], se[1], layout), segments))
+                pool = row_threads.helper_pool(_parse_threads())
+                results = list(pool.map(lambda se: _parse_segment(buf, se[0], se[1], layout), segments))
             for X, y, lines, failure in results:
                 if failure is not None:
                     status, line_start, column, lines_before = failure

@@ -53,7 +53,6 @@ Choices this module makes where the documentation is silent:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pathlib
@@ -63,10 +62,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kmeans_kernels as kernels
-from . import metrics
+from . import metrics, row_threads
 from .batch import Batch
 from .data import TrainingData
 from .errors import UserError
+from .model_files import read_metadata, write_metadata
 from .hyperparameters import AUTO, Hyperparameter, Schema
 
 NAME = "kmeans"
@@ -247,7 +247,7 @@ def _kmeanspp(X, weights: np.ndarray, n_centers: int, rng: np.random.Generator) 
     if total_weight <= 0 or n_centers < 1:
         return []
     n_candidates = 2 + int(math.log(n_centers))
-    with kernels.single_threaded_blas():
+    with row_threads.single_threaded_blas():
         distances = _SquaredDistances(X)
         first = min(int(np.searchsorted(np.cumsum(weights), rng.random() * total_weight, side="right")), n_rows - 1)
         chosen = [first]
@@ -495,23 +495,12 @@ class KMeansModel:
             "hyperparameters": self.hyperparameters,
             "details": self.details,
         }
-        (model_dir / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        write_metadata(model_dir, meta)
 
 
 def load_model(model_dir: pathlib.Path) -> KMeansModel:
     model_dir = pathlib.Path(model_dir)
-    meta_path = model_dir / "model.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"No k-means model in {model_dir}: {meta_path.name} is missing.") from None
-    except ValueError as exc:
-        raise UserError(f"{meta_path} is not valid JSON: {exc}") from None
-    if meta.get("algorithm") != NAME:
-        raise UserError(f"{meta_path} holds a {meta.get('algorithm')!r} model, not a {NAME} model.")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{meta_path} has format version {meta.get('format_version')!r}; "
-                        f"this version of smalgo reads version {FORMAT_VERSION}.")
+    meta = read_metadata(model_dir, NAME, FORMAT_VERSION, "k-means")
     centers = np.load(model_dir / "centers.npy", allow_pickle=False)
     if centers.shape != (meta["k"], meta["feature_dim"]):
         raise UserError(f"{model_dir / 'centers.npy'} has shape {centers.shape}; model.json says "

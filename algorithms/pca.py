@@ -45,7 +45,6 @@ Weights in the data are ignored: PCA is unweighted.
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 import time
@@ -53,11 +52,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from . import _kmeans_kernels as kernels
-from . import metrics
+from . import metrics, row_threads
 from .batch import Batch
 from .data import TrainingData
 from .errors import UserError
+from .model_files import read_metadata, write_metadata
 from .hyperparameters import Hyperparameter, Schema
 
 NAME = "pca"
@@ -175,11 +174,11 @@ class PCAStatistics:
             return partial
 
         per_thread_values = self.feature_dim * (self.feature_dim if self.exact else self.test_matrix.shape[1])
-        if kernels.can_limit_blas_threads() and per_thread_values <= _MAX_PARTIAL_VALUES:
+        if row_threads.can_limit_blas_threads() and per_thread_values <= _MAX_PARTIAL_VALUES:
             d = self.feature_dim
             work = X.shape[0] * d * (d // 2 if self.exact else 2 * self.test_matrix.shape[1])
-            with kernels.single_threaded_blas():
-                kernels.run_in_row_chunks(self._accumulate_rows, (X,), X.shape[0], work, make_partial)
+            with row_threads.single_threaded_blas():
+                row_threads.run_in_row_chunks(self._accumulate_rows, (X,), X.shape[0], work, make_partial)
         else:
             # Without threadpoolctl OpenBLAS threads each product itself, and threads of ours on
             # top would only oversubscribe the cores.
@@ -415,23 +414,12 @@ class PCAModel:
             "hyperparameters": self.hyperparameters,
             "details": self.details,
         }
-        (model_dir / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        write_metadata(model_dir, meta)
 
 
 def load_model(model_dir: pathlib.Path) -> PCAModel:
     model_dir = pathlib.Path(model_dir)
-    meta_path = model_dir / "model.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"No PCA model in {model_dir}: {meta_path.name} is missing.") from None
-    except ValueError as exc:
-        raise UserError(f"{meta_path} is not valid JSON: {exc}") from None
-    if meta.get("algorithm") != NAME:
-        raise UserError(f"{meta_path} holds a {meta.get('algorithm')!r} model, not a {NAME} model.")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{meta_path} has format version {meta.get('format_version')!r}; "
-                        f"this version of smalgo reads version {FORMAT_VERSION}.")
+    meta = read_metadata(model_dir, NAME, FORMAT_VERSION, "PCA")
     arrays = meta["arrays"]
     components = np.load(model_dir / arrays["components"], allow_pickle=False)
     singular_values = np.load(model_dir / arrays["singular_values"], allow_pickle=False)

@@ -8,6 +8,7 @@ slower to compile, and small inputs (an inference request) stay on the calling t
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -18,6 +19,19 @@ MIN_ROWS_PER_THREAD = 16384
 
 _THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    """The pool, made again in a forked child (a gunicorn worker inherits the pool object but
+    none of its threads, and would wait for them forever)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="smalgo-recordio")
+            _pool_pid = os.getpid()
+        return _pool
 
 
 def over_rows(n_rows: int, work: Callable[[int, int], T]) -> list[T]:
@@ -26,9 +40,7 @@ def over_rows(n_rows: int, work: Callable[[int, int], T]) -> list[T]:
     parts = min(_THREADS, n_rows // MIN_ROWS_PER_THREAD)
     if parts <= 1:
         return [work(0, n_rows)]
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="smalgo-recordio")
+    pool = _threads()
     bounds = [n_rows * i // parts for i in range(parts + 1)]
-    futures = [_pool.submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    futures = [pool.submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
     return [f.result() for f in futures]

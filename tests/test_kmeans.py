@@ -322,13 +322,13 @@ def test_in_memory_data_streams_batches_and_checks_the_width():
 
 @pytest.mark.parametrize("blas", [True, False])
 def test_assignment_paths_agree_with_a_direct_computation(monkeypatch, blas):
-    from smalgo.algorithms import _kmeans_kernels as kernels
+    from smalgo.algorithms import row_threads
 
     if not blas:  # as without threadpoolctl: the numba kernel only
-        monkeypatch.setattr(kernels, "_blas_controller", None)
-        monkeypatch.setattr(kernels, "_blas_controller_ready", True)
-    elif kernels._blas_threads() is None:
-        pytest.skip("threadpoolctl is not installed")
+        monkeypatch.setattr(row_threads, "_blas_controller", None)
+        monkeypatch.setattr(row_threads, "_blas_controller_ready", True)
+    else:
+        assert row_threads.blas_controller() is not None  # threadpoolctl is a dependency
     rng = np.random.default_rng(11)
     X = (rng.standard_normal((20_000, 20)) * 3 + 50).astype(np.float32)  # enough work for threads
     centers = (rng.standard_normal((60, 20)) * 3 + 50).astype(np.float32)

@@ -292,12 +292,12 @@ def test_module_contract():
 
 
 def test_without_threadpoolctl_the_result_is_the_same(monkeypatch):
-    from smalgo.algorithms import _kmeans_kernels as kernels
+    from smalgo.algorithms import row_threads
 
     X = low_rank_data(30_000, 40, [30.0, 20.0, 10.0], noise=0.2)  # enough work for helper threads
     threaded = train(X, num_components=3, mini_batch_size=5000)
-    monkeypatch.setattr(kernels, "_blas_controller", None)
-    monkeypatch.setattr(kernels, "_blas_controller_ready", True)
+    monkeypatch.setattr(row_threads, "_blas_controller", None)
+    monkeypatch.setattr(row_threads, "_blas_controller_ready", True)
     single = train(X, num_components=3, mini_batch_size=5000)
     np.testing.assert_allclose(single.components, threaded.components, atol=1e-5)
     np.testing.assert_allclose(single.singular_values, threaded.singular_values, rtol=1e-5)

@@ -291,3 +291,16 @@ def test_signalling_nans_keep_every_bit_on_both_paths():
         Xr, yr = recordio.read(data, fast=fast)
         assert Xr.view(np.uint32).tolist() == [bits.tolist()]
         assert yr.view(np.uint32).tolist() == [0x7F800001]
+
+
+def test_large_reads_work_in_a_forked_child():
+    """A gunicorn worker is a fork of a process that may already have used the thread pool."""
+    X = RNG.standard_normal((40_000, 4)).astype(np.float32)
+    data = _bytes(recordio.write_dense, X)
+    assert recordio.read(data)[0].tobytes() == X.tobytes()  # the parent's pool now exists
+    pid = os.fork()
+    if pid == 0:  # child: must not wait for the parent's threads
+        ok = recordio.read(data)[0].tobytes() == X.tobytes()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

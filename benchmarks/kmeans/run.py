@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"k-means benchmark: {n_train:,} x {d} float32 train, {n_test:,} test, k = {k}, {REPEATS} repeats")
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
           f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs")
-    from smalgo.algorithms import _kmeans_kernels
+    from smalgo.algorithms import row_threads
 
-    path = "BLAS, one thread per worker" if _kmeans_kernels._blas_threads() is not None else "numba only"
+    path = "BLAS, one thread per worker" if row_threads.blas_controller() is not None else "numba only"
     print(f"smalgo dense assignment path: {path} (threadpoolctl {'present' if path.startswith('BLAS') else 'absent'})")
 
     for kind, fit in CONTENDERS.values():  # untimed warm-up
