@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: install sdk-env test demo bench bench-recordio proto clean
+.PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca proto clean
 
 install: $(STAMP)
 
@@ -31,11 +31,20 @@ test: install sdk-env
 demo: install
 	$(PY) -m smalgo.containers.demo
 
-bench: bench-recordio
+bench: bench-recordio bench-csv bench-kmeans bench-pca
 
 # The SageMaker Python SDK v2 is the peer; it lives in the benchmark's own environment only.
 bench-recordio: install sdk-env
 	$(PY) benchmarks/recordio/run.py
+
+bench-csv: install
+	$(PY) benchmarks/csv/run.py
+
+bench-kmeans: install
+	$(PY) benchmarks/kmeans/run.py
+
+bench-pca: install
+	$(PY) benchmarks/pca/run.py
 
 # Regenerates recordio/record_pb2.py (protobuf 5.29 gencode) from recordio/record.proto.
 proto:
