@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from . import row_threads
+from .data import rebatch
 from .errors import UserError
 
 # Bytes read per read() call while streaming: large enough that per-call overhead vanishes,
@@ -372,24 +373,8 @@ def iter_csv_batches(source: str | os.PathLike | BinaryIO | bytes, batch_size: i
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    pending: list[tuple[np.ndarray, np.ndarray | None]] = []
-    pending_rows = 0
-    for X, y in iter_csv_blocks(source, label_size, feature_dim, name, feature_dim_source, chunk_bytes):
-        start = 0
-        while start < len(X):
-            take = min(batch_size - pending_rows, len(X) - start)
-            part = X[start:start + take], None if y is None else y[start:start + take]
-            start += take
-            if not pending and take == batch_size:  # a whole batch inside one block: a view
-                yield part
-                continue
-            pending.append(part)
-            pending_rows += take
-            if pending_rows == batch_size:
-                yield _concatenate(pending, label_size)
-                pending, pending_rows = [], 0
-    if pending:
-        yield _concatenate(pending, label_size)
+    yield from rebatch(iter_csv_blocks(source, label_size, feature_dim, name, feature_dim_source, chunk_bytes),
+                       batch_size)
 
 
 def iter_csv_blocks(source: str | os.PathLike | BinaryIO | bytes, label_size: int = 0,
@@ -684,7 +669,12 @@ def _error(status, buf, line_start, column, line_number, layout: CsvLayout, name
     shown = cell.decode("utf-8", errors="replace")
     if len(shown) > 60:
         shown = shown[:60] + "..."
-    hint = " (CSV training data has no header row)" if line_number == 1 else ""
+    hint = ""
+    if shown.startswith("\ufeff"):
+        # Excel and pandas (encoding="utf-8-sig") write one; the cell then looks like a number.
+        hint = " (it begins with a UTF-8 byte order mark: save the file as CSV without one)"
+    elif line_number == 1:
+        hint = " (CSV training data has no header row)"
     return UserError(f"{where}: {shown!r} is not a number{hint}.")
 
 

@@ -3,12 +3,13 @@
 `TrainingData` is the seam between the algorithms and the job layer: the job layer implements it
 over `/opt/ml/input/data/<channel>` (File mode) and the `<channel>_<epoch>` FIFOs (Pipe mode);
 `InMemoryData` implements it over arrays, for tests, benchmarks and library users. Algorithms see
-only mini-batches, one pass at a time, so they can stream data larger than memory.
+only mini-batches, one pass at a time, so they can stream data larger than memory. `rebatch` cuts
+a decoder's blocks into those mini-batches.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,3 +101,41 @@ def _unpack(name: str, value: object) -> tuple:
         if v is not None and v.shape[0] != X.shape[0]:
             raise ValueError(f"channel {name!r}: {label} has {v.shape[0]} entries for {X.shape[0]} rows")
     return X, y, w
+
+
+def rebatch(pieces: Iterable[tuple], batch_size: int) -> Iterator[tuple]:
+    """Cut a stream of (X, y) pieces (y None or one label per row) into (X, y) of exactly
+    batch_size rows, the last possibly smaller, whatever the pieces' sizes: what a decoder hands
+    over in blocks of its own becomes the algorithm's mini-batches. A piece that holds a whole
+    batch is passed on as a view; the rest are stacked. Every piece must agree on having y."""
+    pending: list[tuple] = []
+    pending_rows = 0
+    for X, y in pieces:
+        start, rows = 0, X.shape[0]
+        while start < rows:
+            take = min(batch_size - pending_rows, rows - start)
+            part = (X[start:start + take], None if y is None else y[start:start + take])
+            start += take
+            if not pending and take == batch_size:
+                yield part
+                continue
+            pending.append(part)
+            pending_rows += take
+            if pending_rows == batch_size:
+                yield stack_rows(pending)
+                pending, pending_rows = [], 0
+    if pending:
+        yield stack_rows(pending)
+
+
+def stack_rows(parts: list[tuple]) -> tuple:
+    """One (X, y) of the (X, y) parts, in order; CSR when any part is sparse."""
+    Xs = [X for X, _ in parts]
+    if len(parts) == 1:
+        X = Xs[0]
+    elif any(sp.issparse(X) for X in Xs):
+        X = sp.vstack([X if sp.issparse(X) else sp.csr_matrix(X) for X in Xs], format="csr")
+    else:
+        X = np.concatenate(Xs)
+    y = None if parts[0][1] is None else np.concatenate([y for _, y in parts])
+    return X, y

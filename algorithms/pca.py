@@ -235,6 +235,14 @@ class PCAStatistics:
         squared reconstruction error per row implied by the statistics)."""
         if self.n == 0:
             raise UserError("The train channel has no records; PCA needs at least one.")
+        products = self.scatter if self.exact else self.sketch
+        if not (np.isfinite(products).all() and np.isfinite(self.shifted_sum).all()):
+            # Else eigh/svd fail with LinAlgError, which reads as a bug of ours.
+            raise UserError(
+                "The train channel's values are too large for PCA (or not finite): the sums of their "
+                "squares overflow the 32-bit floats they are read as (about 3.4e38), e.g. for values "
+                "around 1e19 or larger after centering; scale the data down."
+            )
         shifted_mean = self.shifted_sum / self.n
         if self.exact:
             scatter = self.scatter

@@ -73,8 +73,9 @@ def helper_pool(helpers: int) -> ThreadPoolExecutor:
     with _pool_lock:
         forked = _pool_pid != os.getpid()
         if _pool is None or forked or _pool._max_workers < helpers:
-            if _pool is not None and not forked:
-                _pool.shutdown(wait=False)
+            # The pool being replaced is not shut down: another thread (a server's request) may
+            # have just got it and be about to submit, which a shut-down pool refuses with
+            # RuntimeError. Once nobody holds it, its idle threads exit by themselves.
             size = helpers if _pool is None or forked else max(helpers, _pool._max_workers)
             _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="smalgo")
             _pool_pid = os.getpid()

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.content_types import ContentType, parse_content_type
 from smalgo.algorithms.csv import iter_csv_blocks
+from smalgo.algorithms.data import rebatch
 from smalgo.algorithms.errors import UserError
 from smalgo.recordio import RecordIOError, iter_batches as iter_recordio_batches
 
@@ -163,9 +164,9 @@ class ChannelData:
 
     def _one_pass(self, channel: Channel, epoch: int, batch_size: int, feature_dim: int | None) -> Iterator[Batch]:
         rows = 0
-        for batch in _rebatch(self._decode(channel, epoch, batch_size, feature_dim), batch_size, channel.name):
-            rows += batch.n_rows
-            yield batch
+        for X, y in rebatch(self._decode(channel, epoch, batch_size, feature_dim), batch_size):
+            rows += X.shape[0]
+            yield Batch(X, y)
         if rows == 0:
             if channel.pipe_mode:
                 where = f"its pipe {channel.pipe(epoch)} delivered no records (pass {epoch + 1})"
@@ -185,11 +186,12 @@ class ChannelData:
             yield stream, str(pipe)
 
     def _decode(self, channel: Channel, epoch: int, batch_size: int,
-                feature_dim: int | None) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None, str]]:
-        """(X, y, source name) pieces of one pass, every piece as wide as the channel: feature_dim
-        when given, else the width of the first piece."""
+                feature_dim: int | None) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]]:
+        """(X, y) pieces of one pass, checked: every piece as wide as the channel (feature_dim
+        when given, else the width of the first piece), labelled like the first, finite."""
         width = feature_dim
         width_source = f"hyperparameter feature_dim={feature_dim}"
+        labelled: bool | None = None
         for source, name in self._sources(channel, epoch):
             if channel.content_type.is_csv:
                 pieces = iter_csv_blocks(source, channel.content_type.label_size, width, name, width_source)
@@ -204,8 +206,17 @@ class ChannelData:
                         f"{name}: records {first_record} to {first_record + X.shape[0] - 1} have "
                         f"{X.shape[1]} features, expected {width} ({width_source})."
                     )
+                if labelled is None:
+                    labelled = y is not None
+                elif labelled != (y is not None):
+                    raise UserError(
+                        f"Channel {channel.name}: {name} has records {'without' if labelled else 'with'} labels, "
+                        f"but the channel's earlier records {'have' if labelled else 'have no'} labels; "
+                        f"all files of a channel must agree."
+                    )
+                _check_finite(X, name, first_record, channel.content_type)
                 first_record += X.shape[0]
-                yield X, y, name
+                yield X, y
 
 
 def _recordio_pieces(source, batch_size: int, feature_dim: int | None, channel: str):
@@ -227,45 +238,28 @@ def _wait_for(pipe: Path, timeout: float, channel: str, epoch: int) -> None:
         time.sleep(_PIPE_POLL_SECONDS)
 
 
-def _rebatch(pieces, batch_size: int, channel: str) -> Iterator[Batch]:
-    """Cut a stream of (X, y, name) pieces into Batches of exactly batch_size rows (the last may be
-    smaller). Pieces that hold a whole batch are passed on as views; the rest are stacked."""
-    pending: list[tuple] = []
-    pending_rows = 0
-    labelled: bool | None = None
-    for X, y, name in pieces:
-        if labelled is None:
-            labelled = y is not None
-        elif labelled != (y is not None):
-            raise UserError(
-                f"Channel {channel}: {name} has records {'without' if labelled else 'with'} labels, "
-                f"but the channel's earlier records {'have' if labelled else 'have no'} labels; "
-                f"all files of a channel must agree."
-            )
-        start, rows = 0, X.shape[0]
-        while start < rows:
-            take = min(batch_size - pending_rows, rows - start)
-            part = (X[start:start + take], None if y is None else y[start:start + take])
-            start += take
-            if not pending and take == batch_size:
-                yield Batch(*part)
-                continue
-            pending.append(part)
-            pending_rows += take
-            if pending_rows == batch_size:
-                yield _stack(pending)
-                pending, pending_rows = [], 0
-    if pending:
-        yield _stack(pending)
-
-
-def _stack(parts: list[tuple]) -> Batch:
-    Xs = [X for X, _ in parts]
-    if len(parts) == 1:
-        X = Xs[0]
-    elif any(sp.issparse(X) for X in Xs):
-        X = sp.vstack([X if sp.issparse(X) else sp.csr_matrix(X) for X in Xs], format="csr")
+def _check_finite(X, name: str, first_record: int, content_type: ContentType) -> None:
+    """UserError naming the first NaN or infinite feature value of a piece. The CSV decoder
+    reads `nan`, `inf` and out-of-range numbers such as 1e39 (as inf), as numpy.loadtxt does,
+    and RecordIO carries any float; k-means and PCA have no meaning for them and failed deep
+    inside as internal errors. (An algorithm that reads NaN as a missing value, such as XGBoost,
+    will need this to become a per-algorithm choice.)"""
+    values = X.data if sp.issparse(X) else X
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    first_bad = int(np.argmin(finite.reshape(-1)))  # the first False
+    if sp.issparse(X):
+        row = int(np.searchsorted(X.indptr, first_bad, side="right")) - 1
+        column, value = int(X.indices[first_bad]), X.data[first_bad]
     else:
-        X = np.concatenate(Xs)
-    y = None if parts[0][1] is None else np.concatenate([y for _, y in parts])
-    return Batch(X, y)
+        row, column = divmod(first_bad, X.shape[1])
+        value = X[row, column]
+    record = first_record + row
+    if content_type.is_csv:
+        where = (f"{name}, data row {record + 1} (blank lines not counted), "
+                 f"column {column + 1 + content_type.label_size}")
+    else:
+        where = f"{name}: record {record}, feature {column}"
+    beyond = " (a number beyond the float32 range, about 3.4e38, reads as inf)" if np.isinf(value) else ""
+    raise UserError(f"{where}: {value} is not a finite number{beyond}; training data must hold finite numbers.")

@@ -208,6 +208,15 @@ def test_a_header_row_is_reported_as_such(tmp_path):
         read_csv(path)
 
 
+def test_a_byte_order_mark_is_reported_as_such(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("5.1,3.5\n4.9,3.0\n".encode("utf-8-sig"))
+    with pytest.raises(UserError) as error:
+        read_csv(path)
+    assert str(error.value) == (f"{path}, line 1, column 1: '\\ufeff5.1' is not a number (it begins with a "
+                                f"UTF-8 byte order mark: save the file as CSV without one).")
+
+
 @pytest.mark.parametrize("cell", ["1_000", "0x10", "1e", "1e+", ".", "-", "1.2.3", "nan(1)", "infinit", '"1"', "# 1", "1 2", "١"])
 def test_what_loadtxt_refuses_we_refuse(tmp_path, cell):
     path = write(tmp_path, f"1,{cell}\n")

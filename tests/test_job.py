@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from conftest import clustered_rows, csv_text
 from smalgo.algorithms import kmeans, metrics, pca
@@ -18,7 +19,7 @@ from smalgo.algorithms.errors import UserError
 from smalgo.containers import job as job_module
 from smalgo.containers.channels import ChannelData, check_channels
 from smalgo.containers.job import commit_model, run_training
-from smalgo.recordio import write_dense
+from smalgo.recordio import write_dense, write_sparse
 
 SDK_HYPERPARAMETERS = Path(__file__).resolve().parent / "data" / "sdk_v2_hyperparameters"
 KMEANS_HP = {"k": 3, "feature_dim": 5, "mini_batch_size": 100}
@@ -79,12 +80,19 @@ def test_pca_from_recordio_with_a_test_channel(job, caplog):
     assert model.components.shape == (5, 2)
 
 
-def test_csv_label_column_is_the_default(job):
-    # Plain text/csv means label_size=1: the first column is dropped as the label.
+def test_csv_label_column_is_the_default(make_job):
+    # Plain text/csv means label_size=1: the first column is the label, not a feature, so the
+    # model is the one trained on the features alone.
     X = clustered_rows()
     labels = np.arange(len(X)) % 3
-    job.hyperparameters(**KMEANS_HP).channel("train", "text/csv", files={"train.csv": csv_text(X, labels)})
-    assert run_training(job.paths, "kmeans") == 0
+    labelled = make_job().hyperparameters(**KMEANS_HP).channel("train", "text/csv",
+                                                                files={"train.csv": csv_text(X, labels)})
+    features_only = make_job().hyperparameters(**KMEANS_HP).channel("train", "text/csv;label_size=0",
+                                                                     files={"train.csv": csv_text(X)})
+    assert run_training(labelled.paths, "kmeans") == 0
+    assert run_training(features_only.paths, "kmeans") == 0
+    np.testing.assert_array_equal(np.load(labelled.paths.model_dir / "centers.npy"),
+                                  np.load(features_only.paths.model_dir / "centers.npy"))
 
 
 def test_a_channel_without_content_type_is_read_as_the_algorithms_default(job):
@@ -118,8 +126,9 @@ def test_model_dir_that_already_exists_as_a_mount_point(job):
     assert job.model_files() == ["centers.npy", "model.json"]
 
 
-def test_sdk_v2_hyperparameters_train_unchanged(make_job):
-    """The exact maps the SageMaker Python SDK v2 KMeans(...) and PCA(...) estimators send."""
+def test_sdk_v2_hyperparameters_train_unchanged(make_job, caplog):
+    """The exact maps the SageMaker Python SDK v2 KMeans(...) and PCA(...) estimators send,
+    with a test channel, so that k-means' eval_metrics '["msd", "ssd"]' is put to use too."""
     fixtures = sorted(SDK_HYPERPARAMETERS.glob("*.json"))
     assert {p.stem for p in fixtures} >= {"kmeans", "pca"}
     for fixture in fixtures:
@@ -131,7 +140,18 @@ def test_sdk_v2_hyperparameters_train_unchanged(make_job):
         job.write_config("hyperparameters.json", hyperparameters)
         # RecordIO-protobuf, as the SDK's record_set() uploads it.
         job.channel("train", "application/x-recordio-protobuf", files={"matrix_0.pbr": recordio_bytes(X)})
-        assert run_training(job.paths, algorithm) == 0, f"{fixture.name}: {job.failure()}"
+        job.channel("test", "application/x-recordio-protobuf", files={"matrix_0.pbr": recordio_bytes(X[:200])})
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="smalgo"):
+            assert run_training(job.paths, algorithm) == 0, f"{fixture.name}: {job.failure()}"
+        assert job.succeeded()
+        if algorithm == "kmeans":
+            assert kmeans.load_model(job.paths.model_dir).centers.shape == (10, 50)
+            for line in ("epoch=0, train msd <loss>=", "test msd <loss>=", "test ssd <loss>="):
+                assert f"#quality_metric: host=algo-1, {line}" in caplog.text, (fixture.name, line)
+        else:
+            assert pca.load_model(job.paths.model_dir).components.shape == (50, 5)
+            assert "#quality_metric: host=algo-1, test reconstruction_error <loss>=" in caplog.text
 
 
 # --------------------------------------------------------------------------- File and Pipe mode
@@ -334,11 +354,71 @@ def test_feature_dim_that_disagrees_with_recordio_data(job):
 
 
 def test_recordio_file_of_garbage(job):
+    garbage = b"\x93\xab\x27\x35" + np.random.default_rng(5).bytes(4092)
     job.hyperparameters(**KMEANS_HP)
-    job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": os.urandom(4096)})
+    job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": garbage})
     path = job.paths.channel_dir("train") / "train.pbr"
-    failure = assert_user_failure(job, run_training(job.paths, "kmeans"), f"Channel train: {path}: record 0")
-    assert "byte offset 0" in failure
+    assert_user_failure(job, run_training(job.paths, "kmeans"),
+                        f"Channel train: {path}: record 0 at byte offset 0: bad magic number 93 ab 27 35 "
+                        f"(expected 0a 23 d7 ce, RecordIO magic 0xCED7230A): not RecordIO, or misaligned")
+
+
+def test_nan_in_csv_data(job):
+    # numpy.loadtxt (and our decoder) reads `nan`; k-means failed on it with an IndexError.
+    rows = good_csv().splitlines(keepends=True)
+    rows[6] = "1,2,nan,4,5\n"
+    job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": "".join(rows)})
+    path = job.paths.channel_dir("train") / "train.csv"
+    assert_user_failure(job, run_training(job.paths, "kmeans"),
+                        f"{path}, data row 7 (blank lines not counted), column 3: nan is not a finite number; "
+                        f"training data must hold finite numbers.")
+
+
+def test_infinity_in_recordio_data(job):
+    X = clustered_rows()
+    X[42, 4] = np.inf
+    job.hyperparameters(**PCA_HP)
+    job.channel("train", "application/x-recordio-protobuf", files={"a.pbr": recordio_bytes(X[:40]),
+                                                                   "b.pbr": recordio_bytes(X[40:])})
+    path = job.paths.channel_dir("train") / "b.pbr"
+    assert_user_failure(job, run_training(job.paths, "pca"),
+                        f"{path}: record 2, feature 4: inf is not a finite number")
+
+
+def test_infinity_in_sparse_recordio_data(job):
+    X = sp.random(50, 5, density=0.3, format="csr", dtype=np.float32, random_state=1)
+    X.data[X.indptr[20]] = -np.inf  # the first stored value of row 20
+    buffer = io.BytesIO()
+    write_sparse(buffer, X)
+    job.hyperparameters(**PCA_HP)
+    job.channel("train", "application/x-recordio-protobuf", files={"a.pbr": buffer.getvalue()})
+    path = job.paths.channel_dir("train") / "a.pbr"
+    assert_user_failure(job, run_training(job.paths, "pca"),
+                        f"{path}: record 20, feature {X.indices[X.indptr[20]]}: -inf is not a finite number")
+
+
+def test_files_of_a_channel_that_disagree_about_labels(job):
+    X = clustered_rows()
+    job.hyperparameters(**KMEANS_HP)
+    job.channel("train", "application/x-recordio-protobuf",
+                files={"a.pbr": recordio_bytes(X[:50], np.ones(50, np.float32)), "b.pbr": recordio_bytes(X[50:])})
+    path = job.paths.channel_dir("train") / "b.pbr"
+    assert_user_failure(job, run_training(job.paths, "kmeans"),
+                        f"Channel train: {path} has records without labels, but the channel's earlier records "
+                        f"have labels; all files of a channel must agree.")
+
+
+def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
+    X = clustered_rows(n_rows=100)
+    sparse = io.BytesIO()
+    write_sparse(sparse, sp.csr_matrix(X[60:]))
+    job.hyperparameters(**KMEANS_HP)
+    job.channel("train", "application/x-recordio-protobuf",
+                files={"a.pbr": recordio_bytes(X[:60]), "b.pbr": sparse.getvalue()})
+    batches = list(ChannelData(check_channels(kmeans, _channel_configs(job), job.paths)).batches("train", 45, 5))
+    assert [b.n_rows for b in batches] == [45, 45, 10]
+    assert not batches[0].is_sparse and batches[1].is_sparse  # rows 45..89 span both files
+    np.testing.assert_array_equal(np.vstack([b.dense_X() for b in batches]), X)
 
 
 @pytest.mark.parametrize(

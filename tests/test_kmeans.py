@@ -337,3 +337,34 @@ def test_assignment_paths_agree_with_a_direct_computation(monkeypatch, blas):
     exact = np.stack([((X64 - center) ** 2).sum(axis=1) for center in centers.astype(np.float64)], axis=1)
     np.testing.assert_array_equal(labels, exact.argmin(axis=1))
     np.testing.assert_allclose(sq_distances, exact.min(axis=1), rtol=1e-9)
+
+
+def test_a_pool_replaced_by_a_larger_one_still_runs_work(monkeypatch):
+    # Two threads of a server: one got the pool, the other grew it before the first submitted.
+    from smalgo.algorithms import row_threads
+
+    monkeypatch.setattr(row_threads, "_pool", None)
+    small = row_threads.helper_pool(1)
+    large = row_threads.helper_pool(small._max_workers + 2)
+    assert large is not small and large._max_workers == small._max_workers + 2
+    assert small.submit(lambda: 42).result(timeout=10) == 42  # was RuntimeError: shut down
+    assert row_threads.helper_pool(1) is large
+
+
+def test_the_pool_works_in_a_forked_child():
+    """A gunicorn worker is a fork of a process that may already have used the pool: it inherits
+    the pool object but not its threads, and would wait on them forever."""
+    import os
+
+    from smalgo.algorithms import row_threads
+
+    assert row_threads.helper_pool(2).submit(lambda: 1).result(timeout=10) == 1  # used before the fork
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status, never return into pytest
+        try:
+            ok = row_threads.helper_pool(2).submit(lambda: 7).result(timeout=10) == 7
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

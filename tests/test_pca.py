@@ -244,6 +244,16 @@ def test_empty_train_channel_is_a_user_error():
         train(np.zeros((0, 4), np.float32), num_components=2)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("mode", ["regular", "randomized"])
+def test_values_whose_squares_overflow_are_a_user_error(mode):
+    # Finite, but their float32 products are not: eigh then raised LinAlgError (an "internal error").
+    X = low_rank_data(200, 30, [5.0, 3.0], noise=0.1)
+    X[:10] = 1e38
+    with pytest.raises(UserError, match="too large for PCA"):
+        train(X, num_components=2, algorithm_mode=mode, extra_components=2)
+
+
 # --------------------------------------------------------------------------- the model
 
 
