@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca proto clean
+.PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ test: install sdk-env
 demo: install
 	$(PY) -m smalgo.containers.demo
 
-bench: bench-recordio bench-csv bench-kmeans bench-pca
+bench: bench-recordio bench-csv bench-kmeans bench-pca bench-serve
 
 # The SageMaker Python SDK v2 is the peer; it lives in the benchmark's own environment only.
 bench-recordio: install sdk-env
@@ -45,6 +45,10 @@ bench-kmeans: install
 
 bench-pca: install
 	$(PY) benchmarks/pca/run.py
+
+# Needs wrk, the load generator (Debian: apt-get install -y wrk).
+bench-serve: install
+	$(PY) benchmarks/serve/run.py
 
 # Regenerates recordio/record_pb2.py (protobuf 5.29 gencode) from recordio/record.proto.
 proto:

@@ -5,7 +5,7 @@
         --hyperparameters k=10 feature_dim=50 --output job/
                                       # locally: lays out job/ as SageMaker would, then runs
                                       # the same code with SAGEMAKER_BASE_DIR=job/
-    smalgo serve                      # the inference server (not implemented yet)
+    smalgo serve [--model-dir DIR]    # the inference server (gunicorn on $SAGEMAKER_BIND_TO_PORT, 8080)
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
-        print("smalgo serve: the inference server is not implemented yet.", file=sys.stderr)
-        return EXIT_USAGE
+        from smalgo.serve import main as serve_main  # Flask and gunicorn only when serving
+
+        return serve_main([args.model_dir] if args.model_dir else [])
     return _train(parser, args)
 
 
@@ -94,7 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--hyperparameters", nargs="+", metavar="NAME=VALUE",
                        help="local run: hyperparameters, e.g. k=10 feature_dim=50")
     train.add_argument("--output", metavar="DIR", help="local run: directory to lay the job out in")
-    commands.add_parser("serve", help="run the inference server (not implemented yet)")
+    serve = commands.add_parser(
+        "serve", help="run the inference server",
+        description="Serve the model in /opt/ml/model ($SAGEMAKER_BASE_DIR/model) with gunicorn on "
+                    "0.0.0.0:${SAGEMAKER_BIND_TO_PORT:-8080}: GET /ping, POST /invocations, "
+                    "GET /execution-parameters.")
+    serve.add_argument("--model-dir", metavar="DIR", help="model directory (default: /opt/ml/model)")
     return parser
 
 

@@ -78,10 +78,31 @@ def test_failed_local_run_prints_the_reason(tmp_path, data_csv):
     assert list((out / "model").iterdir()) == []
 
 
-def test_serve_is_not_there_yet():
-    result = run_module("serve")
-    assert result.returncode == 2
-    assert "not implemented yet" in result.stderr
+def test_serve_command_serves_the_trained_model_and_stops_on_sigterm(tmp_path):
+    from test_serve_support import FEATURES, ServerProcess, expected_outputs, train_kmeans
+
+    model_dir = train_kmeans(tmp_path / "model")
+    server = ServerProcess(model_dir, tmp_path / "serve.log", via_cli=True)
+    try:
+        server.wait_until_ready()
+        rows = np.array([[0.5] * FEATURES, [-3.0] * FEATURES], np.float32)
+        body = "\n".join(",".join(f"{v:g}" for v in row) for row in rows).encode()
+        status, _, answer = server.request("POST", "/invocations", body,
+                                           {"Content-Type": "text/csv", "Accept": "application/json"})
+        assert status == 200
+        expected = expected_outputs(model_dir, rows)
+        predictions = json.loads(answer)["predictions"]
+        assert [p["closest_cluster"] for p in predictions] == expected["closest_cluster"].tolist()
+        code, seconds = server.terminate()
+        assert code == 0 and seconds < 30
+    finally:
+        server.kill()
+
+
+def test_serve_command_without_a_model_fails_in_one_line(tmp_path):
+    result = run_module("serve", "--model-dir", str(tmp_path / "missing"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("smalgo serve:") and str(tmp_path / "missing") in result.stderr
 
 
 def test_sigterm_stops_training_without_a_partial_model(tmp_path):

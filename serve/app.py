@@ -1,0 +1,158 @@
+"""The Flask app: SageMaker's inference HTTP contract (spec section 2.3) over one loaded model.
+
+    GET  /ping                   200 once the model is loaded (it is loaded before the app exists)
+    GET  /execution-parameters   batch transform settings
+    POST /invocations            decode by Content-Type, predict, encode by Accept
+
+A request the server cannot serve gets a 4xx whose JSON body names the problem and where it is;
+nothing a client sends causes a 500, and a 500 (a bug) logs its traceback. Either way the
+worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from smalgo.algorithms.errors import UserError
+from smalgo.recordio import RecordIOError
+
+from .decoding import decode_request
+from .encoding import encode_response
+from .errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, RequestError
+from .media import request_media_type, response_media_type
+from .model import LoadedModel, load_model
+from .settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+# A body over the limit but within this many times it is read and dropped before the 413, so
+# that the client's connection survives; a larger one is left to gunicorn, which closes it.
+_DRAIN_FACTOR = 2
+_READ_BYTES = 1 << 20
+
+
+def create_app(model_dir: str | Path | None = None, settings: ServerSettings | None = None) -> Flask:
+    """Load and check the model (ModelError if it cannot be served), warm it up, and return
+    the app. `settings` default to the environment's; `model_dir` overrides theirs."""
+    settings = settings or ServerSettings.from_environment(model_dir)
+    model = load_model(model_dir if model_dir is not None else settings.model_dir, settings.expected_algorithm)
+    app = Flask(__name__)
+    app.extensions["smalgo.model"] = model
+
+    execution_parameters = json.dumps({
+        "MaxConcurrentTransforms": settings.max_concurrent_transforms,
+        "BatchStrategy": settings.batch_strategy,
+        "MaxPayloadInMB": settings.max_payload_mb,
+    })
+
+    @app.get("/ping")
+    def ping():
+        # The model was loaded and warmed before the app was made: nothing is left to check.
+        return Response(status=200)
+
+    @app.get("/execution-parameters")
+    def get_execution_parameters():
+        return Response(execution_parameters, status=200, content_type=JSON_TYPE)
+
+    @app.post("/invocations")
+    def invocations():
+        environ = request.environ  # headers straight from WSGI: Werkzeug's views cost per request
+        try:
+            # The body is read before the headers are judged: a refused request then leaves
+            # nothing unread, and its keep-alive connection can carry the next one (gunicorn
+            # closes it when more than 64 KiB of a body are left on the socket).
+            body = read_body(environ, settings)
+            answer, content_type = invoke(model, settings, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"),
+                                          body)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        return Response(answer, status=200, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        # Unknown paths and methods: JSON like every other answer, not Werkzeug's HTML page.
+        return error_response(exc.code or 500, f"{request.method} {request.path}: {exc.description}")
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):
+        logger.exception("Internal error on %s %s", request.method, request.path)
+        return error_response(500, f"Internal server error ({type(exc).__name__}); the traceback is in the "
+                                   f"server's log.")
+
+    return app
+
+
+def invoke(model: LoadedModel, settings: ServerSettings, content_type: str | None, accept: str | None,
+           body: bytes) -> tuple[bytes, str]:
+    """One /invocations request: (response body, its Content-Type), or RequestError."""
+    media_type = request_media_type(content_type)
+    answer_type = response_media_type(accept, settings.default_accept)
+    if not body:
+        raise RequestError(BAD_REQUEST, f"The request body is empty; send at least one record as {media_type}.")
+    try:
+        batch = decode_request(body, media_type, model.feature_dim)
+        outputs = model.predict(batch)
+    except (UserError, RecordIOError, ValueError) as exc:
+        # Decoders raise RequestError for everything they know of; this is the model refusing
+        # a batch it was given, which is still about the request.
+        raise RequestError(BAD_REQUEST, f"The {model.algorithm} model cannot score this {media_type} request: "
+                                        f"{exc}") from None
+    return encode_response(outputs, answer_type, model.algorithm, settings.batch_mode)
+
+
+def read_body(environ: dict, settings: ServerSettings) -> bytes:
+    """The request body, or RequestError 413 past the payload limit. Read from the WSGI stream
+    directly: Werkzeug's wrappers cost more than a small request's decoding, and its limit on
+    chunked bodies truncates them silently instead of refusing them."""
+    stream = environ["wsgi.input"]
+    limit = settings.max_payload_bytes
+    length = environ.get("CONTENT_LENGTH", "").strip()
+    if length:
+        if not length.isdigit():
+            raise RequestError(BAD_REQUEST, f"Content-Length {length!r} is not a number of bytes.")
+        if int(length) > limit:
+            if int(length) <= _DRAIN_FACTOR * limit:
+                _discard(stream, int(length))  # so that the connection stays usable
+            raise _too_large(settings, f" ({int(length):,} bytes)")
+        return stream.read(int(length))
+    if not environ.get("wsgi.input_terminated"):
+        return b""  # no length, and a server that does not end the stream for us: nothing to read safely
+    # Chunked: read one byte past the limit to know whether the body goes past it.
+    parts, size = [], 0
+    while size <= limit:
+        part = stream.read(min(limit + 1 - size, _READ_BYTES))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        _discard(stream, (_DRAIN_FACTOR - 1) * limit)
+        raise _too_large(settings, "")
+    return b"".join(parts)
+
+
+def _discard(stream, n_bytes: int) -> None:
+    while n_bytes > 0:
+        part = stream.read(min(n_bytes, _READ_BYTES))
+        if not part:
+            return
+        n_bytes -= len(part)
+
+
+def _too_large(settings: ServerSettings, size: str) -> RequestError:
+    return RequestError(PAYLOAD_TOO_LARGE,
+                        f"The request body{size} is over the {settings.max_payload_mb} MB "
+                        f"({settings.max_payload_bytes:,}-byte) limit on request bodies "
+                        f"(SAGEMAKER_MAX_PAYLOAD_IN_MB); split the records over several requests.")
+
+
+def error_response(status: int, message: str) -> Response:
+    if status < 500:  # a 500 was logged with its traceback already
+        logger.info("%d: %s", status, message)
+    return Response(json.dumps({"error": message, "status": status}), status=status, content_type=JSON_TYPE)

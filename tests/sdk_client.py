@@ -1,0 +1,64 @@
+"""A SageMaker Python SDK v2 client of a running smalgo server, for tests/test_serve_server.py.
+
+Runs in the SDK's own environment (benchmarks/.venv-sdk, made by
+benchmarks/recordio/setup_sdk_env.sh), never the project's:
+
+    benchmarks/.venv-sdk/bin/python tests/sdk_client.py URL ROWS_JSON
+
+Serializes ROWS_JSON (a list of rows) with the SDK's serializers, POSTs each body to URL (an
+/invocations address) as an SDK Predictor would send it, reads the answers with the SDK's
+deserializers, and prints, as JSON, what the SDK handed back for each combination:
+JSONDeserializer results as they are, RecordDeserializer records as
+[{label key: [values]}, ...].
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+import urllib.request
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+logging.disable(logging.WARNING)
+
+import numpy as np  # noqa: E402
+from sagemaker.amazon.common import RecordDeserializer, RecordSerializer  # noqa: E402
+from sagemaker.deserializers import JSONDeserializer  # noqa: E402
+from sagemaker.serializers import CSVSerializer, JSONSerializer  # noqa: E402
+
+
+def invoke(url: str, serializer, deserializer, data):
+    body = serializer.serialize(data)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": serializer.CONTENT_TYPE, "Accept": deserializer.ACCEPT[0]})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        content_type = response.headers["Content-Type"]
+        return deserializer.deserialize(io.BytesIO(response.read()), content_type)
+
+
+def records_as_json(records) -> list[dict]:
+    return [{key: list(record.label[key].float32_tensor.values) for key in record.label} for record in records]
+
+
+def main(url: str, rows_json: str) -> None:
+    rows = np.array(json.loads(rows_json), dtype=np.float32)
+    results = {
+        "csv+json": invoke(url, CSVSerializer(), JSONDeserializer(), rows),
+        "json+json": invoke(url, JSONSerializer(), JSONDeserializer(), rows),
+        "json-one-row+json": invoke(url, JSONSerializer(), JSONDeserializer(), rows[0]),
+        "recordio+recordio": records_as_json(invoke(url, RecordSerializer(), RecordDeserializer(), rows)),
+        "recordio-one-row+recordio": records_as_json(invoke(url, RecordSerializer(), RecordDeserializer(), rows[0])),
+        "csv+recordio": records_as_json(invoke(url, CSVSerializer(), RecordDeserializer(), rows)),
+    }
+    json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,524 @@
+"""The inference app in-process (Flask's test client): every request and response form for a
+k-means and a PCA model, content negotiation, every error case followed by a request that still
+works, /ping and /execution-parameters, batch mode, and model loading."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from smalgo import recordio
+from smalgo.algorithms.errors import UserError
+from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
+from smalgo.serve.settings import available_cpus
+from test_serve_support import FEATURES, expected_outputs, train_kmeans, train_pca
+
+ROWS = np.array([[1.5, 16.0, 14.0, 23.0],
+                 [-3.25, 0.0, 7.5, 1e-3],
+                 [10.0, -10.0, 2.0, 4.0]], dtype=np.float32)
+OUTPUT_NAMES = {"kmeans": ("closest_cluster", "distance_to_cluster"), "pca": ("projection",)}
+JSON_LIST_KEY = {"kmeans": "predictions", "pca": "projections"}
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serve_models")
+    return {"kmeans": train_kmeans(base / "kmeans"), "pca": train_pca(base / "pca")}
+
+
+def make_client(model_dir, **env):
+    settings = ServerSettings.from_environment(model_dir, environ={k: str(v) for k, v in env.items()})
+    return create_app(settings=settings).test_client()
+
+
+@pytest.fixture(scope="module")
+def clients(model_dirs):
+    return {name: make_client(path) for name, path in model_dirs.items()}
+
+
+@pytest.fixture(params=["kmeans", "pca"])
+def algorithm(request):
+    return request.param
+
+
+def post(client, body, content_type="text/csv", accept=None, **headers):
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if accept is not None:
+        headers["Accept"] = accept
+    return client.post("/invocations", data=body, headers=headers)
+
+
+def csv_of(rows) -> bytes:
+    return "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows).encode()
+
+
+def recordio_dense(rows, labels=None) -> bytes:
+    out = io.BytesIO()
+    recordio.write_dense(out, rows, labels)
+    return out.getvalue()
+
+
+def recordio_sparse(rows) -> bytes:
+    out = io.BytesIO()
+    recordio.write_sparse(out, sp.csr_matrix(rows))
+    return out.getvalue()
+
+
+def outputs_of(response, algorithm: str) -> dict[str, np.ndarray]:
+    """The response body as {output name: float32 array}, whatever its form."""
+    assert response.status_code == 200, response.data
+    names = OUTPUT_NAMES[algorithm]
+    media_type = response.headers["Content-Type"].split(";")[0]
+    if media_type == "application/x-recordio-protobuf":
+        return recordio.decode_response(response.data, vector_keys=("projection",))
+    text = response.get_data(as_text=True)
+    if media_type == "application/json":
+        document = json.loads(text)
+        assert list(document) == [JSON_LIST_KEY[algorithm]]
+        rows = document[JSON_LIST_KEY[algorithm]]
+    elif media_type == "application/jsonlines":
+        assert text.endswith("\n")
+        rows = [json.loads(line) for line in text.split("\n")[:-1]]
+    elif media_type == "text/csv":
+        assert text.endswith("\n")
+        values = [[float(v) for v in line.split(",")] for line in text.split("\n")[:-1]]
+        if algorithm == "kmeans":
+            rows = [{"closest_cluster": v[0], "distance_to_cluster": v[1]} for v in values]
+        else:
+            rows = [{"projection": v} for v in values]
+    else:
+        raise AssertionError(f"unexpected Content-Type {media_type}")
+    for row in rows:
+        assert tuple(row) == names  # exactly the documented fields, in the documented order
+    return {name: np.array([row[name] for row in rows], dtype=np.float32) for name in names}
+
+
+def assert_answers(response, algorithm, model_dirs, X, sparse=False):
+    """The response holds exactly what the model predicts for X (given as CSR when the request
+    was sparse: PCA's sparse product rounds differently from its dense one)."""
+    got = outputs_of(response, algorithm)
+    X = np.asarray(X, dtype=np.float32)
+    expected = expected_outputs(model_dirs[algorithm], sp.csr_matrix(X) if sparse else X)
+    assert set(got) == set(expected)
+    for name in expected:
+        np.testing.assert_array_equal(got[name].reshape(expected[name].shape), expected[name], err_msg=name)
+
+
+# --------------------------------------------------------------------------- /ping and requests
+
+
+def test_ping_answers_200_with_nothing_to_do(clients):
+    for client in clients.values():
+        response = client.get("/ping")
+        assert response.status_code == 200
+        assert response.data == b""
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/csv", "text/csv;label_size=0", "text/CSV; label_size=0", "TEXT/CSV; Label_Size=0; charset=UTF-8",
+    "text/csv; charset=us-ascii",
+])
+def test_csv_requests(clients, model_dirs, algorithm, content_type):
+    assert_answers(post(clients[algorithm], csv_of(ROWS), content_type), algorithm, model_dirs, ROWS)
+
+
+@pytest.mark.parametrize("body", [
+    b"1.5,16.0,14,23.0", b"1.5,16.0,14,23.0\r\n", b"\n1.5, 16.0 ,14,23.0\n\n", b"+1.5,1.6e1,14.,2.3E+1\n",
+])
+def test_csv_spellings_of_one_record(clients, model_dirs, algorithm, body):
+    assert_answers(post(clients[algorithm], body), algorithm, model_dirs, ROWS[:1])
+
+
+def test_csv_body_larger_than_the_fast_path(clients, model_dirs, algorithm):
+    rows = np.random.default_rng(3).normal(0, 5, (500, FEATURES)).astype(np.float32)
+    body = csv_of(rows)
+    assert len(body) > 256
+    assert_answers(post(clients[algorithm], body), algorithm, model_dirs, rows)
+
+
+def test_csv_special_values(clients, model_dirs):
+    # nan and inf are numbers the decoder reads; the outputs stay well-formed JSON for Python.
+    response = post(clients["kmeans"], b"nan,1,2,3\n", accept="application/json")
+    assert response.status_code == 200
+    prediction = json.loads(response.data)["predictions"][0]
+    assert np.isnan(prediction["distance_to_cluster"])
+
+
+def json_instance_forms(row):
+    values = [float(v) for v in row]
+    keys = [i for i, v in enumerate(values) if v != 0]
+    return {
+        "features": {"features": values},
+        "data.features.values": {"data": {"features": {"values": values}}},
+        "data.features bare array": {"data": {"features": values}},
+        "sparse": {"data": {"features": {"keys": keys, "shape": [len(values)], "values": [values[k] for k in keys]}}},
+        "sparse without shape": {"data": {"features": {"keys": keys, "values": [values[k] for k in keys]}}},
+        "bare array": values,
+        "with configuration": {"configuration": {}, "features": values},
+    }
+
+
+@pytest.mark.parametrize("form", list(json_instance_forms(ROWS[0])))
+def test_json_instance_forms(clients, model_dirs, algorithm, form):
+    instances = [json_instance_forms(row)[form] for row in ROWS]
+    body = json.dumps({"instances": instances}).encode()
+    assert_answers(post(clients[algorithm], body, "application/json"), algorithm, model_dirs, ROWS,
+                   sparse=form.startswith("sparse"))
+
+
+def test_json_mixed_dense_and_sparse_instances(clients, model_dirs, algorithm):
+    forms = list(json_instance_forms(ROWS[0]))
+    instances = [json_instance_forms(row)[forms[i % len(forms)]] for i, row in enumerate(np.tile(ROWS, (3, 1)))]
+    body = json.dumps({"instances": instances}).encode()
+    assert_answers(post(clients[algorithm], body, "application/json"), algorithm, model_dirs, np.tile(ROWS, (3, 1)),
+                   sparse=True)
+
+
+@pytest.mark.parametrize("document", [
+    {"features": ROWS[0].tolist()},
+    {"data": {"features": {"values": ROWS[0].tolist()}}},
+    ROWS[0].tolist(),  # the SDK's JSONSerializer on a 1-D array
+])
+def test_json_single_instance_bodies(clients, model_dirs, algorithm, document):
+    response = post(clients[algorithm], json.dumps(document).encode(), "application/json; charset=utf-8")
+    assert_answers(response, algorithm, model_dirs, ROWS[:1])
+
+
+def test_json_list_of_lists(clients, model_dirs, algorithm):
+    # What the SageMaker SDK's JSONSerializer makes of a 2-D numpy array.
+    assert_answers(post(clients[algorithm], json.dumps(ROWS.tolist()).encode(), "application/json"),
+                   algorithm, model_dirs, ROWS)
+
+
+@pytest.mark.parametrize("content_type", ["application/jsonlines", "application/x-jsonlines", "Application/JSONLines"])
+def test_jsonlines_requests(clients, model_dirs, algorithm, content_type):
+    forms = list(json_instance_forms(ROWS[0]))
+    lines = [json.dumps(json_instance_forms(row)[forms[i]]) for i, row in enumerate(ROWS)]
+    body = ("\n".join(lines[:2]) + "\n\n" + lines[2] + "\r\n").encode()  # a blank line, a CRLF
+    assert_answers(post(clients[algorithm], body, content_type), algorithm, model_dirs, ROWS)
+    sparse_lines = [json.dumps(json_instance_forms(row)["sparse"]) for row in ROWS]
+    assert_answers(post(clients[algorithm], "\n".join(sparse_lines).encode(), content_type), algorithm, model_dirs,
+                   ROWS, sparse=True)
+
+
+@pytest.mark.parametrize("encoding", ["dense float32", "dense float64", "dense with labels", "sparse"])
+def test_recordio_requests(clients, model_dirs, algorithm, encoding):
+    body = {
+        "dense float32": lambda: recordio_dense(ROWS),
+        "dense float64": lambda: recordio_dense(ROWS.astype(np.float64)),
+        "dense with labels": lambda: recordio_dense(ROWS, np.arange(len(ROWS), dtype=np.float32)),
+        "sparse": lambda: recordio_sparse(ROWS),
+    }[encoding]()
+    assert_answers(post(clients[algorithm], body, "application/x-recordio-protobuf"), algorithm, model_dirs, ROWS,
+                   sparse=encoding == "sparse")
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@pytest.mark.parametrize("accept,media_type", [
+    (None, "application/json"),
+    ("*/*", "application/json"),
+    ("application/json", "application/json"),
+    ("application/jsonlines", "application/jsonlines"),
+    ("application/x-recordio-protobuf", "application/x-recordio-protobuf"),
+    ("text/csv", "text/csv"),
+    ("TEXT/CSV; charset=utf-8", "text/csv"),
+    ("text/csv;q=0.5, application/jsonlines", "application/jsonlines"),
+    ("image/png, text/*", "text/csv"),
+    ("application/*", "application/json"),
+    ("application/json;q=0, text/csv", "text/csv"),
+])
+def test_accept_negotiation(clients, model_dirs, algorithm, accept, media_type):
+    response = post(clients[algorithm], csv_of(ROWS), accept=accept)
+    assert response.headers["Content-Type"].split(";")[0] == media_type
+    assert_answers(response, algorithm, model_dirs, ROWS)
+
+
+def test_documented_response_shapes(clients):
+    """The exact forms of the SageMaker docs (spec sections 4.2, 4.3)."""
+    km = json.loads(post(clients["kmeans"], csv_of(ROWS[:2])).data)
+    assert list(km) == ["predictions"] and len(km["predictions"]) == 2
+    assert all(isinstance(v, float) for p in km["predictions"] for v in p.values())
+    pca = json.loads(post(clients["pca"], csv_of(ROWS[:2])).data)
+    assert list(pca) == ["projections"] and len(pca["projections"]) == 2
+    assert all(len(p["projection"]) == 2 for p in pca["projections"])
+    csv_lines = post(clients["kmeans"], csv_of(ROWS), accept="text/csv").get_data(as_text=True).splitlines()
+    assert len(csv_lines) == 3 and all(len(line.split(",")) == 2 for line in csv_lines)
+    assert float(csv_lines[0].split(",")[0]).is_integer()  # cluster,distance
+
+
+def test_default_accept_from_the_environment(model_dirs):
+    client = make_client(model_dirs["kmeans"], SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT="text/csv")
+    assert post(client, csv_of(ROWS)).headers["Content-Type"].startswith("text/csv")
+    assert post(client, csv_of(ROWS), accept="*/*").headers["Content-Type"].startswith("text/csv")
+    assert post(client, csv_of(ROWS), accept="application/json").headers["Content-Type"].startswith("application/json")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def assert_error(response, status: int, *fragments: str):
+    assert response.status_code == status, response.data
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = json.loads(response.data)
+    assert body["status"] == status
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+
+
+ERROR_CASES = {
+    # name: (body, content type, accept, status, fragments of the message)
+    "empty body": (b"", "text/csv", None, 400, ["request body is empty"]),
+    "csv not a number": (b"1,2,3,4\n1,2,abc,4\n", "text/csv", None, 400, ["line 2, column 3", "'abc' is not a number"]),
+    "csv empty cell": (b"1,,3,4", "text/csv", None, 400, ["line 1, column 2", "empty cell"]),
+    "csv one feature too few": (b"1,2,3\n", "text/csv", None, 400, ["line 1", "3 columns, expected 4"]),
+    "csv one feature too many": (b"1,2,3,4\n1,2,3,4,5\n", "text/csv", None, 400, ["line 2", "5 columns, expected 4"]),
+    "csv only blank lines": (b"\n\n", "text/csv", None, 400, ["no records"]),
+    "csv header row": (b"a,b,c,d\n1,2,3,4\n" * 20, "text/csv", None, 400, ["line 1, column 1", "no header row"]),
+    "json not json": (b'{"instances": [1, 2,', "application/json", None, 400, ["not valid JSON", "line 1, column"]),
+    "json wrong count": (json.dumps({"instances": [{"features": [1, 2, 3, 4]}, {"features": [1, 2, 3, 4, 5]}]}).encode(),
+                         "application/json", None, 400, ["instance 1: 5 features; the model takes 4"]),
+    "json string value": (json.dumps({"instances": [{"features": [1, 2, "a", 4]}]}).encode(),
+                          "application/json", None, 400, ['instance 0: features[2] is "a", not a number']),
+    "json null value": (b'[[1, 2, 3, 4], [1, null, 3, 4]]', "application/json", None, 400,
+                        ["instance 1: features[1] is null, not a number"]),
+    "json boolean instance": (b'{"instances": [true]}', "application/json", None, 400, ["instance 0: a boolean"]),
+    "json no features": (b'{"instances": [{"feature": [1, 2, 3, 4]}]}', "application/json", None, 400,
+                         ['instance 0: an object with keys ["feature"] and no "features"']),
+    "json no instances": (b'{"instances": []}', "application/json", None, 400, ['"instances" is empty']),
+    "json empty list": (b"[]", "application/json", None, 400, ["empty list"]),
+    "json unknown object": (b'{"rows": [[1, 2, 3, 4]]}', "application/json", None, 400, ['keys ["rows"]', '"instances"']),
+    "json scalar": (b"42", "application/json", None, 400, ["a number; expected"]),
+    "json deeply nested": (b"[" * 100000 + b"]" * 100000, "application/json", None, 400, ["application/json body"]),
+    "json sparse key out of range": (json.dumps({"instances": [{"data": {"features": {
+        "keys": [0, 9], "values": [1, 2], "shape": [4]}}}]}).encode(), "application/json", None, 400,
+        ["instance 0: keys[1] is 9", "from 0 to 3"]),
+    "json sparse shape": (json.dumps({"instances": [{"data": {"features": {
+        "keys": [0], "values": [1], "shape": [5]}}}]}).encode(), "application/json", None, 400,
+        ['instance 0: "shape" is [5]', "takes 4 features"]),
+    "json sparse lengths": (json.dumps({"instances": [{"data": {"features": {
+        "keys": [0, 1], "values": [1], "shape": [4]}}}]}).encode(), "application/json", None, 400,
+        ['"keys" has 2 entries but "values" has 1']),
+    "json sparse repeated key": (json.dumps({"instances": [{"data": {"features": {
+        "keys": [1, 1], "values": [1, 2], "shape": [4]}}}]}).encode(), "application/json", None, 400,
+        ["key 1 appears more than once"]),
+    "jsonlines bad line": (b'{"features": [1, 2, 3, 4]}\n\n{"features": [1, 2, 3]\n', "application/jsonlines", None, 400,
+                           ["application/jsonlines body, line 3: not valid JSON"]),
+    "jsonlines wrong count": (b'[1, 2, 3, 4]\n[1, 2, 3]\n', "application/jsonlines", None, 400,
+                              ["line 2: 3 features; the model takes 4"]),
+    "recordio garbage": (b"this is not recordio", "application/x-recordio-protobuf", None, 400,
+                         ["application/x-recordio-protobuf body", "record 0"]),
+    "recordio wrong width": (recordio_dense(np.ones((2, 5), np.float32)), "application/x-recordio-protobuf", None,
+                             400, ["record 0", "has 5 dense values, but the width is 4 (set by feature_dim=4)"]),
+    "recordio truncated": (recordio_dense(np.ones((3, 4), np.float32))[:-5], "application/x-recordio-protobuf", None,
+                           400, ["record 2", "truncated"]),
+    "unsupported content type": (b"<x/>", "application/xml", None, 415,
+                                 ["Content-Type 'application/xml' is not supported", "text/csv, application/json"]),
+    "no content type": (b"1,2,3,4", None, None, 415, ["no Content-Type header"]),
+    "csv with a label column": (b"0,1,2,3,4", "text/csv;label_size=1", None, 415, ["label_size must be 0"]),
+    "unsupported charset": (b"1,2,3,4", "text/csv; charset=latin-1", None, 415, ["charset 'latin-1'"]),
+    "unsupported accept": (b"1,2,3,4", "text/csv", "image/png", 406,
+                           ["Accept 'image/png'", "application/json, application/jsonlines"]),
+    "accept refuses everything": (b"1,2,3,4", "text/csv", "text/csv;q=0", 406, ["names no type"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_errors_are_4xx_naming_the_problem_and_the_server_goes_on(clients, model_dirs, case):
+    body, content_type, accept, status, fragments = ERROR_CASES[case]
+    client = clients["kmeans"]
+    assert_error(post(client, body, content_type, accept), status, *fragments)
+    assert_answers(post(client, csv_of(ROWS)), "kmeans", model_dirs, ROWS)
+
+
+def test_payload_over_the_limit_is_413(model_dirs):
+    client = make_client(model_dirs["kmeans"], SAGEMAKER_MAX_PAYLOAD_IN_MB=1)
+    line = csv_of(np.ones((1, FEATURES)))
+    body = line * ((1 << 20) // len(line) + 1)  # one line over 1 MiB
+    assert_error(post(client, body), 413, f"({len(body):,} bytes) is over the 1 MB", "SAGEMAKER_MAX_PAYLOAD_IN_MB")
+    assert_answers(post(client, line * 30_000), "kmeans", model_dirs, np.ones((30_000, FEATURES)))
+
+
+def test_unknown_paths_and_methods_answer_json(clients, model_dirs):
+    client = clients["kmeans"]
+    assert_error(client.get("/models"), 404, "GET /models")
+    assert_error(client.get("/invocations"), 405, "GET /invocations")
+    assert_error(client.post("/ping"), 405, "POST /ping")
+    assert_answers(post(client, csv_of(ROWS)), "kmeans", model_dirs, ROWS)
+
+
+def test_a_model_refusing_a_batch_is_400(model_dirs, monkeypatch):
+    client = make_client(model_dirs["kmeans"])
+    model = client.application.extensions["smalgo.model"].model
+
+    def refuse(batch):
+        raise UserError("expected 4 features, got 3")
+
+    monkeypatch.setattr(model, "predict", refuse)
+    assert_error(post(client, csv_of(ROWS)), 400, "The kmeans model cannot score this text/csv request",
+                 "expected 4 features, got 3")
+
+
+def test_a_bug_is_500_with_the_traceback_logged(model_dirs, monkeypatch, caplog):
+    client = make_client(model_dirs["kmeans"])
+    model = client.application.extensions["smalgo.model"].model
+    original = model.predict
+
+    def broken(batch):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(model, "predict", broken)
+    with caplog.at_level(logging.ERROR, logger="smalgo.serve"):
+        assert_error(post(client, csv_of(ROWS)), 500, "Internal server error (RuntimeError)")
+    assert any(record.exc_info and "a bug" in str(record.exc_info[1]) for record in caplog.records)
+    monkeypatch.setattr(model, "predict", original)
+    assert_answers(post(client, csv_of(ROWS)), "kmeans", model_dirs, ROWS)
+
+
+# --------------------------------------------------------------------------- execution parameters
+
+
+def test_execution_parameters_defaults(clients):
+    response = clients["kmeans"].get("/execution-parameters")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert json.loads(response.data) == {"MaxConcurrentTransforms": available_cpus(), "BatchStrategy": "MULTI_RECORD",
+                                         "MaxPayloadInMB": 6}
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3"},
+     {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 20}),
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "5"},
+     {"MaxConcurrentTransforms": 5, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}),
+    ({"SAGEMAKER_BATCH_STRATEGY": "single_record", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": " 2 "},
+     {"MaxConcurrentTransforms": 2, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}),
+])
+def test_execution_parameters_from_the_environment(model_dirs, env, expected):
+    client = make_client(model_dirs["kmeans"], **env)
+    assert json.loads(client.get("/execution-parameters").data) == expected
+
+
+def test_create_app_reads_the_process_environment(model_dirs, monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "12")
+    monkeypatch.setenv("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "7")
+    client = create_app(model_dirs["pca"]).test_client()
+    assert json.loads(client.get("/execution-parameters").data) == {
+        "MaxConcurrentTransforms": 7, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 12}
+
+
+@pytest.mark.parametrize("env,fragment", [
+    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='six' must be a positive integer"),
+    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='0' must be a positive integer"),
+    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "above SageMaker's limit of 100"),
+    ({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "-1"}, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS='-1'"),
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, "SAGEMAKER_MODEL_SERVER_WORKERS='many'"),
+    ({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "1.5"}, "SAGEMAKER_MODEL_SERVER_TIMEOUT='1.5'"),
+    ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "SAGEMAKER_BIND_TO_PORT='70000' must be a port number"),
+    ({"SAGEMAKER_BATCH": "maybe"}, "SAGEMAKER_BATCH='maybe' must be true or false"),
+    ({"SAGEMAKER_BATCH_STRATEGY": "ALL"}, "SAGEMAKER_BATCH_STRATEGY='ALL' must be MULTI_RECORD or SINGLE_RECORD"),
+    ({"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/html"}, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT='text/html'"),
+])
+def test_bad_settings_name_the_variable(env, fragment):
+    with pytest.raises(SettingsError) as error:
+        ServerSettings.from_environment("/opt/ml/model", environ=env)
+    assert fragment in str(error.value)
+
+
+def test_settings_defaults_and_base_dir():
+    settings = ServerSettings.from_environment(environ={"SAGEMAKER_BASE_DIR": "/job"})
+    assert str(settings.model_dir) == "/job/model"
+    assert (settings.port, settings.timeout_seconds, settings.workers) == (8080, 60, available_cpus())
+    assert settings.max_payload_bytes == 6 * 1024 * 1024
+    assert not settings.batch_mode
+    assert str(ServerSettings.from_environment(environ={}).model_dir) == "/opt/ml/model"
+
+
+# --------------------------------------------------------------------------- batch transform
+
+
+@pytest.fixture(scope="module")
+def batch_clients(model_dirs):
+    return {name: make_client(path, SAGEMAKER_BATCH="true") for name, path in model_dirs.items()}
+
+
+MANY_ROWS = np.random.default_rng(11).normal(0, 5, (57, FEATURES)).astype(np.float32)
+
+
+@pytest.mark.parametrize("accept", ["application/jsonlines", "application/json", "text/csv"])
+@pytest.mark.parametrize("content_type", ["text/csv", "application/jsonlines"])
+def test_batch_mode_writes_one_line_per_record(batch_clients, model_dirs, algorithm, accept, content_type):
+    if content_type == "text/csv":
+        body = csv_of(MANY_ROWS)
+    else:
+        body = "".join(json.dumps({"features": row}) + "\n" for row in MANY_ROWS.tolist()).encode()
+    response = post(batch_clients[algorithm], body, content_type, accept)
+    text = response.get_data(as_text=True)
+    lines = text.split("\n")
+    assert text.endswith("\n") and len(lines) == len(MANY_ROWS) + 1 and lines[-1] == ""
+    # JSON in batch mode is JSON Lines: AssembleWith=Line then keeps one record per line.
+    expected_type = "text/csv" if accept == "text/csv" else "application/jsonlines"
+    assert response.headers["Content-Type"].startswith(expected_type)
+    assert_answers(response, algorithm, model_dirs, MANY_ROWS)
+    # What AssembleWith=Line makes of two mini-batches: still one line per record, in order.
+    second = post(batch_clients[algorithm], body, content_type, accept).get_data(as_text=True)
+    assert (text + second).count("\n") == 2 * len(MANY_ROWS)
+
+
+def test_batch_mode_recordio_one_record_per_record(batch_clients, model_dirs, algorithm):
+    response = post(batch_clients[algorithm], recordio_dense(MANY_ROWS), "application/x-recordio-protobuf",
+                    "application/x-recordio-protobuf")
+    assert_answers(response, algorithm, model_dirs, MANY_ROWS)
+
+
+def test_batch_mode_errors_name_the_record(batch_clients, model_dirs):
+    body = csv_of(MANY_ROWS[:5]) + b"1,2,3\n" + csv_of(MANY_ROWS[5:])
+    assert_error(post(batch_clients["kmeans"], body), 400, "line 6", "3 columns, expected 4")
+    assert_answers(post(batch_clients["kmeans"], csv_of(MANY_ROWS), accept="text/csv"), "kmeans", model_dirs, MANY_ROWS)
+
+
+# --------------------------------------------------------------------------- loading the model
+
+
+def test_missing_model_dir(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        create_app(tmp_path / "nowhere")
+
+
+def test_model_dir_without_a_model(tmp_path):
+    (tmp_path / "xgboost-model").write_text("?")
+    with pytest.raises(ModelError, match=r"model.json is missing \(the directory holds: xgboost-model\)"):
+        create_app(tmp_path)
+
+
+def test_unreadable_model_json(tmp_path):
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot be read as JSON"):
+        create_app(tmp_path)
+
+
+def test_unknown_algorithm(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps({"algorithm": "linear-learner"}))
+    with pytest.raises(ModelError, match="names algorithm 'linear-learner'; this server serves kmeans, pca"):
+        create_app(tmp_path)
+
+
+def test_model_of_another_algorithm_than_the_image(model_dirs):
+    settings = ServerSettings.from_environment(model_dirs["kmeans"], environ={"SMALGO_ALGORITHM": "pca"})
+    with pytest.raises(ModelError, match="This image serves pca models, but .* holds a kmeans model"):
+        create_app(settings=settings)
+
+
+def test_model_with_missing_arrays(model_dirs, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text((model_dirs["kmeans"] / "model.json").read_text())
+    with pytest.raises(ModelError, match="cannot be loaded: FileNotFoundError"):
+        create_app(broken)

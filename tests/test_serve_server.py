@@ -1,0 +1,197 @@
+"""The server for real: `python -m smalgo.serve` (gunicorn, preloaded model, forked workers) in a
+subprocess on a free loopback port: /ping, requests, limits, SIGTERM with a request in flight,
+start-up failures, and SageMaker Python SDK v2 clients."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_serve_support import FEATURES, ServerProcess, expected_outputs, free_port, train_kmeans, train_pca
+
+REPO = Path(__file__).resolve().parents[1]
+SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
+SDK_CLIENT = REPO / "tests" / "sdk_client.py"
+ROWS = np.random.default_rng(5).normal(0, 8, (6, FEATURES)).astype(np.float32)
+
+
+def csv_of(rows) -> bytes:
+    return "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows).encode()
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("served_models")
+    return {"kmeans": train_kmeans(base / "kmeans"), "pca": train_pca(base / "pca")}
+
+
+@pytest.fixture(scope="module")
+def servers(model_dirs, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("server_logs")
+    started = {name: ServerProcess(path, logs / f"{name}.log", SAGEMAKER_MODEL_SERVER_WORKERS="2",
+                                   SAGEMAKER_MAX_PAYLOAD_IN_MB="1")
+               for name, path in model_dirs.items()}
+    try:
+        yield {name: server.wait_until_ready() for name, server in started.items()}
+    finally:
+        for server in started.values():
+            server.kill()
+
+
+def test_ping_and_a_request(servers, model_dirs):
+    server = servers["kmeans"]
+    status, _, body = server.request("GET", "/ping")
+    assert (status, body) == (200, b"")
+    status, headers, body = server.request("POST", "/invocations", csv_of(ROWS), {"Content-Type": "text/csv"})
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    predictions = json.loads(body)["predictions"]
+    expected = expected_outputs(model_dirs["kmeans"], ROWS)
+    assert [p["closest_cluster"] for p in predictions] == expected["closest_cluster"].tolist()
+    assert np.array_equal(np.array([p["distance_to_cluster"] for p in predictions], np.float32),
+                          expected["distance_to_cluster"])
+    status, _, body = server.request("GET", "/execution-parameters")
+    assert status == 200
+    assert json.loads(body) == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+    log = server.log()
+    assert "Loaded the kmeans model" in log and "warmed it up" in log
+    assert log.index("Loaded the kmeans model") < log.index("Booting worker")  # loaded before forking
+
+
+def test_bad_requests_keep_the_connection_and_the_server(servers):
+    connection = http.client.HTTPConnection("127.0.0.1", servers["kmeans"].port, timeout=30)
+    try:
+        for body, content_type, status in [(b"1,2,3\n", "text/csv", 400), (b"<x/>", "text/xml", 415),
+                                           (csv_of(ROWS), "text/csv", 200), (b"", "text/csv", 400)]:
+            connection.request("POST", "/invocations", body, {"Content-Type": content_type})
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == status, answer
+            assert ("error" in answer) == (status != 200)
+    finally:
+        connection.close()
+
+
+def test_payload_limit_with_and_without_content_length(servers):
+    server = servers["kmeans"]
+    too_large = csv_of(np.ones((1, FEATURES))) * 70_000  # over 1 MiB
+    status, _, body = server.request("POST", "/invocations", too_large, {"Content-Type": "text/csv"})
+    assert status == 413 and "SAGEMAKER_MAX_PAYLOAD_IN_MB" in json.loads(body)["error"]
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:  # chunked: no Content-Length, so the limit is found while reading
+        chunks = (too_large[i:i + 65536] for i in range(0, len(too_large), 65536))
+        connection.request("POST", "/invocations", chunks, {"Content-Type": "text/csv"}, encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 413 and "over the 1 MB" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
+    status, _, _ = server.request("POST", "/invocations", csv_of(ROWS), {"Content-Type": "text/csv"})
+    assert status == 200
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(model_dirs, tmp_path):
+    server = ServerProcess(model_dirs["kmeans"], tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    try:
+        server.wait_until_ready()
+        body = csv_of(np.tile(ROWS, (50, 1)))
+        half = len(body) // 2
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                           + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:half])
+            time.sleep(0.5)  # the worker is now reading the body
+            server.process.send_signal(15)
+            time.sleep(0.5)
+            client.sendall(body[half:])
+            response = b""
+            while chunk := client.recv(65536):
+                response += chunk
+        head, _, payload = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), response[:300]
+        assert len(json.loads(payload)["predictions"]) == 50 * len(ROWS)
+        returncode = server.process.wait(timeout=20)
+        assert returncode == 0, server.log()
+        assert "Handling signal: term" in server.log()
+    finally:
+        server.kill()
+
+
+def test_sigterm_when_idle_exits_0_within_seconds(model_dirs, tmp_path):
+    server = ServerProcess(model_dirs["pca"], tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="2")
+    try:
+        server.wait_until_ready()
+        assert server.request("POST", "/invocations", csv_of(ROWS), {"Content-Type": "text/csv"})[0] == 200
+        returncode, seconds = server.terminate()
+        assert returncode == 0, server.log()
+        assert seconds < 5
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("env,model,message", [
+    ({}, "missing", "smalgo serve: Model directory {model} does not exist"),
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "kmeans",
+     "smalgo serve: SAGEMAKER_MODEL_SERVER_WORKERS='0' must be a positive integer."),
+    ({"SMALGO_ALGORITHM": "pca"}, "kmeans", "smalgo serve: This image serves pca models"),
+])
+def test_startup_failures_exit_1_with_one_line_before_binding(model_dirs, tmp_path, env, model, message):
+    model_dir = model_dirs.get(model, tmp_path / "missing")
+    port = free_port()
+    result = subprocess.run([sys.executable, "-m", "smalgo.serve", str(model_dir)], capture_output=True, text=True,
+                            timeout=120, env=dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(port), **env))
+    assert result.returncode == 1
+    assert message.format(model=model_dir) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Listening at" not in result.stderr
+
+
+# --------------------------------------------------------------------------- SageMaker SDK v2
+
+
+def sdk_answers(url: str, rows: np.ndarray) -> dict:
+    if not SDK_PYTHON.exists():
+        pytest.fail(f"The SageMaker SDK v2 environment {SDK_PYTHON.parent.parent} is missing: create it with "
+                    f"`bash benchmarks/recordio/setup_sdk_env.sh` (or `make sdk-env`).")
+    result = subprocess.run([str(SDK_PYTHON), str(SDK_CLIENT), url, json.dumps(rows.tolist())],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def kmeans_rows(model_dir, X) -> list[dict]:
+    expected = expected_outputs(model_dir, X)
+    return [{"closest_cluster": float(c), "distance_to_cluster": float(d)}
+            for c, d in zip(expected["closest_cluster"], expected["distance_to_cluster"])]
+
+
+def test_sdk_v2_serializers_and_deserializers_kmeans(servers, model_dirs):
+    answers = sdk_answers(servers["kmeans"].base_url + "/invocations", ROWS)
+    rows = kmeans_rows(model_dirs["kmeans"], ROWS)
+    one_row = kmeans_rows(model_dirs["kmeans"], ROWS[:1])
+    assert answers["csv+json"] == {"predictions": rows}
+    assert answers["json+json"] == {"predictions": rows}
+    assert answers["json-one-row+json"] == {"predictions": one_row}
+    records = [{name: [value] for name, value in row.items()} for row in rows]
+    assert answers["recordio+recordio"] == records
+    assert answers["recordio-one-row+recordio"] == [{name: [value] for name, value in one_row[0].items()}]
+    assert answers["csv+recordio"] == records
+
+
+def test_sdk_v2_serializers_and_deserializers_pca(servers, model_dirs):
+    answers = sdk_answers(servers["pca"].base_url + "/invocations", ROWS)
+    projections = expected_outputs(model_dirs["pca"], ROWS)["projection"].tolist()
+    # One row alone is its own product (BLAS may round a matrix-vector product differently).
+    one_row = expected_outputs(model_dirs["pca"], ROWS[:1])["projection"].tolist()
+    assert answers["csv+json"] == {"projections": [{"projection": p} for p in projections]}
+    assert answers["json+json"] == answers["csv+json"]
+    assert answers["json-one-row+json"] == {"projections": [{"projection": one_row[0]}]}
+    assert answers["recordio+recordio"] == [{"projection": p} for p in projections]
+    assert answers["recordio-one-row+recordio"] == [{"projection": one_row[0]}]
+    assert answers["csv+recordio"] == answers["recordio+recordio"]
