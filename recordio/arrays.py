@@ -12,7 +12,7 @@ from .framing import DEFAULT_CHUNK_SIZE, Sink, describe_source, iter_record_span
 from .table import StreamRules, combine, scan_fast
 
 # Writers encode this many output bytes at a time, so memory stays bounded for any input size.
-_WRITE_BLOCK_BYTES = 16 << 20
+_WRITE_BLOCK_BYTES = 4 << 20
 
 
 def _tables(source, fast: bool, chunk_size: int):
@@ -143,14 +143,12 @@ def write_dense(dest, X, labels=None) -> None:
     if X.shape[1] * value_size > (1 << 29) - 64:
         raise RecordIOError(f"a row of {X.shape[1]} values is too large for one RecordIO record")
     sizes = codec.dense_frame_sizes(X.shape[0], rows.shape[1], kind, i32)
-    with Sink(dest) as sink:
-        for lo, hi, offsets, out in _blocks(sizes):
-            def encode(a: int, b: int) -> None:
-                first, last = lo + a, lo + b
-                codec.encode_dense(rows[first:last], value_tag, kind, *_label_slices(kind, label_bytes, i32, first, last),
-                                   offsets[a:b], out)
-            parallel.over_rows(hi - lo, encode)
-            sink.write(out)
+
+    def encode(first: int, last: int, offsets: np.ndarray, out: np.ndarray) -> None:
+        codec.encode_dense(rows[first:last], value_tag, kind, *_label_slices(kind, label_bytes, i32, first, last),
+                           offsets, out)
+
+    _write_frames(dest, sizes, encode)
 
 
 def write_sparse(dest, X, labels=None) -> None:
@@ -170,35 +168,54 @@ def write_sparse(dest, X, labels=None) -> None:
     sizes = codec.sparse_frame_sizes(indptr, indices, value_size, X.shape[1], kind, i32)
     if sizes.size and sizes.max() > (1 << 29):
         raise RecordIOError("a row is too large for one RecordIO record (2**29 bytes at most)")
+
+    def encode(first: int, last: int, offsets: np.ndarray, out: np.ndarray) -> None:
+        codec.encode_sparse(indptr[first:last + 1], indices, data, value_size, value_tag, X.shape[1], kind,
+                            *_label_slices(kind, label_bytes, i32, first, last), offsets, out)
+
+    _write_frames(dest, sizes, encode)
+
+
+def _write_frames(dest, sizes: np.ndarray, encode) -> None:
+    """Encode rows into frames of the given sizes, block by block, and write them to `dest`.
+    encode(first, last, offsets, out) writes the frames of rows first..last-1 at `offsets` in
+    `out`. Each block's rows are split over threads, and the write of one block (the kernel
+    copying into the page cache, GIL released) overlaps the encoding of the next: two buffers
+    take turns, so memory stays at two blocks whatever the input size."""
     with Sink(dest) as sink:
-        for lo, hi, offsets, out in _blocks(sizes):
-            def encode(a: int, b: int) -> None:
-                first, last = lo + a, lo + b
-                codec.encode_sparse(indptr[first:last + 1], indices, data, value_size, value_tag, X.shape[1], kind,
-                                    *_label_slices(kind, label_bytes, i32, first, last), offsets[a:b], out)
-            parallel.over_rows(hi - lo, encode)
-            sink.write(out)
+        buffers = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+        pending = None  # the write in flight, and which buffer it reads
+        for turn, (lo, hi, offsets) in enumerate(_blocks(sizes)):
+            size = int(offsets[-1] + sizes[hi - 1])
+            which = turn % 2
+            if pending is not None and pending[1] == which:
+                pending[0].result()
+                pending = None
+            if buffers[which].shape[0] < size:
+                buffers[which] = np.empty(size, np.uint8)
+            out = buffers[which][:size]
+            parallel.over_rows(hi - lo, lambda a, b: encode(lo + a, lo + b, offsets[a:b], out))
+            if pending is not None:
+                pending[0].result()
+            pending = (parallel.submit_io(sink.write, out), which)
+        if pending is not None:
+            pending[0].result()
 
 
 def _blocks(sizes: np.ndarray):
-    """(lo, hi, frame offsets, output buffer) for row ranges whose frames add up to about
-    _WRITE_BLOCK_BYTES. One buffer is reused for every block: fresh pages cost more than
-    encoding. The caller fills and writes each block before asking for the next."""
+    """(lo, hi, frame offsets within the block) for row ranges whose frames add up to about
+    _WRITE_BLOCK_BYTES."""
     n = sizes.shape[0]
     if n == 0:
         return
     ends = np.cumsum(sizes)
-    buffer = np.empty(0, np.uint8)
     lo = 0
     while lo < n:
         before = int(ends[lo - 1]) if lo else 0
         hi = min(n, max(lo + 1, int(np.searchsorted(ends, before + _WRITE_BLOCK_BYTES, side="right"))))
-        size = int(ends[hi - 1]) - before
-        if buffer.shape[0] < size:
-            buffer = np.empty(max(size, min(_WRITE_BLOCK_BYTES, int(ends[-1]))), np.uint8)
         offsets = np.zeros(hi - lo, np.int64)
         np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
-        yield lo, hi, offsets, buffer[:size]
+        yield lo, hi, offsets
         lo = hi
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -44,3 +44,18 @@ def over_rows(n_rows: int, work: Callable[[int, int], T]) -> list[T]:
     bounds = [n_rows * i // parts for i in range(parts + 1)]
     futures = [pool.submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
     return [f.result() for f in futures]
+
+
+_writer: ThreadPoolExecutor | None = None
+_writer_pid = -1
+
+
+def submit_io(fn: Callable[..., T], *args) -> "Future[T]":
+    """Run fn(*args) on a thread of its own, beside the row threads (for a write that overlaps
+    the encoding of the next block)."""
+    global _writer, _writer_pid
+    with _pool_lock:
+        if _writer is None or _writer_pid != os.getpid():
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smalgo-recordio-io")
+            _writer_pid = os.getpid()
+    return _writer.submit(fn, *args)
