@@ -403,15 +403,21 @@ def encode_dense(rows, value_tag, label_kind, label_bytes, label_i32, offsets, o
 def sparse_frame_sizes(indptr, indices, value_size, n_cols, label_kind, label_i32):
     sizes = np.empty(indptr.shape[0] - 1, np.int64)
     for i in range(sizes.shape[0]):
-        key_bytes = 0
-        for j in range(indptr[i], indptr[i + 1]):
-            key_bytes += _varint_len(np.uint64(indices[j]))
-        nnz = indptr[i + 1] - indptr[i]
-        tensor, value, entry = _feature_lengths(nnz * value_size, key_bytes, nnz, n_cols)
-        i32 = label_i32[i] if label_kind == LABEL_I32 else 0
-        payload = _record_len(entry, label_kind, i32)
+        payload = _sparse_row_layout(indptr, indices, i, value_size, n_cols, label_kind, label_i32)[4]
         sizes[i] = 8 + ((payload + 3) & ~3)
     return sizes
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sparse_row_layout(indptr, indices, i, value_size, n_cols, label_kind, label_i32):
+    """(key bytes, tensor, Value and entry lengths, payload length) of CSR row i's record."""
+    key_bytes = 0
+    for j in range(indptr[i], indptr[i + 1]):
+        key_bytes += _varint_len(np.uint64(indices[j]))
+    nnz = indptr[i + 1] - indptr[i]
+    tensor, value, entry = _feature_lengths(nnz * value_size, key_bytes, nnz, n_cols)
+    payload = _record_len(entry, label_kind, label_i32[i] if label_kind == LABEL_I32 else 0)
+    return key_bytes, tensor, value, entry, payload
 
 
 @numba.njit(cache=True, nogil=True)
@@ -422,12 +428,9 @@ def encode_sparse(indptr, indices, data_bytes, value_size, value_tag, n_cols, la
         lo = indptr[i]
         hi = indptr[i + 1]
         nnz = hi - lo
-        key_bytes = 0
-        for j in range(lo, hi):
-            key_bytes += _varint_len(np.uint64(indices[j]))
-        tensor, value, entry = _feature_lengths(nnz * value_size, key_bytes, nnz, n_cols)
+        key_bytes, tensor, value, entry, payload = _sparse_row_layout(indptr, indices, i, value_size, n_cols,
+                                                                      label_kind, label_i32)
         i32 = label_i32[i] if label_kind == LABEL_I32 else 0
-        payload = _record_len(entry, label_kind, i32)
         pos = _frame_header(out, offsets[i], payload)
         start = pos
         pos = _put_features_head(out, pos, value_tag, tensor, value, entry)
