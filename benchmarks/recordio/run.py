@@ -161,20 +161,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes and 2 repeats (smoke test)")
     p.add_argument("--rows", type=int, help="rows of both cases (default 100000; --quick 2000)")
-    p.add_argument("--repeats-fast", type=int, help="repeats for smalgo's fast path (default 5)")
+    p.add_argument("--repeats-fast", type=int, help="repeats for smalgo's fast path (default 11: each takes tens of milliseconds, and a shared machine adds outliers)")
     p.add_argument("--repeats-slow", type=int, help="repeats for reference and SDK (default 3)")
     p.add_argument("--impls", default=",".join(IMPLS), help="comma list from smalgo,reference,sdk")
     p.add_argument("--sdk-python", type=Path, default=DEFAULT_SDK_PYTHON,
                    help="interpreter of the SDK venv (default benchmarks/.venv-sdk/bin/python)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dir", type=Path, default=None,
+                   help="where the files go (default: the system temp dir); /dev/shm (tmpfs) keeps the "
+                        "disk's writeback stalls out of every side's timings")
     args = p.parse_args(argv)
 
     impls = [s for s in args.impls.split(",") if s]
     if unknown := set(impls) - set(IMPLS):
         p.error(f"unknown --impls {sorted(unknown)}")
     rows = args.rows or (2000 if args.quick else 100_000)
-    rep_fast = args.repeats_fast or (2 if args.quick else 5)
+    rep_fast = args.repeats_fast or (2 if args.quick else 11)
     rep_slow = args.repeats_slow or (2 if args.quick else 3)
     cases = {
         "dense": dict(kind="dense", n=rows, d=100, density=1.0),
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
         pass
     failures = []
 
-    with tempfile.TemporaryDirectory(prefix="smalgo-recordio-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="smalgo-recordio-bench-", dir=args.dir) as workdir:
         wd = Path(workdir)
         data = {}
         sdk_spec = {"workdir": workdir, "repeats_write": rep_slow, "repeats_read": rep_slow,
