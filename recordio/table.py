@@ -111,7 +111,6 @@ class StreamRules:
         if n == 0:
             return np.zeros(0, bool)
         is_sparse = (t.n_keys > 0) | ((t.n_vals == 0) & t.has_shape)
-        width_u64 = lambda w: np.uint64(w)  # noqa: E731 - comparisons against uint64 arrays
 
         # Widths: every record that declares one (dense values, sparse shape) must agree.
         declared = np.where(is_sparse, t.shape_width.astype(np.int64), t.n_vals)
@@ -128,12 +127,12 @@ class StreamRules:
              lambda i: f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values"),
             (~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)),
              lambda i: f"dense tensor has {t.n_vals[i]} values but its shape says {t.shape_width[i]}"),
-            (t.has_shape & (t.shape_width > width_u64(MAX_FEATURE_DIM)),
+            (t.has_shape & (t.shape_width > np.uint64(MAX_FEATURE_DIM)),
              lambda i: f"shape of {t.shape_width[i]} features exceeds the largest supported "
                        f"feature dimension ({MAX_FEATURE_DIM})"),
             (t.has_shape & (t.n_keys > 0) & (t.max_key >= t.shape_width),
              lambda i: f"key {t.max_key[i]} is outside the record's shape [{t.shape_width[i]}]"),
-            (~t.has_shape & (t.max_key >= width_u64(MAX_FEATURE_DIM)),
+            (~t.has_shape & (t.max_key >= np.uint64(MAX_FEATURE_DIM)),
              lambda i: f"key {t.max_key[i]} exceeds the largest supported feature dimension "
                        f"({MAX_FEATURE_DIM})"),
         ]
@@ -144,7 +143,7 @@ class StreamRules:
                             else f"declares shape [{t.shape_width[i]}]")
                  + f", but the width is {width} (set by {width_from}); "
                    "all records of one input must have the same number of features"),
-                (~t.has_shape & (t.n_keys > 0) & (t.max_key >= width_u64(width)),
+                (~t.has_shape & (t.n_keys > 0) & (t.max_key >= np.uint64(width)),
                  lambda i: f"key {t.max_key[i]} is outside the width {width} (set by {width_from})"),
             ]
         problems.append((t.has_label != labelled,
