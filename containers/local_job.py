@@ -3,6 +3,8 @@ laptop runs exactly the code path a SageMaker container runs, with SAGEMAKER_BAS
 
     DIR/input/config/{hyperparameters,inputdataconfig,resourceconfig}.json
     DIR/input/data/<channel>/...   (symbolic links to the user's files; nothing is copied)
+                                   (a Pipe-mode channel gets no files: its FIFOs are fed by the
+                                   caller, e.g. with pipe_feeder.PipeFeeder)
     DIR/model/  DIR/output/
 """
 
@@ -22,9 +24,10 @@ MARKER = ".smalgo-local-job"
 
 
 def lay_out_job(directory: Path, hyperparameters: dict[str, str], channels: dict[str, Path],
-                content_type: str | None) -> JobPaths:
+                content_type: str | None, pipe_channels: tuple[str, ...] = ()) -> JobPaths:
     """Write a job under `directory` (created if needed; a directory of an earlier local job is
-    cleared first). `channels` maps a channel name to a file or a directory of files."""
+    cleared first). `channels` maps a channel name to a file or a directory of files, in File
+    mode; `pipe_channels` names channels in Pipe mode."""
     directory = directory.resolve()
     _prepare(directory)
     paths = JobPaths(directory)
@@ -44,16 +47,22 @@ def lay_out_job(directory: Path, hyperparameters: dict[str, str], channels: dict
         else:
             paths.channel_dir(name).mkdir()
             (paths.channel_dir(name) / source.name).symlink_to(source)
-        settings = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-        if content_type:
-            settings["ContentType"] = content_type
-        channel_settings[name] = settings
+        channel_settings[name] = _channel_settings("File", content_type)
+    for name in pipe_channels:
+        channel_settings[name] = _channel_settings("Pipe", content_type)
 
     _write_json(paths.hyperparameters_file, hyperparameters)
     _write_json(paths.inputdataconfig_file, channel_settings)
     _write_json(paths.resourceconfig_file,
                 {"current_host": LOCAL_HOST, "hosts": [LOCAL_HOST], "network_interface_name": "eth0"})
     return paths
+
+
+def _channel_settings(input_mode: str, content_type: str | None) -> dict[str, str]:
+    settings = {"TrainingInputMode": input_mode, "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+    if content_type:
+        settings["ContentType"] = content_type
+    return settings
 
 
 def _prepare(directory: Path) -> None:

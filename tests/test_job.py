@@ -3,9 +3,6 @@
 import io
 import json
 import logging
-import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from smalgo.algorithms.errors import UserError
 from smalgo.containers import job as job_module
 from smalgo.containers.channels import ChannelData, check_channels
 from smalgo.containers.job import commit_model, run_training
+from smalgo.containers.pipe_feeder import PipeFeeder
 from smalgo.recordio import write_dense, write_sparse
 
 SDK_HYPERPARAMETERS = Path(__file__).resolve().parent / "data" / "sdk_v2_hyperparameters"
@@ -201,44 +199,6 @@ def test_several_files_give_the_model_of_one_file(make_job):
     assert run_training(many.paths, "kmeans") == 0
     np.testing.assert_array_equal(np.load(one.paths.model_dir / "centers.npy"),
                                   np.load(many.paths.model_dir / "centers.npy"))
-
-
-class PipeFeeder:
-    """Plays SageMaker in Pipe mode: creates FIFO <channel>_<k> for each pass, writes the data
-    into it, and creates the next one after the previous was read, until stopped."""
-
-    def __init__(self, data_dir: Path, channel: str, payload: bytes, max_passes: int = 10):
-        self.data_dir, self.channel, self.payload, self.max_passes = data_dir, channel, payload, max_passes
-        self.passes_written = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join(timeout=10)
-
-    def _run(self):
-        for epoch in range(self.max_passes):
-            fifo = self.data_dir / f"{self.channel}_{epoch}"
-            os.mkfifo(fifo)
-            # Open without blocking forever: poll until the job opens the read end.
-            while not self.stopped.is_set():
-                try:
-                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                    break
-                except OSError:  # ENXIO: no reader yet
-                    time.sleep(0.01)
-            else:
-                return
-            os.set_blocking(fd, True)
-            with os.fdopen(fd, "wb") as stream:
-                for start in range(0, len(self.payload), 1000):  # in pieces, as a stream arrives
-                    stream.write(self.payload[start:start + 1000])
-            self.passes_written += 1
 
 
 @pytest.mark.parametrize("content_type", ["text/csv;label_size=0", "application/x-recordio-protobuf"])

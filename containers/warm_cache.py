@@ -1,0 +1,214 @@
+"""`python -m smalgo.containers.warm_cache`: compile every numba kernel that a training job or the
+inference server can reach, into numba's on-disk cache. The images run it at build time, so that
+neither `train` nor the first request of `serve` pays for compiling (30-60 s on 2 cores).
+
+It runs real work, not a list of signatures, so that the cache holds exactly the types the real
+code passes (numba compiles a kernel again for a read-only buffer, a memory map or a stream's
+buffer): for every algorithm, training jobs in File and Pipe mode over CSV, dense RecordIO (with
+labels, and with records of unequal sizes) and sparse RecordIO, larger than one read chunk, with
+a test channel, under each set of hyperparameters that picks other kernels; jobs and requests
+with malformed data, whose error reports use kernels of their own; the server's model loading
+and warm-up; predictions on batches large enough for the multi-threaded and BLAS paths. Last,
+it checks that every cached kernel in smalgo was compiled, and fails naming any that was not: a
+kernel the warm-up never reached would compile in front of a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .entrypoint import choose_cpu_target
+
+FEATURES = 20
+# Enough training rows that the CSV and RecordIO files span more than one 8 MiB read chunk and
+# a CSV chunk is split between threads; rows x centers x features of a prediction must pass
+# row_threads.MIN_THREADED_WORK (2**23) for the threaded and BLAS k-means paths.
+TRAIN_ROWS, TEST_ROWS, PREDICT_ROWS = 100_000, 500, 45_000
+
+# Hyperparameter sets per algorithm, one per group of kernels they select. An algorithm added to
+# the registry without an entry here fails the warm-up (and so the image build) by name.
+JOBS: dict[str, list[dict[str, str]]] = {
+    "kmeans": [
+        {"k": "10", "feature_dim": str(FEATURES), "mini_batch_size": "500", "epochs": "2",
+         "init_method": "kmeans++", "eval_metrics": '["msd", "ssd"]'},
+        {"k": "10", "feature_dim": str(FEATURES), "mini_batch_size": "500", "init_method": "random",
+         "local_lloyd_init_method": "random"},
+    ],
+    "pca": [
+        {"num_components": "3", "feature_dim": str(FEATURES), "mini_batch_size": "500",
+         "algorithm_mode": "regular", "subtract_mean": "True"},
+        {"num_components": "3", "feature_dim": str(FEATURES), "mini_batch_size": "500",
+         "algorithm_mode": "randomized", "subtract_mean": "False"},
+    ],
+}
+
+
+def warm_up(algorithms: list[str], workdir: Path) -> None:
+    from smalgo.algorithms.registry import get_algorithm
+
+    for name in algorithms:
+        algorithm = get_algorithm(name)
+        if algorithm.NAME not in JOBS:
+            raise SystemExit(f"warm_cache: no warm-up jobs for algorithm {algorithm.NAME!r}; add them to "
+                             f"JOBS in {__file__}.")
+        started = time.perf_counter()
+        _warm_up_algorithm(algorithm.NAME, workdir / algorithm.NAME)
+        print(f"warm_cache: {algorithm.NAME} warmed in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _warm_up_algorithm(name: str, workdir: Path) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from smalgo.algorithms.batch import Batch
+    from smalgo.algorithms.csv import decode_csv
+    from smalgo.algorithms.errors import UserError
+    from smalgo.recordio import RecordIOError, write_dense, write_sparse
+    from smalgo.serve.decoding import decode_request
+    from smalgo.serve.errors import RequestError
+    from smalgo.serve.media import CSV, RECORDIO_PROTOBUF
+    from smalgo.serve.model import load_model
+
+    from .job import run_training
+    from .local_job import lay_out_job
+    from .pipe_feeder import PipeFeeder
+
+    rng = np.random.default_rng(0)
+    n_rows = TRAIN_ROWS + TEST_ROWS
+    centers = rng.uniform(-10, 10, (10, FEATURES))
+    X = (centers[rng.integers(0, 10, n_rows)] + rng.normal(0, 1, (n_rows, FEATURES))).astype(np.float32)
+    X[X < -5] = 0  # zeros, so that the sparse files hold really sparse rows
+    labels = rng.integers(0, 2, n_rows).astype(np.float32)
+    train, test = slice(0, TRAIN_ROWS), slice(TRAIN_ROWS, n_rows)
+
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True)
+    inputs = {}  # input name -> (content type, train file, test file)
+    for part, rows in (("train", train), ("test", test)):
+        np.savetxt(data_dir / f"{part}.csv", X[rows], delimiter=",", fmt="%.6g")
+        write_dense(str(data_dir / f"{part}.pbr"), X[rows], labels[rows])
+        write_sparse(str(data_dir / f"{part}-sparse.pbr"), sp.csr_matrix(X[rows]))
+        (data_dir / f"{part}-unequal.pbr").write_bytes(_records_of_unequal_sizes(X[rows][:TEST_ROWS]))
+    for input_name, content_type, suffix in (("csv", "text/csv;label_size=0", ".csv"),
+                                              ("recordio", "application/x-recordio-protobuf", ".pbr"),
+                                              ("recordio-sparse", "application/x-recordio-protobuf", "-sparse.pbr"),
+                                              ("recordio-unequal", "application/x-recordio-protobuf", "-unequal.pbr")):
+        inputs[input_name] = (content_type, data_dir / f"train{suffix}", data_dir / f"test{suffix}")
+    bad_csv = data_dir / "bad.csv"
+    bad_csv.write_bytes(b"1,2,3\n" * 10 + b"4,five,6\n")
+
+    model_dir = None
+    for number, hyperparameters in enumerate(JOBS[name]):
+        for input_name, (content_type, train_file, test_file) in inputs.items():
+            job = lay_out_job(workdir / f"job-{number}-{input_name}", hyperparameters,
+                              {"train": train_file, "test": test_file}, content_type)
+            _check(run_training(job, name), job)
+            model_dir = model_dir or job.model_dir
+            if number == 0:
+                pipe_job = lay_out_job(workdir / f"pipe-{input_name}", hyperparameters, {}, content_type,
+                                       pipe_channels=("train",))
+                with PipeFeeder(pipe_job.data_dir, "train", train_file.read_bytes()):
+                    _check(run_training(pipe_job, name), pipe_job)
+
+    # A job with a malformed CSV file, in both modes: its error report must fail the job, fast.
+    bad_hyperparameters = dict(JOBS[name][0], feature_dim="3")
+    job = lay_out_job(workdir / "bad-file", bad_hyperparameters, {"train": bad_csv}, "text/csv;label_size=0")
+    _check(run_training(job, name), job, expect_failure="line 11")
+    job = lay_out_job(workdir / "bad-pipe", bad_hyperparameters, {}, "text/csv;label_size=0", pipe_channels=("train",))
+    with PipeFeeder(job.data_dir, "train", bad_csv.read_bytes()):
+        _check(run_training(job, name), job, expect_failure="line 11")
+
+    # The server's path: load_model checks the model and runs its per-format warm-up.
+    model = load_model(model_dir, name)
+    for rows in (X[:1], X[:PREDICT_ROWS]):  # one row, and enough rows for the threaded and BLAS paths
+        model.predict(Batch(rows))
+        model.predict(Batch(sp.csr_matrix(rows)))
+    # Requests the server answers with 400, and RecordIO records of unequal sizes.
+    csv_line = ",".join(["1"] * FEATURES)
+    for media_type, body in ((CSV, f"{csv_line}\n{csv_line},x\n".encode()),
+                             (RECORDIO_PROTOBUF, b"\x0a\x23\xd7\xce" + bytes(12))):
+        try:
+            decode_request(body, media_type, FEATURES)
+        except (RequestError, UserError, RecordIOError):
+            pass
+        else:
+            raise SystemExit(f"warm_cache: a malformed {media_type} request was accepted")
+    model.predict(decode_request(_records_of_unequal_sizes(X[:3]), RECORDIO_PROTOBUF, FEATURES))
+    # The CSV decoder of the library, for files whose width it finds on the first line.
+    decode_csv(f"{csv_line}\n{csv_line}\n".encode())
+
+
+def _records_of_unequal_sizes(X) -> bytes:
+    """Dense records whose `uid` fields differ in length, as some writers (not the SDK's) write
+    them: their values lie at irregular offsets, which the readers copy row by row."""
+    from smalgo.recordio import record_pb2
+    from smalgo.recordio.framing import frame
+
+    frames = []
+    for i, row in enumerate(X):
+        record = record_pb2.Record(uid="r" * (1 + i % 7))
+        record.features["values"].float32_tensor.values.extend(row.tolist())
+        frames.append(frame(record.SerializeToString()))
+    return b"".join(frames)
+
+
+def _check(exit_code: int, job, expect_failure: str | None = None) -> None:
+    failure = job.failure_file.read_text() if job.failure_file.exists() else ""
+    if expect_failure is None and exit_code != 0:
+        raise SystemExit(f"warm_cache: the warm-up job under {job.base} failed (exit code {exit_code}):\n{failure}")
+    if expect_failure is not None and (exit_code == 0 or expect_failure not in failure):
+        raise SystemExit(f"warm_cache: the job under {job.base} should have failed naming {expect_failure!r}; "
+                         f"exit code {exit_code}, failure file: {failure!r}")
+
+
+def uncompiled_kernels(package: str = "smalgo") -> list[str]:
+    """Cached numba kernels (cache=True, not inlined) in the loaded modules of `package` that
+    have no compiled signature: what the warm-up did not reach."""
+    from numba.core.registry import CPUDispatcher
+
+    missing = []
+    for module_name, module in sorted(sys.modules.items()):
+        if module is None or not (module_name == package or module_name.startswith(package + ".")):
+            continue
+        for attribute, value in vars(module).items():
+            if not isinstance(value, CPUDispatcher) or value.__module__ != module_name:
+                continue
+            inlined = value.targetoptions.get("inline", "never") == "always"
+            cached = type(value._cache).__name__ != "NullCache"
+            if cached and not inlined and not value.signatures:
+                missing.append(f"{module_name}.{attribute}")
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("algorithms", nargs="*", help="algorithms to warm up (default: all)")
+    args = parser.parse_args(argv)
+    target = choose_cpu_target(os.environ) if "numba" not in sys.modules else None
+
+    import numba
+
+    from smalgo.algorithms.registry import ALGORITHMS
+
+    cpu = numba.core.config.CPU_NAME or "the host CPU (not portable to other CPU models)"
+    print(f"warm_cache: compiling for {cpu}{' (chosen by SMALGO_NUMBA_CPU)' if target else ''}, "
+          f"numba {numba.__version__}", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="smalgo-warm-cache-") as workdir:
+        warm_up(args.algorithms or sorted(ALGORITHMS), Path(workdir))
+    missing = uncompiled_kernels()
+    if missing:
+        print("warm_cache: these cached kernels were never compiled, so they would compile on first use:\n  "
+              + "\n  ".join(missing), file=sys.stderr)
+        return 1
+    print(f"warm_cache: done in {time.perf_counter() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
