@@ -7,7 +7,19 @@ STAMP := $(VENV)/.installed
 SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean
+.PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean \
+	wheelhouse images images-cpu images-gpu test-images
+
+# Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu).
+IMAGE_ALGORITHMS ?= kmeans pca
+BASE_IMAGE ?= python:3.11-slim-bookworm
+# The largest CPU image `make images` accepts (the GPU ones carry CUDA and are larger).
+CPU_IMAGE_LIMIT_MB := 1000
+# docker when a Docker engine answers, else podman (a docker client alone is not enough).
+ifndef CONTAINER_ENGINE
+CONTAINER_ENGINE := $(shell if docker info >/dev/null 2>&1; then echo docker; \
+	elif command -v podman >/dev/null 2>&1; then echo podman; else echo docker; fi)
+endif
 
 install: $(STAMP)
 
@@ -50,6 +62,47 @@ bench-pca: install
 bench-serve: install
 	$(PY) benchmarks/serve/run.py
 
+# The wheels the images install from: wheelhouse/cpu and wheelhouse/gpu (needs PyPI). Fetched
+# again when pyproject.toml changes; after that, `make images` works offline.
+wheelhouse: install
+	PYTHON=$(PY) bash containers/build_wheelhouse.sh
+
+wheelhouse/.complete: pyproject.toml | $(STAMP)
+	PYTHON=$(PY) bash containers/build_wheelhouse.sh
+
+images: images-cpu images-gpu
+
+images-cpu: wheelhouse/.complete
+	PYTHON=$(PY) bash containers/build_wheelhouse.sh --smalgo-only
+	$(call build_images,cpu,containers/Dockerfile,$(CPU_IMAGE_LIMIT_MB))
+
+images-gpu: wheelhouse/.complete
+	PYTHON=$(PY) bash containers/build_wheelhouse.sh --smalgo-only
+	$(call build_images,gpu,containers/Dockerfile.gpu,)
+
+# $(call build_images,TAG,DOCKERFILE,LIMIT_MB): one image per algorithm, then their sizes
+# (and a failure when one is over LIMIT_MB, if given).
+define build_images
+	set -e; for algorithm in $(IMAGE_ALGORITHMS); do \
+		echo "== smalgo-$$algorithm:$(1) ($(CONTAINER_ENGINE), FROM $(BASE_IMAGE))"; \
+		$(CONTAINER_ENGINE) build --file $(2) --build-arg BASE_IMAGE=$(BASE_IMAGE) --target $$algorithm \
+			--tag smalgo-$$algorithm:$(1) wheelhouse/$(1); \
+	done; \
+	for algorithm in $(IMAGE_ALGORITHMS); do \
+		bytes=$$($(CONTAINER_ENGINE) image inspect --format '{{.Size}}' smalgo-$$algorithm:$(1)); \
+		mb=$$((bytes / 1000000)); \
+		echo "image size: smalgo-$$algorithm:$(1) $$mb MB"; \
+		if [ -n "$(3)" ] && [ $$mb -ge $(3) ]; then echo "smalgo-$$algorithm:$(1) is over $(3) MB" >&2; exit 1; fi; \
+	done
+endef
+
+# Builds the images on a base it makes itself where no registry answers (debootstrap), then
+# checks them as SageMaker uses them (tests/images/check_images.py). Needs a container engine;
+# .ci/run installs podman.
+test-images: install sdk-env
+	base=$$(bash containers/base_image.sh $(CONTAINER_ENGINE)) && $(MAKE) images BASE_IMAGE=$$base
+	$(PY) tests/images/check_images.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(IMAGE_ALGORITHMS)
+
 # Regenerates recordio/record_pb2.py (protobuf 5.29 gencode) from recordio/record.proto.
 proto:
 	test -x $(VENV)-proto/bin/python || $(PYTHON) -m venv $(VENV)-proto
@@ -57,4 +110,4 @@ proto:
 	$(VENV)-proto/bin/python -m grpc_tools.protoc -Irecordio --python_out=recordio recordio/record.proto
 
 clean:
-	rm -rf $(VENV) $(VENV)-proto $(SDK_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV)-proto $(SDK_VENV) build *.egg-info .pytest_cache wheelhouse

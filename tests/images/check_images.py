@@ -1,0 +1,320 @@
+"""`make test-images`: checks built images as SageMaker uses them, with a container engine.
+
+    .venv/bin/python tests/images/check_images.py --engine podman --tag cpu kmeans pca
+
+For each algorithm's image (smalgo-<algorithm>:<tag>):
+
+1. train: a job laid out by the SageMaker Python SDK v2's own local-mode code
+   (tests/images/sdk_local_job.py, in benchmarks/.venv-sdk) is mounted at /opt/ml and trained
+   with `--network none`: exit 0, a model in model/, output/success, no failure file, and no
+   numba compilation in the container (NUMBA_DEBUG_CACHE=1 shows cache loads only);
+2. a bad hyperparameter: non-zero exit, output/failure naming it, nothing in model/;
+3. serve, with `--network host` on a loopback port set by SAGEMAKER_BIND_TO_PORT and the model
+   mounted read-only: the time from `run` to the first 200 on /ping; CSV, JSON, JSON Lines and
+   RecordIO requests, answered as the model predicts in this process; the SDK v2 serializers
+   and deserializers (tests/sdk_client.py); the first /invocations against the median of the
+   next ones; SIGTERM, then exit 0 within 30 s; again no numba compilation.
+
+It prints the start-up and first-request figures (targets: /ping within 10 s, first request
+within 5x the steady state) and exits 1 on the first failed check, with the container's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from test_serve_support import expected_outputs, free_port  # noqa: E402
+
+from smalgo.recordio import decode_response, write_dense  # noqa: E402
+
+SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
+SDK_HYPERPARAMETERS = REPO / "tests" / "data" / "sdk_v2_hyperparameters"
+# What a bad hyperparameter looks like to each algorithm, and what the failure must name.
+BAD_HYPERPARAMETER = {"kmeans": ("k", "0"), "pca": ("num_components", "0")}
+PING_TARGET_SECONDS, FIRST_REQUEST_TARGET_RATIO = 10.0, 5.0
+STEADY_REQUESTS = 50
+STOP_LIMIT_SECONDS = 30
+# numba's NUMBA_DEBUG_CACHE lines when it compiles and stores a kernel (a cache miss).
+COMPILE_MARKERS = ("[cache] data saved", "[cache] index saved")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+class Engine:
+    def __init__(self, command: str):
+        self.command = command
+
+    def run(self, *args: str, timeout: float = 600, check_ok: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run([self.command, *args], capture_output=True, text=True, timeout=timeout)
+        if check_ok and result.returncode != 0:
+            raise CheckFailed(f"{self.command} {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+
+def no_compilation(log: str, what: str) -> None:
+    compiled = [line for line in log.splitlines() if line.startswith(COMPILE_MARKERS)]
+    check(not compiled, f"{what} compiled numba kernels instead of loading them from the image's cache:\n  "
+          + "\n  ".join(compiled[:10]))
+
+
+def sdk_job(workdir: Path, algorithm: str) -> tuple[Path, np.ndarray]:
+    """A job laid out by the SDK's local mode under `workdir`; returns its host directory and
+    sample rows."""
+    host_dir = workdir / f"{algorithm}-job" / "algo-1"
+    result = subprocess.run([str(SDK_PYTHON), str(REPO / "tests" / "images" / "sdk_local_job.py"), str(host_dir),
+                             algorithm, str(SDK_HYPERPARAMETERS / f"{algorithm}.json")],
+                            capture_output=True, text=True, timeout=300)
+    check(result.returncode == 0, f"sdk_local_job.py failed:\n{result.stderr}")
+    return host_dir, np.array(json.loads(result.stdout), dtype=np.float32)
+
+
+def check_train(engine: Engine, image: str, host_dir: Path) -> float:
+    started = time.perf_counter()
+    result = engine.run("run", "--rm", "--network", "none", "-e", "NUMBA_DEBUG_CACHE=1",
+                        "-v", f"{host_dir}:/opt/ml", image, "train")
+    seconds = time.perf_counter() - started
+    log = result.stdout + result.stderr
+    failure = host_dir / "output" / "failure"
+    check(result.returncode == 0, f"train exited {result.returncode}:\n{log[-4000:]}")
+    check((host_dir / "output" / "success").exists(), "train exited 0 but wrote no output/success")
+    if failure.exists():
+        raise CheckFailed(f"train succeeded but wrote output/failure: {failure.read_text()[:500]}")
+    check((host_dir / "model" / "model.json").exists(), "train exited 0 but model/ holds no model.json")
+    check("_metric: host=algo-1," in log, "train printed no metric line (#..._metric: host=algo-1, ...) for the "
+          "host resourceconfig.json names")
+    no_compilation(log, "train")
+    return seconds
+
+
+def check_bad_hyperparameter(engine: Engine, image: str, host_dir: Path, algorithm: str) -> None:
+    bad_dir = host_dir.parent.parent / f"{algorithm}-bad-job" / "algo-1"
+    shutil.copytree(host_dir, bad_dir)
+    shutil.rmtree(bad_dir / "model")
+    shutil.rmtree(bad_dir / "output")
+    (bad_dir / "model").mkdir()
+    (bad_dir / "output").mkdir()
+    config = bad_dir / "input" / "config" / "hyperparameters.json"
+    name, value = BAD_HYPERPARAMETER[algorithm]
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), **{name: value})))
+    result = engine.run("run", "--rm", "--network", "none", "-v", f"{bad_dir}:/opt/ml", image, "train")
+    failure = bad_dir / "output" / "failure"
+    check(result.returncode != 0, f"train with {name}={value} exited 0")
+    check(failure.exists(), f"train with {name}={value} failed but wrote no output/failure")
+    text = failure.read_text()
+    check(name in text and "Traceback" not in text, f"output/failure does not name {name} plainly: {text[:500]!r}")
+    check(not any((bad_dir / "model").iterdir()), f"a failed training left files in model/: "
+          f"{sorted(p.name for p in (bad_dir / 'model').iterdir())}")
+    check(not (bad_dir / "output" / "success").exists(), "a failed training wrote output/success")
+    print(f"    bad hyperparameter {name}={value}: exit {result.returncode}, failure: {text.strip().splitlines()[0][:120]}")
+
+
+def request(url: str, body: bytes | None = None, content_type: str | None = None, accept: str | None = None,
+            timeout: float = 30) -> tuple[int, str, bytes, float]:
+    headers = {key: value for key, value in (("Content-Type", content_type), ("Accept", accept)) if value}
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            data = response.read()
+            return response.status, response.headers.get("Content-Type", ""), data, time.perf_counter() - started
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read(), time.perf_counter() - started
+
+
+def wait_for_ping(base_url: str, container_started: float, limit: float = 60) -> float:
+    while time.perf_counter() - container_started < limit:
+        try:
+            if request(base_url + "/ping", timeout=1)[0] == 200:
+                return time.perf_counter() - container_started
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.02)
+    raise CheckFailed(f"/ping did not answer 200 within {limit} s")
+
+
+def check_answers(base_url: str, algorithm: str, model_dir: Path, rows: np.ndarray) -> None:
+    expected = expected_outputs(model_dir, rows)
+    url = base_url + "/invocations"
+    csv_body = "\n".join(",".join(f"{v:.9g}" for v in row) for row in rows).encode()
+    json_body = json.dumps({"instances": [{"features": row.tolist()} for row in rows]}).encode()
+    jsonl_body = "".join(json.dumps({"features": row.tolist()}) + "\n" for row in rows).encode()
+    recordio_body = _recordio(rows)
+    for name, body, content_type, accept in (("CSV", csv_body, "text/csv", "application/json"),
+                                             ("JSON", json_body, "application/json", "application/json"),
+                                             ("JSON Lines", jsonl_body, "application/jsonlines", "application/json"),
+                                             ("RecordIO", recordio_body, "application/x-recordio-protobuf",
+                                              "application/x-recordio-protobuf")):
+        status, answer_type, answer, _ = request(url, body, content_type, accept)
+        check(status == 200, f"{name} request: HTTP {status}: {answer[:300]!r}")
+        outputs = (decode_response(answer) if accept.endswith("protobuf")
+                   else _outputs_from_json(json.loads(answer), algorithm))
+        for key, values in expected.items():
+            got = np.asarray(outputs[key], dtype=np.float64).reshape(len(rows), -1)
+            want = np.asarray(values, dtype=np.float64).reshape(len(rows), -1)
+            if key == "closest_cluster":
+                check(np.array_equal(got, want), f"{name} request: {key} {got.ravel()[:5]} != {want.ravel()[:5]}")
+            else:
+                check(np.allclose(got, want, rtol=1e-4, atol=1e-4), f"{name} request: {key} differs from the model's")
+    status, _, answer, _ = request(url, b"1,2\n", "text/csv", "application/json")
+    check(400 <= status < 500, f"a request of the wrong width got HTTP {status}, not a 4xx")
+    print("    CSV, JSON, JSON Lines and RecordIO requests answered as the model predicts; a bad one got 4xx")
+
+
+def _recordio(rows: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    write_dense(buffer, rows)
+    return buffer.getvalue()
+
+
+def _outputs_from_json(answer: dict, algorithm: str) -> dict[str, list]:
+    items = answer["predictions" if algorithm == "kmeans" else "projections"]
+    return {key: [item[key] for item in items] for key in items[0]}
+
+
+def check_sdk_client(base_url: str, rows: np.ndarray, algorithm: str, model_dir: Path) -> None:
+    result = subprocess.run([str(SDK_PYTHON), str(REPO / "tests" / "sdk_client.py"), base_url + "/invocations",
+                             json.dumps(rows[:5].tolist())], capture_output=True, text=True, timeout=300)
+    check(result.returncode == 0, f"the SDK v2 client failed:\n{result.stderr[-3000:]}")
+    answers = json.loads(result.stdout)
+    expected = expected_outputs(model_dir, rows[:5])
+    key = "closest_cluster" if algorithm == "kmeans" else "projection"
+    want = np.asarray(expected[key], dtype=np.float64).reshape(5, -1)
+    as_json = _outputs_from_json(answers["csv+json"], algorithm)[key]
+    as_records = [record[key] for record in answers["recordio+recordio"]]
+    for name, got in (("CSVSerializer + JSONDeserializer", as_json), ("RecordSerializer + RecordDeserializer", as_records)):
+        got = np.asarray(got, dtype=np.float64).reshape(5, -1)
+        check(np.allclose(got, want, rtol=1e-4, atol=1e-4), f"SDK v2 {name}: {key} {got[:2]} != {want[:2]}")
+    print(f"    SDK v2 serializers and deserializers: {', '.join(sorted(answers))} all answered")
+
+
+def check_serve(engine: Engine, image: str, algorithm: str, model_dir: Path, rows: np.ndarray) -> dict:
+    port = free_port()
+    name = f"smalgo-check-{algorithm}-{port}"
+    base_url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    engine.run("run", "-d", "--name", name, "--network", "host", "-e", f"SAGEMAKER_BIND_TO_PORT={port}",
+               "-e", "NUMBA_DEBUG_CACHE=1", "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve", check_ok=True)
+    try:
+        try:
+            ping_seconds = wait_for_ping(base_url, started)
+        except CheckFailed as exc:
+            raise CheckFailed(f"{exc}\n{engine.run('logs', name).stderr[-4000:]}") from None
+        one_row = ",".join(f"{v:.9g}" for v in rows[0]).encode()
+        status, _, answer, first = request(base_url + "/invocations", one_row, "text/csv", "application/json")
+        check(status == 200, f"first request: HTTP {status}: {answer[:300]!r}")
+        steady = statistics.median(request(base_url + "/invocations", one_row, "text/csv", "application/json")[3]
+                                   for _ in range(STEADY_REQUESTS))
+        check_answers(base_url, algorithm, model_dir, rows)
+        check_sdk_client(base_url, rows, algorithm, model_dir)
+
+        stop_started = time.perf_counter()
+        engine.run("kill", "--signal", "TERM", name, check_ok=True)
+        exit_code = engine.run("wait", name, timeout=STOP_LIMIT_SECONDS + 30).stdout.strip()
+        stop_seconds = time.perf_counter() - stop_started
+        log = engine.run("logs", name)
+        log = log.stdout + log.stderr
+        check(exit_code == "0", f"serve exited {exit_code} after SIGTERM, not 0:\n{log[-3000:]}")
+        check(stop_seconds < STOP_LIMIT_SECONDS, f"serve took {stop_seconds:.1f} s to stop after SIGTERM")
+        no_compilation(log, "serve")
+    finally:
+        engine.run("rm", "--force", name)
+    return {"ping": ping_seconds, "first": first, "steady": steady, "stop": stop_seconds}
+
+
+# Run in a GPU image: the CUDA stack it ships must be whole (the libraries load without a
+# driver); whether a GPU is visible is reported, and without one the image runs on the CPU.
+GPU_STACK_PROBE = """
+import json
+import xgboost, numba, numba.cuda
+from cuda.pathfinder import load_nvidia_dynamic_lib
+libraries = {name: load_nvidia_dynamic_lib(name).abs_path for name in ("cudart", "nvrtc", "nvJitLink", "nccl")}
+print(json.dumps({"xgboost": xgboost.__version__, "xgboost_cuda": bool(xgboost.build_info()["USE_CUDA"]),
+                  "numba_cuda": numba.cuda.__name__, "gpu_visible": bool(numba.cuda.is_available()),
+                  "libraries": libraries}))
+"""
+
+
+def check_gpu_stack(engine: Engine, image: str) -> None:
+    result = engine.run("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", GPU_STACK_PROBE)
+    check(result.returncode == 0, f"the CUDA stack of {image} is incomplete:\n{result.stderr[-3000:]}")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    check(report["xgboost_cuda"], f"{image}: XGBoost {report['xgboost']} is built without CUDA")
+    print(f"    CUDA stack: XGBoost {report['xgboost']} with CUDA, numba-cuda, "
+          f"{', '.join(sorted(report['libraries']))} load; GPU visible: {report['gpu_visible']}")
+
+
+def check_image(engine: Engine, algorithm: str, tag: str, workdir: Path) -> dict:
+    image = f"smalgo-{algorithm}:{tag}"
+    print(f"{image}:", flush=True)
+    engine.run("image", "inspect", image, check_ok=True)
+    if tag == "gpu":
+        check_gpu_stack(engine, image)
+    host_dir, rows = sdk_job(workdir / tag, algorithm)
+    train_seconds = check_train(engine, image, host_dir)
+    print(f"    train (SDK v2 local-mode job, --network none): exit 0 in {train_seconds:.1f} s, "
+          f"model: {', '.join(sorted(p.name for p in (host_dir / 'model').iterdir()))}; nothing compiled")
+    check_bad_hyperparameter(engine, image, host_dir, algorithm)
+    figures = check_serve(engine, image, algorithm, host_dir / "model", rows)
+    print(f"    serve: /ping 200 after {figures['ping']:.2f} s; first request {figures['first'] * 1000:.1f} ms, "
+          f"steady {figures['steady'] * 1000:.2f} ms (median of {STEADY_REQUESTS}); SIGTERM -> exit 0 in "
+          f"{figures['stop']:.1f} s; nothing compiled", flush=True)
+    return dict(figures, train=train_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", default="podman", help="docker or podman")
+    parser.add_argument("--tag", action="append", help="image tags to check (default: cpu); repeatable")
+    parser.add_argument("algorithms", nargs="+")
+    args = parser.parse_args(argv)
+    if not SDK_PYTHON.exists():
+        print(f"check_images: the SageMaker SDK v2 environment is missing ({SDK_PYTHON}); run `make sdk-env`",
+              file=sys.stderr)
+        return 1
+    engine = Engine(args.engine)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="smalgo-image-check-", dir="/var/tmp") as workdir:
+        try:
+            for tag in args.tag or ["cpu"]:
+                for algorithm in args.algorithms:
+                    results[f"smalgo-{algorithm}:{tag}"] = check_image(engine, algorithm, tag, Path(workdir))
+        except CheckFailed as exc:
+            print(f"check_images: FAILED: {exc}", file=sys.stderr)
+            return 1
+    print("\nStart-up figures (targets: /ping within "
+          f"{PING_TARGET_SECONDS:.0f} s of `run`, first request within {FIRST_REQUEST_TARGET_RATIO:.0f}x the steady state):")
+    print(f"  {'image':<24} {'train':>8} {'/ping':>8} {'first':>10} {'steady':>10} {'ratio':>7}")
+    for image, f in results.items():
+        ratio = f["first"] / f["steady"]
+        flags = [] if f["ping"] <= PING_TARGET_SECONDS and ratio <= FIRST_REQUEST_TARGET_RATIO else ["over target"]
+        print(f"  {image:<24} {f['train']:>7.2f}s {f['ping']:>7.2f}s {f['first'] * 1000:>8.2f}ms "
+              f"{f['steady'] * 1000:>8.2f}ms {ratio:>6.1f}x {' '.join(flags)}")
+    print("check_images: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
