@@ -49,6 +49,8 @@ Choices this module makes where the documentation is silent:
   the rows that become centers are.
 * Speed: see _kmeans_kernels. The fast dense path needs threadpoolctl (to run BLAS on one thread
   per worker); without it the numba kernel does the same job at about half the speed.
+* On a GPU (device.py: SMALGO_DEVICE), dense batches of at least MIN_GPU_ROWS rows are assigned
+  by _kmeans_cuda; smaller and sparse ones stay on the CPU.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kmeans_kernels as kernels
-from . import metrics, row_threads
+from . import device, metrics, row_threads
 from .batch import Batch
 from .data import TrainingData
 from .errors import UserError
@@ -81,6 +83,10 @@ _SEED = 0x5EED_C1
 # Keep the streaming centers (K x feature_dim float32, plus float64 sums of the same size) well
 # inside memory; K = k x extra_center_factor.
 _MAX_CENTER_VALUES = 1 << 28
+# Dense batches with fewer rows are assigned on the CPU even when a GPU is used: copying them to
+# the GPU and back costs more than it saves. Small batches also never look for a GPU, so the
+# server's tiny warm-up requests in gunicorn's master do not initialise CUDA before it forks.
+MIN_GPU_ROWS = 4096
 
 logger = logging.getLogger(__name__)
 
@@ -204,9 +210,18 @@ class _CenterTable:
             kernels.assign_csr(data, indices, indptr, self.centers_t, self.sq_norms, self.sq_norms_exact,
                                self.centers, labels, sq_distances)
         else:
+            self._assign_dense(X, labels, sq_distances)
+        return labels, sq_distances
+
+    def _assign_dense(self, X: np.ndarray, labels: np.ndarray, sq_distances: np.ndarray) -> None:
+        if X.shape[0] >= MIN_GPU_ROWS and device.use_gpu():
+            from ._kmeans_cuda import assign_dense_gpu  # imports numba.cuda: only once a GPU is used
+
+            excluded = self.shifted_sq_norms == kernels.UNSEEDED_SQ_NORM
+            assign_dense_gpu(X, self.centers, excluded, labels, sq_distances)
+        else:
             kernels.assign_dense(X, self.shift, self.shifted_t_m2, self.shifted_sq_norms, self.centers,
                                  labels, sq_distances)
-        return labels, sq_distances
 
 
 def _accumulate(X, weights: np.ndarray, labels: np.ndarray, n_centers: int) -> tuple[np.ndarray, np.ndarray]:

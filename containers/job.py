@@ -29,7 +29,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from smalgo.algorithms import metrics
+from smalgo.algorithms import device, metrics
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.registry import get_algorithm
 from smalgo.recordio import RecordIOError
@@ -96,6 +96,8 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
         raise UserError(f"No algorithm chosen: pass --algorithm NAME or set {ALGORITHM_VARIABLE} "
                         f"(an smalgo image sets it).")
     algorithm = get_algorithm(algorithm_name)
+    if device.requested_device() == "gpu":
+        device.use_gpu()  # no GPU: fail now, naming SMALGO_DEVICE, not after reading data
     logger.info("Algorithm: %s", algorithm.NAME)
     logger.info("Hyperparameters from %s: %s", paths.hyperparameters_file,
                 json.dumps(config.hyperparameters, sort_keys=True))

@@ -10,6 +10,7 @@
     SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type when Accept is missing or */* (application/json)
     SAGEMAKER_BASE_DIR                    base of the /opt/ml layout (the model is in <base>/model)
     SMALGO_ALGORITHM                      set by an image: the one algorithm it may serve
+    SMALGO_DEVICE                         auto (default), cpu or gpu (see smalgo.algorithms.device)
 
 A value that does not parse is a startup error naming the variable, never a silent default:
 a typo in an endpoint's Environment should fail CreateEndpoint, not serve with other settings.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from smalgo.algorithms import device
 from smalgo.algorithms.errors import UserError
 
 from .media import ACCEPTABLE_MEDIA_TYPES, parse_media_type
@@ -76,6 +78,7 @@ class ServerSettings:
         if strategy not in BATCH_STRATEGIES:
             raise SettingsError(f"SAGEMAKER_BATCH_STRATEGY={env['SAGEMAKER_BATCH_STRATEGY']!r} must be "
                                 f"MULTI_RECORD or SINGLE_RECORD.")
+        _check_device(env)
         max_payload_mb = _positive_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
         if max_payload_mb > MAX_PAYLOAD_MB_LIMIT:
             raise SettingsError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload_mb} is above SageMaker's limit "
@@ -94,6 +97,20 @@ class ServerSettings:
             default_accept=media_type,
             expected_algorithm=(_text(env, "SMALGO_ALGORITHM") or None),
         )
+
+
+def _check_device(env: Mapping[str, str]) -> None:
+    """SMALGO_DEVICE must be valid, and `gpu` needs the CUDA driver. Only the driver library is
+    looked at here: the GPU itself is opened in each worker, on first need, because CUDA
+    initialised in the master would be unusable in the workers it forks."""
+    try:
+        choice = device.requested_device(env)
+    except UserError as exc:
+        raise SettingsError(str(exc)) from None
+    problem = device.driver_problem() if choice == "gpu" else None
+    if problem:
+        raise SettingsError(f"{device.ENV_VARIABLE}=gpu, but {problem}; serve on a GPU instance, or set "
+                            f"{device.ENV_VARIABLE}=auto or cpu.")
 
 
 def available_cpus() -> int:

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import clustered_rows, csv_text
-from smalgo.algorithms import kmeans, metrics, pca
+from smalgo.algorithms import device, kmeans, metrics, pca
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
 from smalgo.containers import job as job_module
@@ -246,6 +246,26 @@ def good_csv():
 def test_bad_hyperparameters(job, hyperparameters, expected):
     job.hyperparameters(**hyperparameters).channel("train", files={"train.csv": good_csv()})
     assert_user_failure(job, run_training(job.paths, "kmeans"), expected)
+
+
+def test_a_gpu_job_without_a_gpu_fails_before_reading_data(job, monkeypatch):
+    monkeypatch.setenv("SMALGO_DEVICE", "gpu")
+    monkeypatch.setattr(device, "CUDA_DRIVER_LIBRARY", "libcuda-that-does-not-exist.so.1")
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    device.forget_gpu_probe()
+    monkeypatch.setattr(job_module, "ChannelData", None)  # reading data would be a TypeError
+    job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
+    try:
+        assert_user_failure(job, run_training(job.paths, "kmeans"),
+                            "SMALGO_DEVICE=gpu, but no CUDA GPU can be used: no CUDA driver")
+    finally:
+        device.forget_gpu_probe()
+
+
+def test_a_bad_device_value_is_a_user_error(job, monkeypatch):
+    monkeypatch.setenv("SMALGO_DEVICE", "fast")
+    job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
+    assert_user_failure(job, run_training(job.paths, "kmeans"), "SMALGO_DEVICE='fast' is not a device")
 
 
 def test_num_components_larger_than_feature_dim(job):

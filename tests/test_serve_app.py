@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from smalgo import recordio
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms import device
 from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
 from smalgo.serve.settings import available_cpus
 from test_serve_support import FEATURES, expected_outputs, train_kmeans, train_pca
@@ -425,11 +426,23 @@ def test_create_app_reads_the_process_environment(model_dirs, monkeypatch):
     ({"SAGEMAKER_BATCH": "maybe"}, "SAGEMAKER_BATCH='maybe' must be true or false"),
     ({"SAGEMAKER_BATCH_STRATEGY": "ALL"}, "SAGEMAKER_BATCH_STRATEGY='ALL' must be MULTI_RECORD or SINGLE_RECORD"),
     ({"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/html"}, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT='text/html'"),
+    ({"SMALGO_DEVICE": "tpu"}, "SMALGO_DEVICE='tpu' is not a device; valid values: auto, cpu, gpu"),
 ])
 def test_bad_settings_name_the_variable(env, fragment):
     with pytest.raises(SettingsError) as error:
         ServerSettings.from_environment("/opt/ml/model", environ=env)
     assert fragment in str(error.value)
+
+
+def test_a_gpu_server_without_the_cuda_driver_does_not_start(monkeypatch):
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    monkeypatch.setattr(device, "CUDA_DRIVER_LIBRARY", "libcuda-that-does-not-exist.so.1")
+    with pytest.raises(SettingsError) as error:
+        ServerSettings.from_environment("/opt/ml/model", environ={"SMALGO_DEVICE": "gpu"})
+    assert str(error.value).startswith("SMALGO_DEVICE=gpu, but no CUDA driver (libcuda-that-does-not-exist.so.1")
+    # auto and cpu start anywhere
+    for choice in ("auto", "cpu", "CPU"):
+        ServerSettings.from_environment("/opt/ml/model", environ={"SMALGO_DEVICE": choice})
 
 
 def test_settings_defaults_and_base_dir():
