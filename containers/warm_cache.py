@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# Only this: everything that imports numba is imported inside the functions, once main() has
+# chosen numba's CPU target (numba reads it when first imported).
 from .entrypoint import choose_cpu_target
 
 FEATURES = 20
@@ -64,21 +66,18 @@ def warm_up(algorithms: list[str], workdir: Path) -> None:
 
 
 def _warm_up_algorithm(name: str, workdir: Path) -> None:
+    X, inputs, bad_csv = _write_inputs(workdir / "data")
+    model_dir = _run_jobs(name, workdir, inputs, bad_csv)
+    _serve(name, model_dir, X)
+
+
+def _write_inputs(data_dir: Path):
+    """Sample rows, and the training inputs written from them: {name: (content type, train file,
+    test file)}, plus a malformed CSV file."""
     import numpy as np
     import scipy.sparse as sp
 
-    from smalgo.algorithms.batch import Batch
-    from smalgo.algorithms.csv import decode_csv
-    from smalgo.algorithms.errors import UserError
-    from smalgo.recordio import RecordIOError, write_dense, write_sparse
-    from smalgo.serve.decoding import decode_request
-    from smalgo.serve.errors import RequestError
-    from smalgo.serve.media import CSV, RECORDIO_PROTOBUF
-    from smalgo.serve.model import load_model
-
-    from .job import run_training
-    from .local_job import lay_out_job
-    from .pipe_feeder import PipeFeeder
+    from smalgo.recordio import write_dense, write_sparse
 
     rng = np.random.default_rng(0)
     n_rows = TRAIN_ROWS + TEST_ROWS
@@ -86,23 +85,32 @@ def _warm_up_algorithm(name: str, workdir: Path) -> None:
     X = (centers[rng.integers(0, 10, n_rows)] + rng.normal(0, 1, (n_rows, FEATURES))).astype(np.float32)
     X[X < -5] = 0  # zeros, so that the sparse files hold really sparse rows
     labels = rng.integers(0, 2, n_rows).astype(np.float32)
-    train, test = slice(0, TRAIN_ROWS), slice(TRAIN_ROWS, n_rows)
 
-    data_dir = workdir / "data"
     data_dir.mkdir(parents=True)
-    inputs = {}  # input name -> (content type, train file, test file)
-    for part, rows in (("train", train), ("test", test)):
+    for part, rows in (("train", slice(0, TRAIN_ROWS)), ("test", slice(TRAIN_ROWS, n_rows))):
         np.savetxt(data_dir / f"{part}.csv", X[rows], delimiter=",", fmt="%.6g")
         write_dense(str(data_dir / f"{part}.pbr"), X[rows], labels[rows])
         write_sparse(str(data_dir / f"{part}-sparse.pbr"), sp.csr_matrix(X[rows]))
         (data_dir / f"{part}-unequal.pbr").write_bytes(_records_of_unequal_sizes(X[rows][:TEST_ROWS]))
-    for input_name, content_type, suffix in (("csv", "text/csv;label_size=0", ".csv"),
-                                              ("recordio", "application/x-recordio-protobuf", ".pbr"),
-                                              ("recordio-sparse", "application/x-recordio-protobuf", "-sparse.pbr"),
-                                              ("recordio-unequal", "application/x-recordio-protobuf", "-unequal.pbr")):
-        inputs[input_name] = (content_type, data_dir / f"train{suffix}", data_dir / f"test{suffix}")
+    inputs = {
+        input_name: (content_type, data_dir / f"train{suffix}", data_dir / f"test{suffix}")
+        for input_name, content_type, suffix in (
+            ("csv", "text/csv;label_size=0", ".csv"),
+            ("recordio", "application/x-recordio-protobuf", ".pbr"),
+            ("recordio-sparse", "application/x-recordio-protobuf", "-sparse.pbr"),
+            ("recordio-unequal", "application/x-recordio-protobuf", "-unequal.pbr"),
+        )
+    }
     bad_csv = data_dir / "bad.csv"
     bad_csv.write_bytes(b"1,2,3\n" * 10 + b"4,five,6\n")
+    return X, inputs, bad_csv
+
+
+def _run_jobs(name: str, workdir: Path, inputs: dict, bad_csv: Path) -> Path:
+    """Training jobs of every input, hyperparameter set and input mode; returns a model."""
+    from .job import run_training
+    from .local_job import lay_out_job
+    from .pipe_feeder import PipeFeeder
 
     model_dir = None
     for number, hyperparameters in enumerate(JOBS[name]):
@@ -124,13 +132,27 @@ def _warm_up_algorithm(name: str, workdir: Path) -> None:
     job = lay_out_job(workdir / "bad-pipe", bad_hyperparameters, {}, "text/csv;label_size=0", pipe_channels=("train",))
     with PipeFeeder(job.data_dir, "train", bad_csv.read_bytes()):
         _check(_quietly(run_training, job, name), job, expect_failure="line 11")
+    return model_dir
 
-    # The server's path: load_model checks the model and runs its per-format warm-up.
+
+def _serve(name: str, model_dir: Path, X) -> None:
+    """The server's path: loading (with its per-format warm-up), large predictions, malformed
+    requests, RecordIO records of unequal sizes, and the library's CSV decoder."""
+    import scipy.sparse as sp
+
+    from smalgo.algorithms.batch import Batch
+    from smalgo.algorithms.csv import decode_csv
+    from smalgo.algorithms.errors import UserError
+    from smalgo.recordio import RecordIOError
+    from smalgo.serve.decoding import decode_request
+    from smalgo.serve.errors import RequestError
+    from smalgo.serve.media import CSV, RECORDIO_PROTOBUF
+    from smalgo.serve.model import load_model
+
     model = load_model(model_dir, name)
     for rows in (X[:1], X[:PREDICT_ROWS]):  # one row, and enough rows for the threaded and BLAS paths
         model.predict(Batch(rows))
         model.predict(Batch(sp.csr_matrix(rows)))
-    # Requests the server answers with 400, and RecordIO records of unequal sizes.
     csv_line = ",".join(["1"] * FEATURES)
     for media_type, body in ((CSV, f"{csv_line}\n{csv_line},x\n".encode()),
                              (RECORDIO_PROTOBUF, b"\x0a\x23\xd7\xce" + bytes(12))):
@@ -141,7 +163,7 @@ def _warm_up_algorithm(name: str, workdir: Path) -> None:
         else:
             raise SystemExit(f"warm_cache: a malformed {media_type} request was accepted")
     model.predict(decode_request(_records_of_unequal_sizes(X[:3]), RECORDIO_PROTOBUF, FEATURES))
-    # The CSV decoder of the library, for files whose width it finds on the first line.
+    # For files whose width the decoder finds on the first line (no feature_dim given).
     decode_csv(f"{csv_line}\n{csv_line}\n".encode())
 
 
