@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import codec, parallel, reference
+from . import codec, parallel, reference, uniform
 from .errors import RecordIOError
 from .framing import DEFAULT_CHUNK_SIZE, Sink, describe_source, iter_record_spans
 from .table import StreamRules, combine, scan_fast
@@ -38,6 +38,12 @@ def read(source, feature_dim: int | None = None, *, fast: bool = True,
     shapes or values, else from the largest key + 1. Raises RecordIOError naming the record.
     """
     rules = StreamRules(_check_feature_dim(feature_dim), describe_source(source))
+    if fast:
+        # Dense files from the SDK's or our writer: every record has one layout, checked and
+        # copied in one pass. Anything it does not vouch for (None) takes the path below.
+        result = uniform.read_uniform(source, rules.feature_dim)
+        if result is not None:
+            return result
     # Tables whose buffers stay valid are decoded only at the end, straight into one output
     # array; the others (chunks of a pipe or file object) become parts as they come.
     deferred: list = []

@@ -129,12 +129,14 @@ def _values_entry(buf, pos, end):
             or buf[start + 2] != 108 or buf[start + 3] != 117 or buf[start + 4] != 101
             or buf[start + 5] != 115):  # "values"
         return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
-    number, start, stop, pos = _field(buf, pos, end)
+    number, start, value_end, pos = _field(buf, pos, end)
     if pos != end or number != 2:
         return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
-    # The Value message: its one field must be float32_tensor (field 2).
-    number, start, stop, pos = _field(buf, start, stop)
-    if pos != stop or number != 2:
+    # The Value message: its one field must be float32_tensor (field 2), ending the Value (the
+    # protobuf runtime merges a second float32_tensor into the first, or lets another member
+    # of the oneof replace it).
+    number, start, stop, pos = _field(buf, start, value_end)
+    if pos != value_end or number != 2:
         return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
     return _tensor(buf, start, stop)
 

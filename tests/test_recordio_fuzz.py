@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from recordio_helpers import dmlc_frames, frame, record_bytes
 from smalgo import recordio
+from smalgo.recordio import uniform
 
 # No per-example deadline (a loaded CI machine makes timings meaningless); hangs are caught by
 # the alarm in _check instead.
@@ -35,6 +36,7 @@ def compiled_kernels():
         recordio.read(data, fast=fast)
         recordio.read(io.BytesIO(data), fast=fast, chunk_size=64)
     recordio.read(frame(record_bytes([1.0], keys=[2], shape=[3])) + frame(record_bytes([1.0, 2.0, 3.0])))
+    recordio.read(frame(record_bytes([1.0, 2.0], label=1.0)) * 2)  # the uniform-layout path
 
 
 def _outcome(source_factory, fast: bool):
@@ -91,8 +93,26 @@ def streams(draw):
 
 
 @st.composite
-def mutated_streams(draw):
-    data = bytearray(draw(streams()))
+def uniform_streams(draw):
+    """What dense writers produce, the input of read's uniform-layout path: float32 records of one
+    width, all labelled or none, any bit patterns (widths past 32 give 2-byte lengths and padding)."""
+    n = draw(st.integers(1, 6))
+    width = draw(st.integers(1, 40))
+    values = np.frombuffer(draw(st.binary(min_size=4 * n * width, max_size=4 * n * width)), np.float32)
+    # Writable copies: the writer's kernels are compiled (and cached) for those.
+    X = values.reshape(n, width).copy()
+    labels = np.frombuffer(draw(st.binary(min_size=4 * n, max_size=4 * n)), np.float32).copy() \
+        if draw(st.booleans()) else None
+    if draw(st.booleans()):  # as the protobuf runtime (and so the SDK) writes them
+        return b"".join(frame(record_bytes(row.tolist(), label=None if labels is None else float(labels[i])))
+                        for i, row in enumerate(X))
+    out = io.BytesIO()
+    recordio.write_dense(out, X, labels)
+    return out.getvalue()
+
+
+def _mutate(draw, data: bytes) -> bytes:
+    data = bytearray(data)
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
         pos = draw(st.integers(0, max(0, len(data) - 1)))
@@ -107,6 +127,16 @@ def mutated_streams(draw):
         elif kind == "delete":
             del data[pos:pos + draw(st.integers(1, 8))]
     return bytes(data)
+
+
+@st.composite
+def mutated_streams(draw):
+    return _mutate(draw, draw(streams()))
+
+
+@st.composite
+def mutated_uniform_streams(draw):
+    return _mutate(draw, draw(uniform_streams()))
 
 
 @FUZZ
@@ -130,4 +160,18 @@ def test_valid_streams_read_identically_on_both_paths(data):
 @FUZZ
 @given(mutated_streams())
 def test_mutated_streams(data):
+    _check(data)
+
+
+@FUZZ
+@given(uniform_streams())
+def test_uniform_streams(data):
+    before = uniform.applied
+    _check(data)
+    assert uniform.applied > before  # the in-memory read took the uniform path
+
+
+@FUZZ
+@given(mutated_uniform_streams())
+def test_mutated_uniform_streams(data):
     _check(data)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from recordio_helpers import dmlc_frames, frame, magic_as_float32, record_bytes
 from smalgo import recordio
 from smalgo.recordio import reference
-from smalgo.recordio.record_pb2 import Record
+from smalgo.recordio.record_pb2 import Record, Value
 
 RNG = np.random.default_rng(7)
 
@@ -157,6 +157,30 @@ def test_sparse_width_without_shape_is_largest_key_plus_one():
     assert X.toarray().tolist() == [[1, 0, 0, 0, 2], [0, 0, 3, 0, 0]]
     X, _ = recordio.read(data, feature_dim=8)
     assert X.shape == (2, 8)
+
+
+def test_value_with_more_than_one_field_reads_as_the_protobuf_runtime_reads_it():
+    """The runtime merges a repeated float32_tensor (values concatenated) and lets another oneof
+    member replace it; the fast path must hand such a Value to the reference, not read the first
+    field and ignore the rest."""
+    first, second = Value(), Value()
+    first.float32_tensor.values.extend([1.0, 2.0])
+    second.float32_tensor.values.extend([3.0])
+    other = Value()
+    other.float64_tensor.values.extend([4.0])
+    for value in (first.SerializeToString() + second.SerializeToString(),
+                  first.SerializeToString() + other.SerializeToString(),
+                  first.SerializeToString() + b"\x01"):  # field 0: not a valid message
+        entry = b"\x0a\x06values\x12" + bytes([len(value)]) + value
+        data = frame(b"\x0a" + bytes([len(entry)]) + entry)
+        outcomes = []
+        for read_fast in (True, False):
+            try:
+                X, _ = recordio.read(data, fast=read_fast)
+                outcomes.append(X.tobytes())
+            except recordio.RecordIOError as e:
+                outcomes.append(str(e))
+        assert outcomes[0] == outcomes[1]
 
 
 def test_mixed_dense_and_sparse_records_give_csr_keeping_dense_values():
