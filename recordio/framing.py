@@ -42,9 +42,13 @@ _FRAMES_FULL = 4
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _read_u32(buf, pos):
-    return (np.uint32(buf[pos]) | (np.uint32(buf[pos + 1]) << np.uint32(8))
-            | (np.uint32(buf[pos + 2]) << np.uint32(16)) | (np.uint32(buf[pos + 3]) << np.uint32(24)))
+def read_u32(buf, pos):
+    """The little-endian word at offset pos (any alignment: LLVM makes it one load). The
+    offsets added are uint8 so that pos keeps its type, signed or unsigned (uint64 + int64 is
+    float64 in numba, which cannot index)."""
+    return (np.uint32(buf[pos]) | (np.uint32(buf[pos + np.uint8(1)]) << np.uint32(8))
+            | (np.uint32(buf[pos + np.uint8(2)]) << np.uint32(16))
+            | (np.uint32(buf[pos + np.uint8(3)]) << np.uint32(24)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -61,10 +65,10 @@ def scan_frames(buf, end, header_pos, payload_pos, payload_len, cflags):
     while True:
         if end - pos < 8:
             return n_complete, consumed, _OK, pos
-        magic = _read_u32(buf, pos)
+        magic = read_u32(buf, pos)
         if magic != np.uint32(0xCED7230A):
             return n_complete, consumed, _BAD_MAGIC, pos
-        lrecord = _read_u32(buf, pos + 4)
+        lrecord = read_u32(buf, pos + 4)
         cflag = np.int64(lrecord >> np.uint32(29))
         length = np.int64(lrecord & np.uint32(0x1FFFFFFF))
         if cflag > 3:

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from . import parallel
-from .framing import HEADER_SIZE, MAGIC, _ByteSource
+from .framing import HEADER_SIZE, MAGIC, _ByteSource, read_u32
 
 # How often `read_uniform` returned arrays: lets tests see that the path was taken (it has no
 # other observable effect, by design).
@@ -131,16 +131,6 @@ def _stable_buffer(source) -> tuple[list, bool]:
     # Read-only, as framing gives every kernel its buffers, so numba compiles one specialisation.
     buf.flags.writeable = False
     return [buf], isinstance(source, (str, os.PathLike))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u32_at(buf, pos):
-    """The little-endian word at unsigned offset pos (any alignment: LLVM makes it one load).
-    Offsets stay uint64 throughout: uint64 + int64 is float64 in numba."""
-    one = np.uint64(1)
-    return (np.uint32(buf[pos]) | (np.uint32(buf[pos + one]) << np.uint32(8))
-            | (np.uint32(buf[pos + one + one]) << np.uint32(16))
-            | (np.uint32(buf[pos + one + one + one]) << np.uint32(24)))
 
 
 def _first_record_layout(buf: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -250,7 +240,7 @@ def _check_and_copy_rows(buf, lo, hi, frame_size, check_at, check_ref, check_mas
         base = i * stride
         diff = np.uint32(0)
         for r in range(k):
-            diff |= (_u32_at(buf, base + np.uint64(check_at[r])) ^ check_ref[r]) & check_mask[r]
+            diff |= (read_u32(buf, base + np.uint64(check_at[r])) ^ check_ref[r]) & check_mask[r]
         if diff:
             return np.int64(i)
         src = base + value_at
