@@ -8,7 +8,7 @@ SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
 .PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean \
-	wheelhouse images images-cpu images-gpu test-images
+	wheelhouse smalgo-wheels images images-cpu images-gpu test-images
 
 # Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu).
 IMAGE_ALGORITHMS ?= kmeans pca
@@ -72,12 +72,14 @@ wheelhouse/.complete: pyproject.toml | $(STAMP)
 
 images: images-cpu images-gpu
 
-images-cpu: wheelhouse/.complete
+# The smalgo wheel of the working tree, into both wheelhouses, offline; once per make run.
+smalgo-wheels: wheelhouse/.complete
 	PYTHON=$(PY) bash containers/build_wheelhouse.sh --smalgo-only
+
+images-cpu: smalgo-wheels
 	$(call build_images,cpu,containers/Dockerfile,$(CPU_IMAGE_LIMIT_MB))
 
-images-gpu: wheelhouse/.complete
-	PYTHON=$(PY) bash containers/build_wheelhouse.sh --smalgo-only
+images-gpu: smalgo-wheels
 	$(call build_images,gpu,containers/Dockerfile.gpu,)
 
 # $(call build_images,TAG,DOCKERFILE,LIMIT_MB): one image per algorithm, then their sizes

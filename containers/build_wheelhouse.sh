@@ -39,9 +39,11 @@ platforms=(--platform manylinux2014_x86_64)
 for minor in $(seq 17 36); do  # glibc 2.17 .. 2.36 (Debian bookworm's)
     platforms+=(--platform "manylinux_2_${minor}_x86_64")
 done
+installed=$(mktemp)
 constraints=$(mktemp)
-trap 'rm -f "$constraints"' EXIT
-"$PYTHON" -m pip freeze --exclude-editable | grep -v '^smalgo' > "$constraints" || true
+trap 'rm -f "$installed" "$constraints"' EXIT
+"$PYTHON" -m pip freeze --exclude-editable | grep -v '^smalgo' > "$installed" || true
+cp "$installed" "$constraints"
 
 # From scratch, so that no wheel of an earlier resolution lingers for pip to pick in the image.
 rm -rf "$WHEELHOUSE"
@@ -63,9 +65,9 @@ for flavour in "${FLAVOURS[@]}"; do
         # environment may hold test-only builds of GPU packages (numba-cuda for the CUDA
         # simulator) that the `gpu` extra's CUDA 12 pins would contradict.
         names=$(ls "$dest"/*.whl | xargs -n1 basename | sed 's/-.*//' | tr 'A-Z_.' 'a-z--')
-        "$PYTHON" -m pip freeze --exclude-editable | awk -F'==' -v names="$names" '
+        awk -F'==' -v names="$names" '
             BEGIN { split(names, list, "\n"); for (i in list) keep[list[i]] = 1 }
-            { name = tolower($1); gsub(/[_.]/, "-", name); if (name in keep) print }' > "$constraints"
+            { name = tolower($1); gsub(/[_.]/, "-", name); if (name in keep) print }' "$installed" > "$constraints"
     fi
 done
 touch "$WHEELHOUSE/.complete"
