@@ -24,6 +24,7 @@ within 5x the steady state) and exits 1 on the first failed check, with the cont
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import statistics
@@ -186,7 +187,6 @@ def check_answers(base_url: str, algorithm: str, model_dir: Path, rows: np.ndarr
 
 
 def _recordio(rows: np.ndarray) -> bytes:
-    import io
     buffer = io.BytesIO()
     write_dense(buffer, rows)
     return buffer.getvalue()
