@@ -10,8 +10,10 @@ SDK_STAMP := $(SDK_VENV)/.installed
 .PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean \
 	wheelhouse smalgo-wheels images images-cpu images-gpu test-images
 
-# Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu).
-IMAGE_ALGORITHMS ?= kmeans pca
+# Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu), one per
+# algorithm in the registry (`python -m smalgo.algorithms.registry`), or those named here.
+IMAGE_ALGORITHMS ?=
+ALGORITHM_LIST = $(or $(strip $(IMAGE_ALGORITHMS)),$$($(PY) -m smalgo.algorithms.registry))
 BASE_IMAGE ?= python:3.11-slim-bookworm
 # The largest CPU image `make images` accepts (the GPU ones carry CUDA and are larger).
 CPU_IMAGE_LIMIT_MB := 1000
@@ -82,15 +84,16 @@ images-cpu: smalgo-wheels
 images-gpu: smalgo-wheels
 	$(call build_images,gpu,containers/Dockerfile.gpu,)
 
-# $(call build_images,TAG,DOCKERFILE,LIMIT_MB): one image per algorithm, then their sizes
-# (and a failure when one is over LIMIT_MB, if given).
+# $(call build_images,TAG,DOCKERFILE,LIMIT_MB): one image per algorithm, all from the Dockerfile's
+# parameterised `algorithm` stage over one shared stage (built once, then cached), then their
+# sizes (and a failure when one is over LIMIT_MB, if given).
 define build_images
-	set -e; for algorithm in $(IMAGE_ALGORITHMS); do \
+	set -e; algorithms="$(ALGORITHM_LIST)"; for algorithm in $$algorithms; do \
 		echo "== smalgo-$$algorithm:$(1) ($(CONTAINER_ENGINE), FROM $(BASE_IMAGE))"; \
-		$(CONTAINER_ENGINE) build --file $(2) --build-arg BASE_IMAGE=$(BASE_IMAGE) --target $$algorithm \
-			--tag smalgo-$$algorithm:$(1) wheelhouse/$(1); \
+		$(CONTAINER_ENGINE) build --file $(2) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg ALGORITHM=$$algorithm \
+			--target algorithm --tag smalgo-$$algorithm:$(1) wheelhouse/$(1); \
 	done; \
-	for algorithm in $(IMAGE_ALGORITHMS); do \
+	for algorithm in $$algorithms; do \
 		bytes=$$($(CONTAINER_ENGINE) image inspect --format '{{.Size}}' smalgo-$$algorithm:$(1)); \
 		mb=$$((bytes / 1000000)); \
 		echo "image size: smalgo-$$algorithm:$(1) $$mb MB"; \
@@ -103,7 +106,7 @@ endef
 # .ci/run installs podman.
 test-images: install sdk-env
 	base=$$(bash containers/base_image.sh $(CONTAINER_ENGINE)) && $(MAKE) images BASE_IMAGE=$$base
-	$(PY) tests/images/check_images.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(IMAGE_ALGORITHMS)
+	$(PY) tests/images/check_images.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(ALGORITHM_LIST)
 
 # Regenerates recordio/record_pb2.py (protobuf 5.29 gencode) from recordio/record.proto.
 proto:

@@ -1,16 +1,14 @@
-"""smalgo.algorithms: the data model, input decoders, hyperparameter schemas and the algorithms.
+"""smalgo.algorithms: the ML, knowing nothing of HTTP or of /opt/ml.
 
-Every algorithm is one module here with the same shape (see ARCHITECTURE.md):
-
-    NAME: str                          registry name ("kmeans", "pca")
-    HYPERPARAMETERS: Schema            the declarative schema
-    DEFAULT_CONTENT_TYPE: str          used when a channel's ContentType is absent
-    CONTENT_TYPES: tuple[str, ...]     accepted training content types (canonical media types)
-    CHANNELS: dict[str, bool]          channel name -> required
-    validate(hp) -> None               cross-hyperparameter checks, before any data is read
-    train(hp, data) -> Model           streams mini-batches from `data` (a TrainingData)
-    Model.save(dir) / load_model(dir)  JSON metadata + .npy arrays, never pickle
-    Model.predict(Batch) -> dict[str, np.ndarray]   named outputs, one row per input row
-
-This package knows nothing of HTTP or of /opt/ml.
+    contract.py         the Algorithm and Model contract every algorithm satisfies
+    registry.py         the algorithms by name
+    training.py         the driver that runs every mini-batch algorithm's passes
+    batch.py, data.py   the data model (Batch) and what training reads it through (TrainingData)
+    hyperparameters.py  declarative hyperparameter schemas
+    metrics.py          metric lines in the platform's form
+    model_files.py      model.json and .npy arrays, never pickle
+    errors.py           UserError: what the user gave us is wrong
+    formats/            content types and decoders (CSV; RecordIO comes from smalgo.recordio)
+    runtime/            device choice, threads, CPU count, logging
+    kmeans/, pca/       one subpackage per algorithm: its declaration, module and kernels
 """

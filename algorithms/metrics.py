@@ -3,44 +3,53 @@
 `#quality_metric: host=algo-1, epoch=0, train msd <loss>=0.0640`
 `#progress_metric: host=algo-1, completed 50 % of epochs`
 `#throughput_metric: host=algo-1, train throughput=123456.7 records/second`
-(spec/sagemaker-contract.md section 1.11). The host name comes from resourceconfig.json; the
-job layer sets it with `set_host` before training starts.
+(spec/sagemaker-contract.md section 1.11). The job makes one `MetricWriter` for the host named in
+resourceconfig.json and hands it to the algorithm; every algorithm reports through it, whether the
+shared driver runs its loop or it runs its own.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 logger = logging.getLogger("smalgo.metrics")
 
-_host = "algo-1"
+DEFAULT_HOST = "algo-1"
+KINDS = ("loss", "score")
 
 
-def set_host(host: str) -> None:
-    global _host
-    _host = host
+@dataclass(frozen=True)
+class Metric:
+    """One metric value; `kind` is "loss" (lower is better) or "score" (higher is better)."""
+
+    name: str
+    value: float
+    kind: str = "loss"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"metric kind must be loss or score, not {self.kind!r}")
 
 
-def host() -> str:
-    return _host
+class MetricWriter:
+    """Writes metric lines for one host to the `smalgo.metrics` logger; returns each line."""
+
+    def __init__(self, host: str = DEFAULT_HOST) -> None:
+        self.host = host
+
+    def quality(self, channel: str, metric: Metric, epoch: int | None = None) -> str:
+        where = f"host={self.host}, " + (f"epoch={epoch}, " if epoch is not None else "")
+        return _emit(f"#quality_metric: {where}{channel} {metric.name} <{metric.kind}>={float(metric.value)!r}")
+
+    def progress(self, percent_of_epochs: float) -> str:
+        return _emit(f"#progress_metric: host={self.host}, completed {percent_of_epochs:g} % of epochs")
+
+    def throughput(self, channel: str, records_per_second: float) -> str:
+        return _emit(f"#throughput_metric: host={self.host}, {channel} throughput={records_per_second:.6g} "
+                     f"records/second")
 
 
 def _emit(line: str) -> str:
     logger.info(line)
     return line
-
-
-def quality_metric(channel: str, name: str, value: float, kind: str = "loss", epoch: int | None = None) -> str:
-    """Log one quality metric; `kind` is "loss" (minimise) or "score" (maximise)."""
-    if kind not in ("loss", "score"):
-        raise ValueError(f"metric kind must be loss or score, not {kind!r}")
-    where = f"host={_host}, " + (f"epoch={epoch}, " if epoch is not None else "")
-    return _emit(f"#quality_metric: {where}{channel} {name} <{kind}>={float(value)!r}")
-
-
-def progress_metric(percent_of_epochs: float) -> str:
-    return _emit(f"#progress_metric: host={_host}, completed {percent_of_epochs:g} % of epochs")
-
-
-def throughput_metric(channel: str, records_per_second: float) -> str:
-    return _emit(f"#throughput_metric: host={_host}, {channel} throughput={records_per_second:.6g} records/second")

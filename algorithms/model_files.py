@@ -1,13 +1,20 @@
-"""A model directory's metadata: model.json beside the .npy arrays (never pickle).
+"""A model directory: `model.json` (metadata) beside one `.npy` file per array, never pickle.
 
-Every algorithm writes `model.json` with at least "algorithm" (its registry name) and
-"format_version"; the server reads "algorithm" to pick the module that loads the rest.
+Every model is saved by `save_model_files(dir, metadata, arrays)` and read back by
+`ModelFiles.read(dir)`, which reads model.json once; the algorithm named in it then builds its
+model from the metadata and the arrays (`Algorithm.load_model`). The server reads a model
+directory the same way, so model.json is parsed once per load.
+
+model.json holds at least "algorithm" (the registry name), "format_version" and "arrays" (array
+name -> file name); the rest is the algorithm's.
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,28 +24,85 @@ from .errors import UserError
 METADATA_FILE = "model.json"
 
 
-def write_metadata(model_dir: pathlib.Path, meta: dict[str, Any]) -> None:
-    (pathlib.Path(model_dir) / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+def save_model_files(model_dir: Path, metadata: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write `arrays` as <name>.npy and `metadata` (with "arrays" added) as model.json."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, array in arrays.items():
+        files[name] = f"{name}.npy"
+        np.save(model_dir / files[name], array, allow_pickle=False)
+    document = dict(metadata, arrays=files)
+    (model_dir / METADATA_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
 
 
-def read_metadata(model_dir: pathlib.Path, algorithm: str, format_version: int, title: str) -> dict[str, Any]:
-    """model.json of a `title` model (e.g. "k-means") written by `algorithm` in
-    `format_version`; a UserError naming the file for anything else."""
-    meta_path = pathlib.Path(model_dir) / METADATA_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"No {title} model in {model_dir}: {METADATA_FILE} is missing.") from None
-    except ValueError as exc:
-        raise UserError(f"{meta_path} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("algorithm") != algorithm:
-        found = meta.get("algorithm") if isinstance(meta, dict) else None
-        raise UserError(f"{meta_path} holds a {found!r} model, not a {algorithm} model.")
-    if meta.get("format_version") != format_version:
-        raise UserError(f"{meta_path} has format version {meta.get('format_version')!r}; "
-                        f"this version of smalgo reads version {format_version}.")
-    return meta
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model directory whose model.json has been read."""
 
+    directory: Path
+    metadata: dict[str, Any]
 
-def load_array(model_dir: pathlib.Path, name: str) -> np.ndarray:
-    return np.load(pathlib.Path(model_dir) / name, allow_pickle=False)
+    @property
+    def path(self) -> Path:
+        return self.directory / METADATA_FILE
+
+    @property
+    def algorithm(self) -> str:
+        """The registry name model.json gives (lower-cased), or "" when it names none."""
+        name = self.metadata.get("algorithm")
+        return name.strip().lower() if isinstance(name, str) else ""
+
+    @classmethod
+    def read(cls, model_dir: Path) -> ModelFiles:
+        """Read model.json; UserError naming the directory or file when it is missing, is not
+        JSON or is not a JSON object."""
+        model_dir = Path(model_dir)
+        path = model_dir / METADATA_FILE
+        if not model_dir.is_dir():
+            raise UserError(f"Model directory {model_dir} does not exist: the model is missing.")
+        try:
+            metadata = json.loads(path.read_text())
+        except FileNotFoundError:
+            present = sorted(p.name for p in model_dir.iterdir())[:10]
+            raise UserError(f"No smalgo model in {model_dir}: {METADATA_FILE} is missing (the directory holds: "
+                            f"{', '.join(present) or 'nothing'}).") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path} cannot be read as JSON: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise UserError(f"{path} holds no JSON object.")
+        return cls(model_dir, metadata)
+
+    def expect(self, algorithm: str, format_version: int, title: str) -> None:
+        """UserError unless this is a `title` model of `algorithm` in `format_version`."""
+        if self.algorithm != algorithm:
+            raise UserError(f"{self.path} holds a {self.metadata.get('algorithm')!r} model, not a {algorithm} model.")
+        if self.metadata.get("format_version") != format_version:
+            raise UserError(f"{self.path} has format version {self.metadata.get('format_version')!r}; "
+                            f"this version of smalgo reads {title} models of version {format_version}.")
+
+    def has_array(self, name: str) -> bool:
+        arrays = self.metadata.get("arrays")
+        return isinstance(arrays, dict) and name in arrays
+
+    def array(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The array saved under `name` (loaded without pickle); UserError naming the file when
+        it is missing, unreadable or not of `shape`."""
+        arrays = self.metadata.get("arrays")
+        if not isinstance(arrays, dict) or not isinstance(arrays.get(name), str):
+            raise UserError(f"{self.path} lists no {name!r} array.")
+        path = self.directory / arrays[name]
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path} cannot be read as a .npy array: {exc}") from None
+        if shape is not None and array.shape != shape:
+            raise UserError(f"{path} has shape {array.shape}; {METADATA_FILE} implies {shape}.")
+        return array
+
+    def integer(self, key: str) -> int:
+        """A positive integer entry of model.json; UserError naming it otherwise."""
+        value = self.metadata.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{self.path}: {key} must be a positive integer, not {value!r}.")
+        return value

@@ -19,17 +19,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import BinaryIO, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
 from smalgo.algorithms.batch import Batch
-from smalgo.algorithms.content_types import ContentType, parse_content_type
-from smalgo.algorithms.csv import iter_csv_blocks
+from smalgo.algorithms.contract import Algorithm
 from smalgo.algorithms.data import rebatch
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.content_types import ContentType, parse_content_type
+from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.recordio import RecordIOError, iter_batches as iter_recordio_batches
 
 from .config import ChannelConfig
@@ -69,28 +69,28 @@ class Channel:
         return f"channel {self.name}: {self.content_type}, {where}"
 
 
-def check_channels(algorithm: ModuleType, configs: dict[str, ChannelConfig], paths: JobPaths) -> dict[str, Channel]:
+def check_channels(algorithm: Algorithm, configs: dict[str, ChannelConfig], paths: JobPaths) -> dict[str, Channel]:
     """Check inputdataconfig.json's channels against what `algorithm` reads, without reading any
     data: known channel names, required ones present, content types and input modes accepted,
     and in File mode a channel directory holding at least one data file."""
-    declared = algorithm.CHANNELS
+    declared = algorithm.channels
     listing = ", ".join(f"{name} ({'required' if required else 'optional'})" for name, required in declared.items())
     unknown = sorted(set(configs) - set(declared))
     if unknown:
         raise UserError(
             f"Channel{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in inputdataconfig.json "
-            f"{'are' if len(unknown) > 1 else 'is'} not read by {algorithm.NAME}; its channels are: {listing}."
+            f"{'are' if len(unknown) > 1 else 'is'} not read by {algorithm.name}; its channels are: {listing}."
         )
     missing = [name for name, required in declared.items() if required and name not in configs]
     if missing:
         raise UserError(
             f"Required channel {', '.join(missing)} is missing from inputdataconfig.json; "
-            f"{algorithm.NAME} reads: {listing}."
+            f"{algorithm.name} reads: {listing}."
         )
     channels = {}
     for name, config in configs.items():
-        content_type = parse_content_type(config.content_type, algorithm.CONTENT_TYPES,
-                                          algorithm.DEFAULT_CONTENT_TYPE, channel=name)
+        content_type = parse_content_type(config.content_type, algorithm.content_types,
+                                          algorithm.default_content_type, channel=name)
         if config.input_mode not in INPUT_MODES:
             raise UserError(
                 f"Channel {name}: TrainingInputMode {config.input_mode!r} is not one of {', '.join(INPUT_MODES)}."
@@ -142,8 +142,10 @@ def list_data_files(directory: Path) -> list[Path]:
 class ChannelData:
     """`TrainingData` over the checked channels of a job (smalgo.algorithms.data.TrainingData)."""
 
-    def __init__(self, channels: dict[str, Channel], pipe_wait_seconds: float | None = None):
+    def __init__(self, channels: dict[str, Channel], *, finite_values_only: bool = True,
+                 pipe_wait_seconds: float | None = None):
         self.channels = channels
+        self.finite_values_only = finite_values_only
         if pipe_wait_seconds is None:
             pipe_wait_seconds = float(os.environ.get(PIPE_WAIT_VARIABLE) or DEFAULT_PIPE_WAIT_SECONDS)
         self.pipe_wait_seconds = pipe_wait_seconds
@@ -214,7 +216,8 @@ class ChannelData:
                         f"but the channel's earlier records {'have' if labelled else 'have no'} labels; "
                         f"all files of a channel must agree."
                     )
-                _check_finite(X, name, first_record, channel.content_type)
+                if self.finite_values_only:
+                    _check_finite(X, name, first_record, channel.content_type)
                 first_record += X.shape[0]
                 yield X, y
 
@@ -242,8 +245,8 @@ def _check_finite(X, name: str, first_record: int, content_type: ContentType) ->
     """UserError naming the first NaN or infinite feature value of a piece. The CSV decoder
     reads `nan`, `inf` and out-of-range numbers such as 1e39 (as inf), as numpy.loadtxt does,
     and RecordIO carries any float; k-means and PCA have no meaning for them and failed deep
-    inside as internal errors. (An algorithm that reads NaN as a missing value, such as XGBoost,
-    will need this to become a per-algorithm choice.)"""
+    inside as internal errors. An algorithm that reads NaN as a missing value (XGBoost) declares
+    finite_values_only = False and skips this check."""
     values = X.data if sp.issparse(X) else X
     finite = np.isfinite(values)
     if finite.all():

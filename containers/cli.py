@@ -4,7 +4,7 @@
     smalgo train --algorithm kmeans --train data.csv --content-type 'text/csv;label_size=0' \\
         --hyperparameters k=10 feature_dim=50 --output job/
                                       # locally: lays out job/ as SageMaker would, then runs
-                                      # the same code with SAGEMAKER_BASE_DIR=job/
+                                      # the same job on it
     smalgo serve [--model-dir DIR]    # the inference server (gunicorn on $SAGEMAKER_BIND_TO_PORT, 8080)
 """
 
@@ -19,7 +19,7 @@ from smalgo.algorithms.errors import UserError
 
 from .job import ALGORITHM_VARIABLE, run_training
 from .local_job import lay_out_job
-from .paths import BASE_DIR_VARIABLE, JobPaths
+from .paths import JobPaths
 
 EXIT_USAGE = 2
 LOCAL_CHANNELS = ("train", "validation", "test")
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
-        from smalgo.serve import main as serve_main  # Flask and gunicorn only when serving
+        from smalgo.serve.server import run_server  # Flask and gunicorn only when serving
 
-        return serve_main([args.model_dir] if args.model_dir else [])
+        return run_server(args.model_dir)
     return _train(parser, args)
 
 
@@ -59,17 +59,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except UserError as exc:
         print(f"smalgo train: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"Job laid out under {paths.base} ({BASE_DIR_VARIABLE}={paths.base})", flush=True)
-
-    previous = os.environ.get(BASE_DIR_VARIABLE)
-    os.environ[BASE_DIR_VARIABLE] = str(paths.base)  # what the algorithm's own code would see in an image
-    try:
-        exit_code = run_training(paths, algorithm)
-    finally:
-        if previous is None:
-            os.environ.pop(BASE_DIR_VARIABLE, None)
-        else:
-            os.environ[BASE_DIR_VARIABLE] = previous
+    print(f"Job laid out under {paths.base} (as /opt/ml in an image)", flush=True)
+    exit_code = run_training(paths, algorithm)
     if exit_code == 0:
         files = sorted(p.name for p in paths.model_dir.iterdir())
         print(f"Model written to {paths.model_dir}: {', '.join(files)}", flush=True)

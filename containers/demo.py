@@ -1,8 +1,9 @@
-"""`python -m smalgo.containers.demo` (`make demo`): train k-means and PCA on a generated sample,
+"""`python -m smalgo.containers.demo` (`make demo`): train every algorithm on a generated sample,
 through the same local `smalgo train` path a user runs, and show what came out.
 
-The sample: 20,000 rows x 20 features drawn around 8 Gaussian centers, written as CSV (no label
-column) and as RecordIO-protobuf in a temporary directory.
+The sample: 20,000 rows x 20 features drawn around 8 Gaussian centers, with a label, written as
+CSV (with and without the label column) and as RecordIO-protobuf in a temporary directory. Each
+algorithm trains its sample job (contract.SampleJob) on the form it names.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from smalgo.algorithms.batch import Batch
-from smalgo.algorithms.registry import get_algorithm
+from smalgo.algorithms.contract import Algorithm
+from smalgo.algorithms.formats.content_types import parse_content_type
+from smalgo.algorithms.registry import ALGORITHMS
 from smalgo.recordio import write_dense
 
 from . import cli
@@ -28,15 +31,33 @@ ROWS, FEATURES, CLUSTERS = 20_000, 20, 8
 METRIC_MARKERS = ("#quality_metric", "#progress_metric", "#throughput_metric")
 
 
-def make_sample(directory: Path, seed: int = 7) -> tuple[Path, Path, np.ndarray]:
-    """Write the sample as CSV and RecordIO; returns both paths and the rows."""
+def make_sample(directory: Path, seed: int = 7) -> tuple[dict[str, Path], np.ndarray]:
+    """Write the sample as CSV (with and without its label column) and RecordIO; returns the
+    paths by form ("csv", "csv-labelled", "recordio") and the rows."""
     rng = np.random.default_rng(seed)
     centers = rng.uniform(-20, 20, (CLUSTERS, FEATURES))
-    X = (centers[rng.integers(0, CLUSTERS, ROWS)] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
-    csv_path, recordio_path = directory / "sample.csv", directory / "sample.pbr"
-    np.savetxt(csv_path, X, delimiter=",", fmt="%.6g")
-    write_dense(str(recordio_path), X)
-    return csv_path, recordio_path, X
+    cluster = rng.integers(0, CLUSTERS, ROWS)
+    X = (centers[cluster] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
+    labels = (cluster % 2).astype(np.float32)
+    paths = {"csv": directory / "sample.csv", "csv-labelled": directory / "sample-labelled.csv",
+             "recordio": directory / "sample.pbr"}
+    np.savetxt(paths["csv"], X, delimiter=",", fmt="%.6g")
+    np.savetxt(paths["csv-labelled"], np.column_stack([labels, X]), delimiter=",", fmt="%.6g")
+    write_dense(str(paths["recordio"]), X, labels)
+    return paths, X
+
+
+def sample_arguments(algorithm: Algorithm, paths: dict[str, Path]) -> list[str]:
+    """`smalgo train` options for the algorithm's sample job on the demo's sample."""
+    sample = algorithm.sample_job
+    content_type = parse_content_type(sample.content_type, algorithm.content_types, algorithm.default_content_type)
+    if content_type.is_csv:
+        path = paths["csv-labelled" if content_type.label_size else "csv"]
+    else:
+        path = paths["recordio"]
+    hyperparameters = sample.hyperparameters_for(algorithm, FEATURES)
+    return ["--train", str(path), "--content-type", sample.content_type,
+            "--hyperparameters", *(f"{name}={value}" for name, value in hyperparameters.items())]
 
 
 def run_job(arguments: list[str]) -> int:
@@ -56,10 +77,10 @@ def run_job(arguments: list[str]) -> int:
     return exit_code
 
 
-def show_model(algorithm: str, model_dir: Path, rows: np.ndarray) -> None:
+def show_model(algorithm: Algorithm, model_dir: Path, rows: np.ndarray) -> None:
     files = ", ".join(f"{p.name} ({p.stat().st_size} bytes)" for p in sorted(model_dir.iterdir()))
     print(f"  model files in {model_dir}: {files}")
-    model = get_algorithm(algorithm).load_model(model_dir)
+    model = algorithm.load(model_dir)
     outputs = model.predict(Batch(rows))
     print(f"  prediction for the first {len(rows)} rows (model.predict on a Batch):")
     for i in range(len(rows)):
@@ -76,20 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         directory = Path(args.keep) if args.keep else Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="smalgo-demo-")))
         directory.mkdir(parents=True, exist_ok=True)
-        csv_path, recordio_path, X = make_sample(directory)
+        paths, X = make_sample(directory)
         print(f"Sample: {ROWS} rows x {FEATURES} features around {CLUSTERS} centers, written to\n"
-              f"  {csv_path} (CSV, no label column) and {recordio_path} (RecordIO-protobuf)")
-
-        jobs = [
-            ("kmeans", ["--train", str(csv_path), "--content-type", "text/csv;label_size=0",
-                        "--hyperparameters", f"k={CLUSTERS}", f"feature_dim={FEATURES}", "mini_batch_size=2000",
-                        "epochs=2"]),
-            ("pca", ["--train", str(recordio_path), "--content-type", "application/x-recordio-protobuf",
-                     "--hyperparameters", "num_components=3", f"feature_dim={FEATURES}", "mini_batch_size=2000"]),
-        ]
-        for algorithm, options in jobs:
-            output = directory / f"{algorithm}-job"
-            if run_job(["train", "--algorithm", algorithm, *options, "--output", str(output)]) != 0:
+              f"  {paths['csv']} (CSV, no label column), {paths['csv-labelled']} (CSV, label first) and\n"
+              f"  {paths['recordio']} (RecordIO-protobuf, with labels)")
+        for algorithm in ALGORITHMS.values():
+            output = directory / f"{algorithm.name}-job"
+            options = sample_arguments(algorithm, paths)
+            if run_job(["train", "--algorithm", algorithm.name, *options, "--output", str(output)]) != 0:
                 return 1
             show_model(algorithm, output / "model", X[:3])
         if args.keep:

@@ -23,15 +23,18 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-from smalgo.algorithms import device, metrics
+from smalgo.algorithms.contract import Model
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.registry import get_algorithm
+from smalgo.algorithms.runtime import device
+from smalgo.algorithms.runtime.logs import configure_logging
 from smalgo.recordio import RecordIOError
 
 from .channels import ChannelData, check_channels
@@ -84,7 +87,6 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
 
 def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     config = load_job_config(paths)
-    metrics.set_host(config.resources.current_host)
     if len(config.resources.hosts) > 1:
         raise UserError(
             f"This job has {len(config.resources.hosts)} instances ({', '.join(config.resources.hosts)}), "
@@ -98,20 +100,23 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     algorithm = get_algorithm(algorithm_name)
     if device.requested_device() == "gpu":
         device.use_gpu()  # no GPU: fail now, naming SMALGO_DEVICE, not after reading data
-    logger.info("Algorithm: %s", algorithm.NAME)
+        if not algorithm.has_gpu_path:
+            logger.warning("SMALGO_DEVICE=gpu, but %s has no GPU kernels: it trains on the CPU.", algorithm.name)
+    logger.info("Algorithm: %s", algorithm.name)
     logger.info("Hyperparameters from %s: %s", paths.hyperparameters_file,
                 json.dumps(config.hyperparameters, sort_keys=True))
-    hyperparameters = algorithm.HYPERPARAMETERS.parse(config.hyperparameters)
+    hyperparameters = algorithm.hyperparameters.parse(config.hyperparameters)
     logger.info("Hyperparameters in effect (defaults filled in): %s",
                 json.dumps(hyperparameters, sort_keys=True, default=str))
     algorithm.validate(hyperparameters)
     channels = check_channels(algorithm, config.channels, paths)
 
-    model = algorithm.train(hyperparameters, ChannelData(channels))
+    data = ChannelData(channels, finite_values_only=algorithm.finite_values_only)
+    model = algorithm.train(hyperparameters, data, metrics=MetricWriter(config.resources.current_host))
     return commit_model(model, paths.model_dir)
 
 
-def commit_model(model, model_dir: Path) -> list[str]:
+def commit_model(model: Model, model_dir: Path) -> list[str]:
     """Save `model` into a staging directory beside `model_dir`, then move its files into
     `model_dir`. On any failure, including a stop while moving, every file moved so far is
     removed again: model_dir never holds part of a model. Returns the file names."""
@@ -154,7 +159,7 @@ def _fail(paths: JobPaths, exit_code: int, message: str, already_logged: bool = 
     return exit_code
 
 
-def _install_sigterm_handler():
+def _install_sigterm_handler() -> Callable[[], object]:
     """Make SIGTERM raise TrainingStopped in the main thread; returns a function that restores
     the previous handler. (Signals reach Python only in the main thread; from any other thread
     the job runs without a handler.)"""
@@ -169,31 +174,3 @@ def _install_sigterm_handler():
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """A StreamHandler that writes to whatever sys.stderr is at the time of the record (the
-    test runner and the CLI may replace it after logging is configured)."""
-
-    def __init__(self):
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log smalgo's lines to stderr once per process, in the built-in algorithms' line format
-    (`[11/23/2025 17:24:01 INFO 140211] ...`), which CloudWatch users and metric regexes know."""
-    package_logger = logging.getLogger("smalgo")
-    package_logger.setLevel(level)
-    if not any(isinstance(h, _StderrHandler) for h in package_logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(thread)d] %(message)s",
-                                               datefmt="%m/%d/%Y %H:%M:%S"))
-        package_logger.addHandler(handler)

@@ -23,10 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Only this: everything that imports numba is imported inside the functions, once main() has
 # chosen numba's CPU target (numba reads it when first imported).
 from .entrypoint import choose_cpu_target
+
+if TYPE_CHECKING:
+    from smalgo.algorithms.contract import Algorithm
 
 FEATURES = 20
 # Enough training rows that the CSV and RecordIO files span more than one 8 MiB read chunk and
@@ -34,46 +38,26 @@ FEATURES = 20
 # row_threads.MIN_THREADED_WORK (2**23) for the threaded and BLAS k-means paths.
 TRAIN_ROWS, TEST_ROWS, PREDICT_ROWS = 100_000, 500, 45_000
 
-# Hyperparameter sets per algorithm, one per group of kernels they select. An algorithm added to
-# the registry without an entry here fails the warm-up (and so the image build) by name.
-JOBS: dict[str, list[dict[str, str]]] = {
-    "kmeans": [
-        {"k": "10", "feature_dim": str(FEATURES), "mini_batch_size": "500", "epochs": "2",
-         "init_method": "kmeans++", "eval_metrics": '["msd", "ssd"]'},
-        {"k": "10", "feature_dim": str(FEATURES), "mini_batch_size": "500", "init_method": "random",
-         "local_lloyd_init_method": "random"},
-    ],
-    "pca": [
-        {"num_components": "3", "feature_dim": str(FEATURES), "mini_batch_size": "500",
-         "algorithm_mode": "regular", "subtract_mean": "True"},
-        {"num_components": "3", "feature_dim": str(FEATURES), "mini_batch_size": "500",
-         "algorithm_mode": "randomized", "subtract_mean": "False"},
-    ],
-}
-
 
 def warm_up(algorithms: list[str], workdir: Path) -> None:
     from smalgo.algorithms.registry import get_algorithm
 
     for name in algorithms:
         algorithm = get_algorithm(name)
-        if algorithm.NAME not in JOBS:
-            raise SystemExit(f"warm_cache: no warm-up jobs for algorithm {algorithm.NAME!r}; add them to "
-                             f"JOBS in {__file__}.")
         started = time.perf_counter()
-        _warm_up_algorithm(algorithm.NAME, workdir / algorithm.NAME)
-        print(f"warm_cache: {algorithm.NAME} warmed in {time.perf_counter() - started:.1f} s", flush=True)
+        _warm_up_algorithm(algorithm, workdir / algorithm.name)
+        print(f"warm_cache: {algorithm.name} warmed in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def _warm_up_algorithm(name: str, workdir: Path) -> None:
-    X, inputs, bad_csv = _write_inputs(workdir / "data")
-    model_dir = _run_jobs(name, workdir, inputs, bad_csv)
-    _serve(name, model_dir, X)
+def _warm_up_algorithm(algorithm: Algorithm, workdir: Path) -> None:
+    X, inputs, bad_csv = _write_inputs(workdir / "data", labelled=algorithm.sample_job.labelled)
+    model_dir = _run_jobs(algorithm, workdir, inputs, bad_csv)
+    _serve(algorithm, model_dir, X)
 
 
-def _write_inputs(data_dir: Path):
+def _write_inputs(data_dir: Path, *, labelled: bool):
     """Sample rows, and the training inputs written from them: {name: (content type, train file,
-    test file)}, plus a malformed CSV file."""
+    test file)}, plus a malformed CSV file. CSV files carry the label first when `labelled`."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -88,14 +72,15 @@ def _write_inputs(data_dir: Path):
 
     data_dir.mkdir(parents=True)
     for part, rows in (("train", slice(0, TRAIN_ROWS)), ("test", slice(TRAIN_ROWS, n_rows))):
-        np.savetxt(data_dir / f"{part}.csv", X[rows], delimiter=",", fmt="%.6g")
+        csv_rows = np.column_stack([labels[rows], X[rows]]) if labelled else X[rows]
+        np.savetxt(data_dir / f"{part}.csv", csv_rows, delimiter=",", fmt="%.6g")
         write_dense(str(data_dir / f"{part}.pbr"), X[rows], labels[rows])
         write_sparse(str(data_dir / f"{part}-sparse.pbr"), sp.csr_matrix(X[rows]))
         (data_dir / f"{part}-unequal.pbr").write_bytes(_records_of_unequal_sizes(X[rows][:TEST_ROWS]))
     inputs = {
         input_name: (content_type, data_dir / f"train{suffix}", data_dir / f"test{suffix}")
         for input_name, content_type, suffix in (
-            ("csv", "text/csv;label_size=0", ".csv"),
+            ("csv", "text/csv" if labelled else "text/csv;label_size=0", ".csv"),
             ("recordio", "application/x-recordio-protobuf", ".pbr"),
             ("recordio-sparse", "application/x-recordio-protobuf", "-sparse.pbr"),
             ("recordio-unequal", "application/x-recordio-protobuf", "-unequal.pbr"),
@@ -106,14 +91,19 @@ def _write_inputs(data_dir: Path):
     return X, inputs, bad_csv
 
 
-def _run_jobs(name: str, workdir: Path, inputs: dict, bad_csv: Path) -> Path:
-    """Training jobs of every input, hyperparameter set and input mode; returns a model."""
+def _run_jobs(algorithm: Algorithm, workdir: Path, inputs: dict, bad_csv: Path) -> Path:
+    """Training jobs of the sample job and each of its variants, on every input and in both
+    input modes; returns a model."""
     from .job import run_training
     from .local_job import lay_out_job
     from .pipe_feeder import PipeFeeder
 
     model_dir = None
-    for number, hyperparameters in enumerate(JOBS[name]):
+    sample = algorithm.sample_job
+    name = algorithm.name
+    variants = [None, *sample.variants]
+    for number, variant in enumerate(variants):
+        hyperparameters = sample.hyperparameters_for(algorithm, FEATURES, variant)
         for input_name, (content_type, train_file, test_file) in inputs.items():
             job = lay_out_job(workdir / f"job-{number}-{input_name}", hyperparameters,
                               {"train": train_file, "test": test_file}, content_type)
@@ -126,7 +116,7 @@ def _run_jobs(name: str, workdir: Path, inputs: dict, bad_csv: Path) -> Path:
                     _check(_quietly(run_training, pipe_job, name), pipe_job)
 
     # A job with a malformed CSV file, in both modes: its error report must fail the job, fast.
-    bad_hyperparameters = dict(JOBS[name][0], feature_dim="3")
+    bad_hyperparameters = sample.hyperparameters_for(algorithm, 3)
     job = lay_out_job(workdir / "bad-file", bad_hyperparameters, {"train": bad_csv}, "text/csv;label_size=0")
     _check(_quietly(run_training, job, name), job, expect_failure="line 11")
     job = lay_out_job(workdir / "bad-pipe", bad_hyperparameters, {}, "text/csv;label_size=0", pipe_channels=("train",))
@@ -135,13 +125,13 @@ def _run_jobs(name: str, workdir: Path, inputs: dict, bad_csv: Path) -> Path:
     return model_dir
 
 
-def _serve(name: str, model_dir: Path, X) -> None:
+def _serve(algorithm: Algorithm, model_dir: Path, X) -> None:
     """The server's path: loading (with its per-format warm-up), large predictions, malformed
     requests, RecordIO records of unequal sizes, and the library's CSV decoder."""
     import scipy.sparse as sp
 
     from smalgo.algorithms.batch import Batch
-    from smalgo.algorithms.csv import decode_csv
+    from smalgo.algorithms.formats.csv import decode_csv
     from smalgo.algorithms.errors import UserError
     from smalgo.recordio import RecordIOError
     from smalgo.serve.decoding import decode_request
@@ -149,7 +139,7 @@ def _serve(name: str, model_dir: Path, X) -> None:
     from smalgo.serve.media import CSV, RECORDIO_PROTOBUF
     from smalgo.serve.model import load_model
 
-    model = load_model(model_dir, name)
+    model = load_model(model_dir, algorithm.name)
     for rows in (X[:1], X[:PREDICT_ROWS]):  # one row, and enough rows for the threaded and BLAS paths
         model.predict(Batch(rows))
         model.predict(Batch(sp.csr_matrix(rows)))

@@ -101,9 +101,10 @@ def invoke(model: LoadedModel, settings: ServerSettings, content_type: str | Non
     except (UserError, RecordIOError, ValueError) as exc:
         # Decoders raise RequestError for everything they know of; this is the model refusing
         # a batch it was given, which is still about the request.
-        raise RequestError(BAD_REQUEST, f"The {model.algorithm} model cannot score this {media_type} request: "
-                                        f"{exc}") from None
-    return encode_response(outputs, answer_type, model.algorithm, settings.batch_mode)
+        raise RequestError(BAD_REQUEST, f"The {model.algorithm.name} model cannot score this {media_type} "
+                                        f"request: {exc}") from None
+    return encode_response(outputs, answer_type, json_key=model.algorithm.json_response_key,
+                           batch_mode=settings.batch_mode)
 
 
 def read_body(environ: dict, settings: ServerSettings) -> bytes:

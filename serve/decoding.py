@@ -13,7 +13,7 @@ import numpy as np
 
 from smalgo import recordio
 from smalgo.algorithms.batch import Batch
-from smalgo.algorithms.csv import iter_csv_blocks
+from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.algorithms.errors import UserError
 
 from .errors import BAD_REQUEST, RequestError

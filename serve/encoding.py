@@ -36,14 +36,10 @@ HEADER_SIZE = 8
 # Outputs of at most this many numbers (a single record's) are formatted number by number.
 _SMALL_OUTPUT = 64
 
-# The key of the list in an application/json response; "predictions" unless listed here.
-_JSON_LIST_KEYS = {"pca": "projections"}
-_DEFAULT_JSON_LIST_KEY = "predictions"
-
-
-def encode_response(outputs: dict[str, np.ndarray], media_type: str, algorithm: str,
+def encode_response(outputs: dict[str, np.ndarray], media_type: str, *, json_key: str,
                     batch_mode: bool) -> tuple[bytes, str]:
-    """(body, Content-Type) for `outputs` in `media_type` (a canonical type from media.py)."""
+    """(body, Content-Type) for `outputs` in `media_type` (a canonical type from media.py);
+    `json_key` is the algorithm's key of the list in an application/json answer."""
     # float32 is what every form carries (RecordIO has nothing else); a no-op for the algorithms.
     outputs = {name: array if array.dtype == np.float32 else array.astype(np.float32)
                for name, array in outputs.items()}
@@ -55,8 +51,7 @@ def encode_response(outputs: dict[str, np.ndarray], media_type: str, algorithm: 
     if media_type == JSONLINES or batch_mode:
         return ("\n".join(rows) + "\n").encode(), JSONLINES
     if media_type == JSON:
-        key = _JSON_LIST_KEYS.get(algorithm, _DEFAULT_JSON_LIST_KEY)
-        return f'{{"{key}": [{", ".join(rows)}]}}'.encode(), JSON
+        return f'{{"{json_key}": [{", ".join(rows)}]}}'.encode(), JSON
     raise AssertionError(f"no encoder for {media_type}")  # media.py lets no other type through
 
 

@@ -22,16 +22,16 @@ import scipy.sparse as sp
 
 from smalgo import recordio
 from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.contract import Algorithm, Model
 from smalgo.algorithms.errors import UserError
-from smalgo.algorithms.registry import ALGORITHMS, get_algorithm
+from smalgo.algorithms.model_files import ModelFiles
+from smalgo.algorithms.registry import ALGORITHMS
 
 from .decoding import SMALL_CSV_BYTES, decode_request
 from .encoding import encode_response
 from .media import ACCEPTABLE_MEDIA_TYPES, CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
 
 logger = logging.getLogger(__name__)
-
-MODEL_METADATA = "model.json"
 
 
 class ModelError(UserError):
@@ -40,11 +40,15 @@ class ModelError(UserError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    algorithm: str  # registry name, e.g. "kmeans"
-    model: object  # the algorithm's Model: predict(Batch) -> dict[str, np.ndarray]
-    feature_dim: int
-    output_names: tuple[str, ...]  # what predict returns, in order
+    """A model ready to serve: the algorithm that trained it and the model itself."""
+
+    algorithm: Algorithm
+    model: Model
     model_dir: Path
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.feature_dim
 
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
         return self.model.predict(batch)
@@ -54,42 +58,31 @@ def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> 
     """Load and check the model in `model_dir`; ModelError saying what is wrong otherwise.
     `expected_algorithm` is the algorithm an image is built for: a model of another is refused."""
     model_dir = Path(model_dir)
-    metadata_path = model_dir / MODEL_METADATA
-    if not model_dir.is_dir():
-        raise ModelError(f"Model directory {model_dir} does not exist; SageMaker extracts ModelDataUrl "
-                         f"(model.tar.gz) there before the container starts.")
-    try:
-        metadata = json.loads(metadata_path.read_text())
-    except FileNotFoundError:
-        present = sorted(p.name for p in model_dir.iterdir())[:10]
-        raise ModelError(f"No smalgo model in {model_dir}: {MODEL_METADATA} is missing (the directory holds: "
-                         f"{', '.join(present) or 'nothing'}). Serve the model.tar.gz a smalgo training job "
-                         f"wrote.") from None
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{metadata_path} cannot be read as JSON: {exc}") from None
-    name = metadata.get("algorithm") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or name.strip().lower() not in ALGORITHMS:
-        raise ModelError(f"{metadata_path} names algorithm {name!r}; this server serves "
-                         f"{', '.join(sorted(ALGORITHMS))}.")
-    if expected_algorithm and name.strip().lower() != expected_algorithm.strip().lower():
-        raise ModelError(f"This image serves {expected_algorithm} models, but {model_dir} holds a {name} model.")
-    module = get_algorithm(name)
     started = time.perf_counter()
     try:
-        model = module.load_model(model_dir)
+        files = ModelFiles.read(model_dir)
+    except UserError as exc:
+        raise ModelError(f"{exc} SageMaker extracts ModelDataUrl (model.tar.gz) there before the container "
+                         f"starts; serve the model.tar.gz a smalgo training job wrote.") from None
+    algorithm = ALGORITHMS.get(files.algorithm)
+    if algorithm is None:
+        raise ModelError(f"{files.path} names algorithm {files.metadata.get('algorithm')!r}; this server serves "
+                         f"{', '.join(sorted(ALGORITHMS))}.")
+    if expected_algorithm and algorithm.name != expected_algorithm.strip().lower():
+        raise ModelError(f"This image serves {expected_algorithm} models, but {model_dir} holds a "
+                         f"{algorithm.name} model.")
+    try:
+        files.expect(algorithm.name, algorithm.format_version, algorithm.title)
+        model = algorithm.load_model(files)
     except UserError as exc:
         raise ModelError(str(exc)) from None
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"The {module.NAME} model in {model_dir} cannot be loaded: "
+        raise ModelError(f"The {algorithm.name} model in {model_dir} cannot be loaded: "
                          f"{type(exc).__name__}: {exc}") from None
-    feature_dim = getattr(model, "feature_dim", None)
-    if not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1:
-        raise ModelError(f"The {module.NAME} model in {model_dir} reports no feature count ({feature_dim!r}).")
-    outputs = model.predict(Batch(np.zeros((1, int(feature_dim)), dtype=np.float32)))
-    loaded = LoadedModel(module.NAME, model, int(feature_dim), tuple(outputs), model_dir)
+    loaded = LoadedModel(algorithm, model, model_dir)
     warm_up(loaded)
     logger.info("Loaded the %s model in %s (%d features; outputs %s) and warmed it up in %.2f s.",
-                loaded.algorithm, model_dir, loaded.feature_dim, ", ".join(loaded.output_names),
+                algorithm.name, model_dir, loaded.feature_dim, ", ".join(algorithm.output_names),
                 time.perf_counter() - started)
     return loaded
 
@@ -117,4 +110,4 @@ def warm_up(model: LoadedModel) -> None:
     for media_type, body in requests:
         outputs = model.predict(decode_request(body, media_type, model.feature_dim))
         for accept in ACCEPTABLE_MEDIA_TYPES:
-            encode_response(outputs, accept, model.algorithm, batch_mode=False)
+            encode_response(outputs, accept, json_key=model.algorithm.json_response_key, batch_mode=False)

@@ -26,6 +26,8 @@ import gunicorn.app.base
 import numba
 
 from .app import create_app
+from smalgo.algorithms.runtime.logs import configure_logging
+
 from .model import ModelError
 from .settings import ServerSettings, SettingsError, available_cpus
 
@@ -101,23 +103,12 @@ def use_fork_safe_kernels() -> None:
         numba.config.THREADING_LAYER = "forksafe"
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """smalgo's log lines to stderr, in the built-in algorithms' format, once per process."""
-    package_logger = logging.getLogger("smalgo")
-    package_logger.setLevel(level)
-    if not package_logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(process)d] %(message)s",
-                                               datefmt="%m/%d/%Y %H:%M:%S"))
-        package_logger.addHandler(handler)
-
-
 def serve(model_dir: str | Path | None = None) -> None:
     """Run the inference server until SIGTERM (then exit 0). `model_dir` defaults to
     /opt/ml/model ($SAGEMAKER_BASE_DIR/model). Raises SettingsError or ModelError, before
     binding the port, when the environment or the model cannot be served."""
     use_fork_safe_kernels()
-    configure_logging()
+    configure_logging(per_process=True)
     settings = ServerSettings.from_environment(model_dir)
     app = create_app(settings=settings)
     logger.info("Serving on port %d with %d worker(s), request timeout %d s, payload limit %d MB%s.",
@@ -137,15 +128,20 @@ def run_gunicorn(app, options: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m smalgo.serve [MODEL_DIR]`: serve(), with a startup error as one line on
-    stderr and exit status 1 instead of a traceback."""
+    """`python -m smalgo.serve [MODEL_DIR]`."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0].startswith("-")):
         print("usage: python -m smalgo.serve [MODEL_DIR]   (default: $SAGEMAKER_BASE_DIR/model, /opt/ml/model)",
               file=sys.stderr)
         return 2
+    return run_server(args[0] if args else None)
+
+
+def run_server(model_dir: str | Path | None) -> int:
+    """serve(), with a startup error as one line on stderr and exit status 1 instead of a
+    traceback (what `smalgo serve` and `python -m smalgo.serve` return)."""
     try:
-        serve(args[0] if args else None)
+        serve(model_dir)
     except (ModelError, SettingsError) as exc:
         print(f"smalgo serve: {exc}", file=sys.stderr)
         return 1

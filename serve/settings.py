@@ -10,7 +10,7 @@
     SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT  response type when Accept is missing or */* (application/json)
     SAGEMAKER_BASE_DIR                    base of the /opt/ml layout (the model is in <base>/model)
     SMALGO_ALGORITHM                      set by an image: the one algorithm it may serve
-    SMALGO_DEVICE                         auto (default), cpu or gpu (see smalgo.algorithms.device)
+    SMALGO_DEVICE                         auto (default), cpu or gpu (see smalgo.algorithms.runtime.device)
 
 A value that does not parse is a startup error naming the variable, never a silent default:
 a typo in an endpoint's Environment should fail CreateEndpoint, not serve with other settings.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from smalgo.algorithms import device
+from smalgo.algorithms.runtime import device
 from smalgo.algorithms.errors import UserError
 
 from .media import ACCEPTABLE_MEDIA_TYPES, parse_media_type

@@ -2,7 +2,7 @@
 
 import pytest
 
-from smalgo.algorithms.content_types import CSV, RECORDIO_PROTOBUF, ContentType, parse_content_type
+from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF, ContentType, parse_content_type
 from smalgo.algorithms.errors import UserError
 
 BOTH = (RECORDIO_PROTOBUF, CSV)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smalgo.algorithms import csv as csv_module
-from smalgo.algorithms.csv import decode_csv, iter_csv_batches, iter_csv_blocks, read_csv
+from smalgo.algorithms.formats import csv as csv_module
+from smalgo.algorithms.formats.csv import decode_csv, iter_csv_batches, iter_csv_blocks, read_csv
 from smalgo.algorithms.errors import UserError
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"

@@ -10,9 +10,8 @@ import textwrap
 
 import pytest
 
-from smalgo.algorithms.registry import ALGORITHMS
 from smalgo.containers import entrypoint
-from smalgo.containers.warm_cache import JOBS, uncompiled_kernels
+from smalgo.containers.warm_cache import uncompiled_kernels
 
 V3_FLAGS = entrypoint.X86_64_V3_FLAGS | {"avx512f", "sse2"}
 
@@ -67,10 +66,6 @@ def test_the_smalgo_command_applies_the_target_before_numba_loads():
     assert result.returncode == 0, result.stderr
     cpu_name, features = result.stdout.split()
     assert cpu_name in ("x86-64-v3", "generic") and features == "''"
-
-
-def test_every_algorithm_has_warm_up_jobs():
-    assert set(JOBS) == set(ALGORITHMS)
 
 
 def test_uncompiled_kernels_names_cached_kernels_never_compiled(tmp_path, monkeypatch):

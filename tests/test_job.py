@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import clustered_rows, csv_text
-from smalgo.algorithms import device, kmeans, metrics, pca
+from smalgo.algorithms import kmeans, pca
+from smalgo.algorithms.runtime import device
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
 from smalgo.containers import job as job_module
@@ -22,12 +23,6 @@ from smalgo.recordio import write_dense, write_sparse
 SDK_HYPERPARAMETERS = Path(__file__).resolve().parent / "data" / "sdk_v2_hyperparameters"
 KMEANS_HP = {"k": 3, "feature_dim": 5, "mini_batch_size": 100}
 PCA_HP = {"num_components": 2, "feature_dim": 5, "mini_batch_size": 100}
-
-
-@pytest.fixture(autouse=True)
-def restore_metric_host(monkeypatch):
-    # The job sets the host of the metric lines from resourceconfig.json; keep it per test.
-    monkeypatch.setattr(metrics, "_host", metrics.host())
 
 
 def recordio_bytes(X, labels=None) -> bytes:
@@ -58,7 +53,7 @@ def test_kmeans_from_csv(job, caplog):
         assert run_training(job.paths, "kmeans") == 0
     assert job.succeeded() and not job.paths.failure_file.exists()
     assert job.model_files() == ["centers.npy", "model.json"]
-    model = kmeans.load_model(job.paths.model_dir)
+    model = kmeans.ALGORITHM.load(job.paths.model_dir)
     assert model.centers.shape == (3, 5)
     log = caplog.text
     assert "Docker entrypoint called with argument(s): train" in log
@@ -74,7 +69,7 @@ def test_pca_from_recordio_with_a_test_channel(job, caplog):
     job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": recordio_bytes(X)})
     job.channel("test", "recordio-protobuf", files={"test.pbr": recordio_bytes(X[:50])})
     assert run_training(job.paths, "pca") == 0
-    model = pca.load_model(job.paths.model_dir)
+    model = pca.ALGORITHM.load(job.paths.model_dir)
     assert model.components.shape == (5, 2)
 
 
@@ -144,11 +139,11 @@ def test_sdk_v2_hyperparameters_train_unchanged(make_job, caplog):
             assert run_training(job.paths, algorithm) == 0, f"{fixture.name}: {job.failure()}"
         assert job.succeeded()
         if algorithm == "kmeans":
-            assert kmeans.load_model(job.paths.model_dir).centers.shape == (10, 50)
+            assert kmeans.ALGORITHM.load(job.paths.model_dir).centers.shape == (10, 50)
             for line in ("epoch=0, train msd <loss>=", "test msd <loss>=", "test ssd <loss>="):
                 assert f"#quality_metric: host=algo-1, {line}" in caplog.text, (fixture.name, line)
         else:
-            assert pca.load_model(job.paths.model_dir).components.shape == (50, 5)
+            assert pca.ALGORITHM.load(job.paths.model_dir).components.shape == (50, 5)
             assert "#quality_metric: host=algo-1, test reconstruction_error <loss>=" in caplog.text
 
 
@@ -167,7 +162,7 @@ def test_file_mode_reads_nested_files_in_order_and_skips_hidden_ones(job):
         "_tmp/part-9.csv": "garbage\n",
         "b/.cache/x.csv": "garbage\n",
     })
-    channels = check_channels(kmeans, _channel_configs(job), job.paths)
+    channels = check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)
     assert [p.relative_to(job.paths.channel_dir("train")).as_posix() for p in channels["train"].files] == [
         "a.csv", "b/c/part-2.csv", "b/part-1.csv"]
     batches = list(ChannelData(channels).batches("train", 40, feature_dim=5))
@@ -184,7 +179,7 @@ def _channel_configs(job):
 
 def test_channel_data_is_training_data(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"a.csv": "1,2\n"})
-    data = ChannelData(check_channels(kmeans, _channel_configs(job), job.paths))
+    data = ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths))
     assert isinstance(data, TrainingData)
     assert data.has_channel("train") and not data.has_channel("test")
 
@@ -313,7 +308,7 @@ def test_csv_rows_of_different_widths(job):
 def test_csv_files_of_different_widths_without_feature_dim(job):
     # feature_dim is required by both algorithms; the channel layer still checks files agree.
     job.hyperparameters(**KMEANS_HP).channel("train", files={"a.csv": "1,2,3\n", "b.csv": "1,2\n"})
-    data = ChannelData(check_channels(kmeans, _channel_configs(job), job.paths))
+    data = ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths))
     with pytest.raises(UserError, match=r"b.csv, line 1: 2 columns, expected 3: 3 features \(the width of .*a.csv"):
         list(data.batches("train", 10))
 
@@ -395,7 +390,7 @@ def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
     job.hyperparameters(**KMEANS_HP)
     job.channel("train", "application/x-recordio-protobuf",
                 files={"a.pbr": recordio_bytes(X[:60]), "b.pbr": sparse.getvalue()})
-    batches = list(ChannelData(check_channels(kmeans, _channel_configs(job), job.paths)).batches("train", 45, 5))
+    batches = list(ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)).batches("train", 45, 5))
     assert [b.n_rows for b in batches] == [45, 45, 10]
     assert not batches[0].is_sparse and batches[1].is_sparse  # rows 45..89 span both files
     np.testing.assert_array_equal(np.vstack([b.dense_X() for b in batches]), X)
@@ -454,10 +449,10 @@ def test_checks_come_before_any_data_is_read(job, monkeypatch):
 
 
 def test_internal_error_gives_a_summary_then_the_traceback(job, monkeypatch):
-    def broken_train(hp, data):
+    def broken_train(self, hp, data, **options):
         raise RuntimeError("centers went missing")
 
-    monkeypatch.setattr(kmeans, "train", broken_train)
+    monkeypatch.setattr(kmeans.KMeans, "train", broken_train)
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
     assert run_training(job.paths, "kmeans") == 1
     failure = job.failure()
@@ -469,11 +464,11 @@ def test_internal_error_gives_a_summary_then_the_traceback(job, monkeypatch):
 
 
 def test_stop_during_training_leaves_no_model(job, monkeypatch):
-    def train_then_stop(hp, data):
+    def train_then_stop(self, hp, data, **options):
         for _ in data.batches("train", 10, feature_dim=5):
             raise job_module.TrainingStopped()  # what the SIGTERM handler raises
 
-    monkeypatch.setattr(kmeans, "train", train_then_stop)
+    monkeypatch.setattr(kmeans.KMeans, "train", train_then_stop)
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
     assert run_training(job.paths, "kmeans") == 143
     assert job.failure().startswith("Training stopped: the job received SIGTERM")

@@ -39,7 +39,7 @@ def separated_centers(k: int, d: int, seed: int = 1) -> np.ndarray:
 
 
 def parse(**raw) -> dict:
-    return kmeans.HYPERPARAMETERS.parse({key: str(value) for key, value in raw.items()})
+    return kmeans.ALGORITHM.hyperparameters.parse({key: str(value) for key, value in raw.items()})
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -52,8 +52,8 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def test_sdk_hyperparameters_parse_unchanged():
-    hp = kmeans.HYPERPARAMETERS.parse(SDK_HYPERPARAMETERS)
-    kmeans.validate(hp)
+    hp = kmeans.ALGORITHM.hyperparameters.parse(SDK_HYPERPARAMETERS)
+    kmeans.ALGORITHM.validate(hp)
     assert hp["k"] == 10 and hp["feature_dim"] == 50 and hp["mini_batch_size"] == 5000
     assert hp["init_method"] == "kmeans++" and hp["local_lloyd_init_method"] == "kmeans++"
     assert hp["eval_metrics"] == ["msd", "ssd"]
@@ -73,7 +73,7 @@ def test_defaults_follow_the_documentation():
                                  {"feature_dim": "5", "k": "-3"}, {"feature_dim": "5", "k": "2.5"}])
 def test_bad_k_is_a_user_error_naming_k(raw):
     with pytest.raises(UserError, match=r"\bk\b"):
-        kmeans.HYPERPARAMETERS.parse(raw)
+        kmeans.ALGORITHM.hyperparameters.parse(raw)
 
 
 @pytest.mark.parametrize("name, value", [("init_method", "kmeans||"), ("local_lloyd_tol", "1.5"),
@@ -82,23 +82,23 @@ def test_bad_k_is_a_user_error_naming_k(raw):
                                          ("local_lloyd_num_trials", "zero")])
 def test_out_of_range_values_name_the_hyperparameter(name, value):
     with pytest.raises(UserError, match=name):
-        kmeans.HYPERPARAMETERS.parse({"k": "2", "feature_dim": "3", name: value})
+        kmeans.ALGORITHM.hyperparameters.parse({"k": "2", "feature_dim": "3", name: value})
 
 
 def test_auto_values_resolve_as_documented():
-    assert kmeans.resolve_extra_center_factor(20, "auto") == 5
-    assert kmeans.resolve_extra_center_factor(1, "auto") == 4
-    assert kmeans.resolve_extra_center_factor(1000, "auto") == 9
-    assert kmeans.resolve_extra_center_factor(10_000, "auto") == 10
-    assert kmeans.resolve_extra_center_factor(20, 3) == 3
-    assert kmeans.resolve_num_trials("auto", 100, 20, 50) == 10
-    assert kmeans.resolve_num_trials("auto", 10_000, 1_000, 1_000) == 1
-    assert kmeans.resolve_num_trials(4, 10_000, 1_000, 1_000) == 4
+    assert kmeans._kmeans.resolve_extra_center_factor(20, "auto") == 5
+    assert kmeans._kmeans.resolve_extra_center_factor(1, "auto") == 4
+    assert kmeans._kmeans.resolve_extra_center_factor(1000, "auto") == 9
+    assert kmeans._kmeans.resolve_extra_center_factor(10_000, "auto") == 10
+    assert kmeans._kmeans.resolve_extra_center_factor(20, 3) == 3
+    assert kmeans._kmeans.resolve_num_trials("auto", 100, 20, 50) == 10
+    assert kmeans._kmeans.resolve_num_trials("auto", 10_000, 1_000, 1_000) == 1
+    assert kmeans._kmeans.resolve_num_trials(4, 10_000, 1_000, 1_000) == 4
 
 
 def test_validate_refuses_centers_that_cannot_fit_in_memory():
     with pytest.raises(UserError, match="extra_center_factor"):
-        kmeans.validate(parse(k=100_000, feature_dim=10_000))
+        kmeans.ALGORITHM.validate(parse(k=100_000, feature_dim=10_000))
 
 
 # --------------------------------------------------------------------------- training
@@ -109,7 +109,7 @@ def test_recovers_well_separated_clusters(init_method):
     true_centers = separated_centers(6, 8)
     X, labels = blobs(300, true_centers, std=0.5)
     hp = parse(k=6, feature_dim=8, mini_batch_size=400, init_method=init_method)
-    model = kmeans.train(hp, InMemoryData({"train": X}))
+    model = kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
     predicted = model.predict(Batch(X))["closest_cluster"].astype(int)
     assert same_partition(predicted, labels)
     # Every learned center sits on a true one.
@@ -120,21 +120,21 @@ def test_recovers_well_separated_clusters(init_method):
 def test_training_is_deterministic():
     X, _ = blobs(200, separated_centers(4, 5), std=1.0)
     hp = parse(k=4, feature_dim=5, mini_batch_size=100)
-    first = kmeans.train(hp, InMemoryData({"train": X}))
-    second = kmeans.train(hp, InMemoryData({"train": X}))
+    first = kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
+    second = kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
     np.testing.assert_array_equal(first.centers, second.centers)
 
 
 def test_k_equal_one_gives_the_mean():
     X, _ = blobs(100, separated_centers(3, 4), std=1.0)
-    model = kmeans.train(parse(k=1, feature_dim=4, mini_batch_size=64), InMemoryData({"train": X}))
+    model = kmeans.ALGORITHM.train(parse(k=1, feature_dim=4, mini_batch_size=64), InMemoryData({"train": X}))
     np.testing.assert_allclose(model.centers[0], X.mean(axis=0), rtol=1e-4, atol=1e-4)
 
 
 def test_row_weights_count_as_repeated_rows():
     X = np.array([[0.0, 0.0], [3.0, 0.0]], dtype=np.float32)
     weights = np.array([1.0, 2.0], dtype=np.float32)
-    model = kmeans.train(parse(k=1, feature_dim=2), InMemoryData({"train": (X, None, weights)}))
+    model = kmeans.ALGORITHM.train(parse(k=1, feature_dim=2), InMemoryData({"train": (X, None, weights)}))
     np.testing.assert_allclose(model.centers[0], [2.0, 0.0], atol=1e-6)
 
 
@@ -142,13 +142,13 @@ def test_more_streaming_centers_than_rows_in_the_first_batch():
     X, labels = blobs(50, separated_centers(3, 4), std=0.3)
     # K = 3 x 10 = 30 centers, mini-batches of 7 rows: the centers are seeded over several batches.
     hp = parse(k=3, feature_dim=4, mini_batch_size=7, extra_center_factor=10)
-    model = kmeans.train(hp, InMemoryData({"train": X}))
+    model = kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
     assert same_partition(model.predict(Batch(X))["closest_cluster"].astype(int), labels)
 
 
 def test_duplicate_points_and_fewer_distinct_points_than_k():
     X = np.repeat(np.array([[1.0, 2.0], [5.0, 5.0]], dtype=np.float32), 50, axis=0)
-    model = kmeans.train(parse(k=4, feature_dim=2, mini_batch_size=30), InMemoryData({"train": X}))
+    model = kmeans.ALGORITHM.train(parse(k=4, feature_dim=2, mini_batch_size=30), InMemoryData({"train": X}))
     assert model.centers.shape == (4, 2)
     out = model.predict(Batch(X))
     np.testing.assert_array_equal(out["distance_to_cluster"], 0.0)
@@ -158,7 +158,7 @@ def test_duplicate_points_and_fewer_distinct_points_than_k():
 
 def test_all_rows_identical():
     X = np.full((20, 3), 7.0, dtype=np.float32)
-    model = kmeans.train(parse(k=2, feature_dim=3, init_method="kmeans++"), InMemoryData({"train": X}))
+    model = kmeans.ALGORITHM.train(parse(k=2, feature_dim=3, init_method="kmeans++"), InMemoryData({"train": X}))
     np.testing.assert_array_equal(model.predict(Batch(X))["distance_to_cluster"], 0.0)
 
 
@@ -166,7 +166,7 @@ def test_data_far_from_the_origin_is_assigned_exactly():
     # float32 ||c||^2 - 2 x.c would lose these clusters 0.5 apart at an offset of 10,000.
     true_centers = 10_000.0 + separated_centers(3, 4) / 40
     X, labels = blobs(100, true_centers, std=0.01)
-    model = kmeans.train(parse(k=3, feature_dim=4, mini_batch_size=100), InMemoryData({"train": X}))
+    model = kmeans.ALGORITHM.train(parse(k=3, feature_dim=4, mini_batch_size=100), InMemoryData({"train": X}))
     assert same_partition(model.predict(Batch(X))["closest_cluster"].astype(int), labels)
 
 
@@ -175,8 +175,8 @@ def test_half_life_lets_the_centers_follow_drifting_data():
     early = rng.normal(0.0, 0.1, size=(2000, 2))
     late = rng.normal(10.0, 0.1, size=(2000, 2))
     X = np.vstack([early, late]).astype(np.float32)
-    remembering = kmeans.train(parse(k=1, feature_dim=2, mini_batch_size=100), InMemoryData({"train": X}))
-    forgetting = kmeans.train(parse(k=1, feature_dim=2, mini_batch_size=100, half_life_time_size=100),
+    remembering = kmeans.ALGORITHM.train(parse(k=1, feature_dim=2, mini_batch_size=100), InMemoryData({"train": X}))
+    forgetting = kmeans.ALGORITHM.train(parse(k=1, feature_dim=2, mini_batch_size=100, half_life_time_size=100),
                               InMemoryData({"train": X}))
     np.testing.assert_allclose(remembering.centers[0], [5.0, 5.0], atol=0.1)
     np.testing.assert_allclose(forgetting.centers[0], [10.0, 10.0], atol=0.1)
@@ -186,7 +186,7 @@ def test_each_epoch_is_one_pass_over_the_channel(caplog):
     X, _ = blobs(50, separated_centers(2, 3), std=1.0)
     data = InMemoryData({"train": X})
     with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
-        kmeans.train(parse(k=2, feature_dim=3, epochs=3, mini_batch_size=40), data)
+        kmeans.ALGORITHM.train(parse(k=2, feature_dim=3, epochs=3, mini_batch_size=40), data)
     assert data.passes["train"] == 3
     epochs_logged = re.findall(r"#quality_metric: host=\S+, epoch=(\d+), train msd <loss>=\S+", caplog.text)
     assert epochs_logged == ["0", "1", "2"]
@@ -198,14 +198,14 @@ def test_sparse_training_matches_dense_training():
     X, labels = blobs(150, separated_centers(4, 12), std=0.5)
     X[np.abs(X) < 8] = 0.0  # make it genuinely sparse
     hp = parse(k=4, feature_dim=12, mini_batch_size=128, init_method="kmeans++")
-    dense = kmeans.train(hp, InMemoryData({"train": X}))
-    sparse = kmeans.train(hp, InMemoryData({"train": sp.csr_matrix(X)}))
+    dense = kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
+    sparse = kmeans.ALGORITHM.train(hp, InMemoryData({"train": sp.csr_matrix(X)}))
     np.testing.assert_allclose(sparse.centers, dense.centers, rtol=1e-4, atol=1e-4)
 
 
 def test_empty_train_channel_is_a_user_error():
     with pytest.raises(UserError, match="no records"):
-        kmeans.train(parse(k=2, feature_dim=3), InMemoryData({"train": np.zeros((0, 3), np.float32)}))
+        kmeans.ALGORITHM.train(parse(k=2, feature_dim=3), InMemoryData({"train": np.zeros((0, 3), np.float32)}))
 
 
 # --------------------------------------------------------------------------- test channel metrics
@@ -217,7 +217,7 @@ def test_test_channel_is_scored_with_each_eval_metric(caplog):
     X_test, _ = blobs(50, true_centers, std=1.0, seed=9)
     hp = parse(k=3, feature_dim=5, mini_batch_size=100, eval_metrics='["msd", "ssd"]')
     with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
-        model = kmeans.train(hp, InMemoryData({"train": X, "test": X_test}))
+        model = kmeans.ALGORITHM.train(hp, InMemoryData({"train": X, "test": X_test}))
     squared = model.predict(Batch(X_test))["distance_to_cluster"].astype(np.float64) ** 2
     msd = float(re.search(r"#quality_metric: host=\S+, test msd <loss>=(\S+)", caplog.text).group(1))
     ssd = float(re.search(r"#quality_metric: host=\S+, test ssd <loss>=(\S+)", caplog.text).group(1))
@@ -228,16 +228,16 @@ def test_test_channel_is_scored_with_each_eval_metric(caplog):
 def test_only_the_requested_eval_metrics_are_logged(caplog):
     X, _ = blobs(50, separated_centers(2, 3), std=1.0)
     with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
-        kmeans.train(parse(k=2, feature_dim=3, eval_metrics='["ssd"]'), InMemoryData({"train": X, "test": X}))
+        kmeans.ALGORITHM.train(parse(k=2, feature_dim=3, eval_metrics='["ssd"]'), InMemoryData({"train": X, "test": X}))
     assert "test ssd <loss>=" in caplog.text and "test msd" not in caplog.text
 
 
 # --------------------------------------------------------------------------- the model
 
 
-def small_model(k: int = 3, d: int = 6) -> tuple[kmeans.KMeansModel, np.ndarray]:
+def small_model(k: int = 3, d: int = 6) -> tuple[kmeans._kmeans.KMeansModel, np.ndarray]:
     X, _ = blobs(80, separated_centers(k, d), std=1.0)
-    return kmeans.train(parse(k=k, feature_dim=d, mini_batch_size=100), InMemoryData({"train": X})), X
+    return kmeans.ALGORITHM.train(parse(k=k, feature_dim=d, mini_batch_size=100), InMemoryData({"train": X})), X
 
 
 def test_predict_outputs_and_dtypes():
@@ -270,9 +270,9 @@ def test_save_load_round_trip(tmp_path):
     model, X = small_model()
     model.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
-    assert meta["algorithm"] == "kmeans" and meta["format_version"] == kmeans.FORMAT_VERSION
+    assert meta["algorithm"] == "kmeans" and meta["format_version"] == kmeans.ALGORITHM.format_version
     assert meta["hyperparameters"]["k"] == 3
-    loaded = kmeans.load_model(tmp_path)
+    loaded = kmeans.ALGORITHM.load(tmp_path)
     before, after = model.predict(Batch(X)), loaded.predict(Batch(X))
     for name in before:
         np.testing.assert_array_equal(before[name], after[name])
@@ -286,16 +286,16 @@ def test_loading_another_algorithms_model_is_a_user_error(tmp_path):
     meta["algorithm"] = "pca"
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="not a kmeans model"):
-        kmeans.load_model(tmp_path)
+        kmeans.ALGORITHM.load(tmp_path)
     with pytest.raises(UserError, match="missing"):
-        kmeans.load_model(tmp_path / "nothing-here")
+        kmeans.ALGORITHM.load(tmp_path / "nothing-here")
 
 
 def test_module_contract():
-    assert kmeans.NAME == "kmeans"
-    assert kmeans.DEFAULT_CONTENT_TYPE == "application/x-recordio-protobuf"
-    assert kmeans.CONTENT_TYPES == ("application/x-recordio-protobuf", "text/csv")
-    assert kmeans.CHANNELS == {"train": True, "test": False}
+    assert kmeans.ALGORITHM.name == "kmeans"
+    assert kmeans.ALGORITHM.default_content_type == "application/x-recordio-protobuf"
+    assert kmeans.ALGORITHM.content_types == ("application/x-recordio-protobuf", "text/csv")
+    assert kmeans.ALGORITHM.channels == {"train": True, "test": False}
 
 
 # --------------------------------------------------------------------------- InMemoryData
@@ -322,7 +322,7 @@ def test_in_memory_data_streams_batches_and_checks_the_width():
 
 @pytest.mark.parametrize("blas", [True, False])
 def test_assignment_paths_agree_with_a_direct_computation(monkeypatch, blas):
-    from smalgo.algorithms import row_threads
+    from smalgo.algorithms.runtime import threads as row_threads
 
     if not blas:  # as without threadpoolctl: the numba kernel only
         monkeypatch.setattr(row_threads, "_blas_controller", None)
@@ -332,7 +332,7 @@ def test_assignment_paths_agree_with_a_direct_computation(monkeypatch, blas):
     rng = np.random.default_rng(11)
     X = (rng.standard_normal((20_000, 20)) * 3 + 50).astype(np.float32)  # enough work for threads
     centers = (rng.standard_normal((60, 20)) * 3 + 50).astype(np.float32)
-    labels, sq_distances = kmeans._CenterTable(centers, X[:100].mean(axis=0)).nearest(X)
+    labels, sq_distances = kmeans._kmeans._CenterTable(centers, X[:100].mean(axis=0)).nearest(X)
     X64 = X.astype(np.float64)
     exact = np.stack([((X64 - center) ** 2).sum(axis=1) for center in centers.astype(np.float64)], axis=1)
     np.testing.assert_array_equal(labels, exact.argmin(axis=1))
@@ -341,7 +341,7 @@ def test_assignment_paths_agree_with_a_direct_computation(monkeypatch, blas):
 
 def test_a_pool_replaced_by_a_larger_one_still_runs_work(monkeypatch):
     # Two threads of a server: one got the pool, the other grew it before the first submitted.
-    from smalgo.algorithms import row_threads
+    from smalgo.algorithms.runtime import threads as row_threads
 
     monkeypatch.setattr(row_threads, "_pool", None)
     small = row_threads.helper_pool(1)
@@ -356,7 +356,7 @@ def test_the_pool_works_in_a_forked_child():
     the pool object but not its threads, and would wait on them forever."""
     import os
 
-    from smalgo.algorithms import row_threads
+    from smalgo.algorithms.runtime import threads as row_threads
 
     assert row_threads.helper_pool(2).submit(lambda: 1).result(timeout=10) == 1  # used before the fork
     pid = os.fork()

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from smalgo.algorithms import _kmeans_kernels as kernels
-from smalgo.algorithms import device, kmeans
+from smalgo.algorithms.kmeans import _kernels as kernels
+from smalgo.algorithms import kmeans
+from smalgo.algorithms.runtime import device
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.errors import UserError
 
@@ -210,22 +211,22 @@ def cpu_assignments(monkeypatch) -> list[int]:
 def test_without_gpu_large_batches_stay_on_the_cpu_and_small_ones_never_probe(monkeypatch, cpu_assignments):
     probes = fake_probe(monkeypatch, False, "no driver")
     rng = np.random.default_rng(3)
-    model = kmeans.KMeansModel(rng.normal(size=(4, 3)))
-    model.predict(Batch(rng.normal(size=(kmeans.MIN_GPU_ROWS - 1, 3)).astype(np.float32)))
+    model = kmeans._kmeans.KMeansModel(rng.normal(size=(4, 3)))
+    model.predict(Batch(rng.normal(size=(kmeans._kmeans.MIN_GPU_ROWS - 1, 3)).astype(np.float32)))
     assert probes == []
     for _ in range(2):
-        model.predict(Batch(rng.normal(size=(kmeans.MIN_GPU_ROWS, 3)).astype(np.float32)))
+        model.predict(Batch(rng.normal(size=(kmeans._kmeans.MIN_GPU_ROWS, 3)).astype(np.float32)))
     assert probes == [1]
-    assert cpu_assignments == [kmeans.MIN_GPU_ROWS - 1, kmeans.MIN_GPU_ROWS, kmeans.MIN_GPU_ROWS]
+    assert cpu_assignments == [kmeans._kmeans.MIN_GPU_ROWS - 1, kmeans._kmeans.MIN_GPU_ROWS, kmeans._kmeans.MIN_GPU_ROWS]
 
 
 def test_forced_gpu_without_gpu_fails_the_first_large_batch(monkeypatch):
     monkeypatch.setenv("SMALGO_DEVICE", "gpu")
     fake_probe(monkeypatch, False, "no driver")
-    model = kmeans.KMeansModel(np.eye(3))
+    model = kmeans._kmeans.KMeansModel(np.eye(3))
     model.predict(Batch(np.zeros((10, 3), dtype=np.float32)))  # too small to look for a GPU
     with pytest.raises(UserError, match="SMALGO_DEVICE=gpu, but no CUDA GPU can be used: no driver"):
-        model.predict(Batch(np.zeros((kmeans.MIN_GPU_ROWS, 3), dtype=np.float32)))
+        model.predict(Batch(np.zeros((kmeans._kmeans.MIN_GPU_ROWS, 3), dtype=np.float32)))
 
 
 # --------------------------------------------------------------------------- the CUDA simulator
@@ -239,21 +240,23 @@ _SIMULATOR_SCRIPT = textwrap.dedent("""
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     out = sys.argv[1]
-    from smalgo.algorithms import device, kmeans, _kmeans_kernels as kernels
+    from smalgo.algorithms.kmeans import _kernels as kernels
+    from smalgo.algorithms.runtime import device
+    from smalgo.algorithms import kmeans
     from smalgo.algorithms.batch import Batch
 
     facts = {"numba_cuda_after_importing_kmeans": "numba.cuda" in sys.modules}
     os.environ["SMALGO_DEVICE"] = "cpu"
-    kmeans.KMeansModel(np.eye(3)).predict(Batch(np.ones((kmeans.MIN_GPU_ROWS, 3), np.float32)))
+    kmeans._kmeans.KMeansModel(np.eye(3)).predict(Batch(np.ones((kmeans._kmeans.MIN_GPU_ROWS, 3), np.float32)))
     facts["numba_cuda_after_cpu_predict"] = "numba.cuda" in sys.modules
 
     import numba
-    from smalgo.algorithms import _kmeans_cuda
+    from smalgo.algorithms.kmeans import _cuda as _kmeans_cuda
     facts["simulator"] = bool(numba.config.ENABLE_CUDASIM)
 
     def compare(name, X, centers, shift, seeded=None):
         X = np.ascontiguousarray(X, dtype=np.float32)
-        table = kmeans._CenterTable(centers, np.asarray(shift, np.float32), seeded)
+        table = kmeans._kmeans._CenterTable(centers, np.asarray(shift, np.float32), seeded)
         excluded = table.shifted_sq_norms == kernels.UNSEEDED_SQ_NORM
         n = X.shape[0]
         cpu_labels, gpu_labels = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
@@ -292,9 +295,9 @@ _SIMULATOR_SCRIPT = textwrap.dedent("""
         gpu_calls.append(X.shape[0])
         return real_assign(X, *args)
     _kmeans_cuda.assign_dense_gpu = counting_assign
-    kmeans.MIN_GPU_ROWS = 256  # the simulator is too slow for the real threshold's batches
+    kmeans._kmeans.MIN_GPU_ROWS = 256  # the simulator is too slow for the real threshold's batches
 
-    model = kmeans.KMeansModel(rng.normal(0.0, 5.0, (6, 4)))
+    model = kmeans._kmeans.KMeansModel(rng.normal(0.0, 5.0, (6, 4)))
     X = rng.normal(0.0, 5.0, (300, 4)).astype(np.float32)
     seeded = np.array([True, False, True, True, False, True])
     arrays = {}
@@ -302,9 +305,9 @@ _SIMULATOR_SCRIPT = textwrap.dedent("""
     def run_on(choice):
         os.environ["SMALGO_DEVICE"] = choice
         arrays.update({f"{choice}_{k}": v for k, v in model.predict(Batch(X)).items()})
-        labels, sq = kmeans._CenterTable(model.centers, model.centers.mean(axis=0), seeded).nearest(X)
+        labels, sq = kmeans._kmeans._CenterTable(model.centers, model.centers.mean(axis=0), seeded).nearest(X)
         arrays[f"{choice}_excluded_labels"], arrays[f"{choice}_excluded_sq"] = labels, sq
-        state = kmeans.StreamingKMeans(12, 4, "random", 0, np.random.default_rng(7))
+        state = kmeans._kmeans.StreamingKMeans(12, 4, "random", 0, np.random.default_rng(7))
         losses = [state.update(Batch(X)), state.update(Batch(X[::-1].copy()))]
         arrays[f"{choice}_losses"] = np.array(losses)
         arrays[f"{choice}_centers"], arrays[f"{choice}_counts"] = state.centers, state.counts
@@ -433,14 +436,14 @@ def _real_cuda_gpu() -> bool:
 def test_real_gpu_matches_the_cpu_on_a_large_batch(monkeypatch):
     if not _real_cuda_gpu():
         pytest.skip("no CUDA GPU")
-    from smalgo.algorithms import _kmeans_cuda
+    from smalgo.algorithms.kmeans import _cuda as _kmeans_cuda
 
     rng = np.random.default_rng(5)
     X = rng.normal(5.0, 2.0, (200_000, 50)).astype(np.float32)
     centers = rng.normal(5.0, 2.0, (20, 50)).astype(np.float32)
     seeded = np.ones(20, bool)
     seeded[[3, 17]] = False
-    table = kmeans._CenterTable(centers, X[:1000].mean(axis=0), seeded)
+    table = kmeans._kmeans._CenterTable(centers, X[:1000].mean(axis=0), seeded)
     cpu_labels, gpu_labels = np.empty(X.shape[0], np.int64), np.empty(X.shape[0], np.int64)
     cpu_sq, gpu_sq = np.empty(X.shape[0]), np.empty(X.shape[0])
     kernels.assign_dense(X, table.shift, table.shifted_t_m2, table.shifted_sq_norms, table.centers, cpu_labels, cpu_sq)
@@ -453,7 +456,7 @@ def test_real_gpu_matches_the_cpu_on_a_large_batch(monkeypatch):
     real_assign = _kmeans_cuda.assign_dense_gpu
     monkeypatch.setattr(_kmeans_cuda, "assign_dense_gpu",
                         lambda X, *args: gpu_calls.append(X.shape[0]) or real_assign(X, *args))
-    model = kmeans.KMeansModel(centers)
+    model = kmeans._kmeans.KMeansModel(centers)
     monkeypatch.setenv("SMALGO_DEVICE", "cpu")
     on_cpu = model.predict(Batch(X))
     monkeypatch.setenv("SMALGO_DEVICE", "gpu")
@@ -466,8 +469,8 @@ def test_real_gpu_matches_the_cpu_on_a_large_batch(monkeypatch):
 def test_sparse_batches_are_never_sent_to_the_gpu(monkeypatch, cpu_assignments):
     # In-process: the hook must not even ask for a GPU for a sparse batch.
     probes = fake_probe(monkeypatch, True, "Fake GPU, compute capability 9.0")
-    model = kmeans.KMeansModel(np.eye(3))
-    X = sp.random(kmeans.MIN_GPU_ROWS, 3, density=0.5, format="csr", dtype=np.float32, random_state=1)
+    model = kmeans._kmeans.KMeansModel(np.eye(3))
+    X = sp.random(kmeans._kmeans.MIN_GPU_ROWS, 3, density=0.5, format="csr", dtype=np.float32, random_state=1)
     model.predict(Batch(X))
     assert probes == []
     assert cpu_assignments == []

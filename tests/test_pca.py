@@ -29,11 +29,11 @@ def low_rank_data(n: int, d: int, variances, noise: float, offset: float = 3.0, 
 
 def parse(**raw) -> dict:
     raw.setdefault("mini_batch_size", 100)
-    return pca.HYPERPARAMETERS.parse({key: str(value) for key, value in raw.items()})
+    return pca.ALGORITHM.hyperparameters.parse({key: str(value) for key, value in raw.items()})
 
 
-def train(X, **raw) -> pca.PCAModel:
-    return pca.train(parse(feature_dim=X.shape[1], **raw), InMemoryData({"train": X}))
+def train(X, **raw) -> pca._pca.PCAModel:
+    return pca.ALGORITHM.train(parse(feature_dim=X.shape[1], **raw), InMemoryData({"train": X}))
 
 
 def reference_svd(X: np.ndarray, subtract_mean: bool = True):
@@ -54,20 +54,20 @@ def assert_same_up_to_sign(actual: np.ndarray, expected: np.ndarray, atol: float
 
 
 def test_sdk_hyperparameters_parse():
-    hp = pca.HYPERPARAMETERS.parse({"feature_dim": "50", "mini_batch_size": "500", "num_components": "10",
+    hp = pca.ALGORITHM.hyperparameters.parse({"feature_dim": "50", "mini_batch_size": "500", "num_components": "10",
                                     "algorithm_mode": "randomized", "subtract_mean": "True",
                                     "extra_components": "-1"})
-    pca.validate(hp)
+    pca.ALGORITHM.validate(hp)
     assert hp == {"feature_dim": 50, "mini_batch_size": 500, "num_components": 10,
                   "algorithm_mode": "randomized", "subtract_mean": True, "extra_components": -1}
-    assert pca.sketch_size(hp) == 20
+    assert pca._pca.sketch_size(hp) == 20
 
 
 def test_defaults_and_sketch_size():
     hp = parse(feature_dim=100, num_components=30)
     assert hp["algorithm_mode"] == "regular" and hp["subtract_mean"] is True and hp["extra_components"] == -1
-    assert pca.sketch_size(hp) == 60  # -1 means max(10, num_components)
-    assert pca.sketch_size(parse(feature_dim=100, num_components=3, extra_components=0)) == 3
+    assert pca._pca.sketch_size(hp) == 60  # -1 means max(10, num_components)
+    assert pca._pca.sketch_size(parse(feature_dim=100, num_components=3, extra_components=0)) == 3
 
 
 @pytest.mark.parametrize("raw, name", [
@@ -79,19 +79,19 @@ def test_defaults_and_sketch_size():
 ])
 def test_bad_hyperparameters_are_user_errors_naming_them(raw, name):
     with pytest.raises(UserError, match=name):
-        pca.HYPERPARAMETERS.parse(raw)
+        pca.ALGORITHM.hyperparameters.parse(raw)
 
 
 def test_more_components_than_features_is_refused_before_reading_data():
     hp = parse(feature_dim=5, num_components=6)
     with pytest.raises(UserError, match=r"num_components \(6\).*feature_dim \(5\)"):
-        pca.validate(hp)
+        pca.ALGORITHM.validate(hp)
 
 
 def test_regular_mode_refuses_a_matrix_that_cannot_fit():
     with pytest.raises(UserError, match="randomized"):
-        pca.validate(parse(feature_dim=100_000, num_components=10))
-    pca.validate(parse(feature_dim=100_000, num_components=10, algorithm_mode="randomized"))
+        pca.ALGORITHM.validate(parse(feature_dim=100_000, num_components=10))
+    pca.ALGORITHM.validate(parse(feature_dim=100_000, num_components=10, algorithm_mode="randomized"))
 
 
 # --------------------------------------------------------------------------- regular mode
@@ -162,7 +162,7 @@ def test_sparse_input_gives_the_dense_result(mode):
     X = low_rank_data(800, 40, [30.0, 20.0, 10.0], noise=0.2)
     X[np.abs(X) < 2.0] = 0.0
     dense = train(X, num_components=3, algorithm_mode=mode, extra_components=5)
-    sparse = pca.train(parse(feature_dim=40, num_components=3, algorithm_mode=mode, extra_components=5),
+    sparse = pca.ALGORITHM.train(parse(feature_dim=40, num_components=3, algorithm_mode=mode, extra_components=5),
                        InMemoryData({"train": sp.csr_matrix(X)}))
     np.testing.assert_allclose(sparse.singular_values, dense.singular_values, rtol=1e-4)
     np.testing.assert_allclose(sparse.components, dense.components, atol=1e-4)
@@ -198,8 +198,10 @@ def test_randomized_on_data_of_lower_rank_than_num_components():
     model = train(X, num_components=5, algorithm_mode="randomized")
     gram = model.components.T.astype(np.float64) @ model.components
     np.testing.assert_allclose(gram, np.eye(5), atol=1e-5)
-    # Three directions hold nothing but float32 rounding.
-    assert np.all(model.singular_values[:3] < 3e-3 * model.singular_values[-1])
+    # Three directions hold nothing but float32 rounding: the sketch is accumulated from float32
+    # products, whose rounding (relative 1e-5 of the largest eigenvalue here, with numpy 2.4's
+    # OpenBLAS) shows as singular values up to a few thousandths of the largest.
+    assert np.all(model.singular_values[:3] < 1e-2 * model.singular_values[-1])
 
 
 @pytest.mark.parametrize("mode", ["regular", "randomized"])
@@ -226,7 +228,7 @@ def test_reconstruction_error_is_logged_for_train_and_test(caplog):
     X = low_rank_data(600, 10, [9.0, 4.0], noise=0.5, seed=1)
     X_test = low_rank_data(200, 10, [9.0, 4.0], noise=0.5, seed=1)[:100]
     with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
-        model = pca.train(parse(feature_dim=10, num_components=2), InMemoryData({"train": X, "test": X_test}))
+        model = pca.ALGORITHM.train(parse(feature_dim=10, num_components=2), InMemoryData({"train": X, "test": X_test}))
     centered = X_test.astype(np.float64) - model.mean
     V = model.components.astype(np.float64)
     expected = np.mean(np.sum((centered - centered @ V @ V.T) ** 2, axis=1))
@@ -280,10 +282,10 @@ def test_save_load_round_trip(tmp_path, subtract_mean):
     model = train(X, num_components=3, subtract_mean=subtract_mean)
     model.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
-    assert meta["algorithm"] == "pca" and meta["format_version"] == pca.FORMAT_VERSION
+    assert meta["algorithm"] == "pca" and meta["format_version"] == pca.ALGORITHM.format_version
     assert meta["component_order"] == "ascending" and meta["n_rows"] == 300
     assert (tmp_path / "mean.npy").exists() == (subtract_mean == "true")
-    loaded = pca.load_model(tmp_path)
+    loaded = pca.ALGORITHM.load(tmp_path)
     np.testing.assert_array_equal(loaded.predict(Batch(X))["projection"], model.predict(Batch(X))["projection"])
     np.testing.assert_array_equal(loaded.singular_values, model.singular_values)
 
@@ -291,18 +293,18 @@ def test_save_load_round_trip(tmp_path, subtract_mean):
 def test_loading_a_kmeans_model_is_a_user_error(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"algorithm": "kmeans", "format_version": 1}))
     with pytest.raises(UserError, match="not a pca model"):
-        pca.load_model(tmp_path)
+        pca.ALGORITHM.load(tmp_path)
 
 
 def test_module_contract():
-    assert pca.NAME == "pca"
-    assert pca.DEFAULT_CONTENT_TYPE == "application/x-recordio-protobuf"
-    assert pca.CONTENT_TYPES == ("application/x-recordio-protobuf", "text/csv")
-    assert pca.CHANNELS == {"train": True, "test": False}
+    assert pca.ALGORITHM.name == "pca"
+    assert pca.ALGORITHM.default_content_type == "application/x-recordio-protobuf"
+    assert pca.ALGORITHM.content_types == ("application/x-recordio-protobuf", "text/csv")
+    assert pca.ALGORITHM.channels == {"train": True, "test": False}
 
 
 def test_without_threadpoolctl_the_result_is_the_same(monkeypatch):
-    from smalgo.algorithms import row_threads
+    from smalgo.algorithms.runtime import threads as row_threads
 
     X = low_rank_data(30_000, 40, [30.0, 20.0, 10.0], noise=0.2)  # enough work for helper threads
     threaded = train(X, num_components=3, mini_batch_size=5000)

@@ -14,10 +14,10 @@ import scipy.sparse as sp
 
 from smalgo import recordio
 from smalgo.algorithms.errors import UserError
-from smalgo.algorithms import device
+from smalgo.algorithms.runtime import device
 from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
 from smalgo.serve.settings import available_cpus
-from test_serve_support import FEATURES, expected_outputs, train_kmeans, train_pca
+from test_serve_support import FEATURES, expected_outputs, train_sample_models
 
 ROWS = np.array([[1.5, 16.0, 14.0, 23.0],
                  [-3.25, 0.0, 7.5, 1e-3],
@@ -29,7 +29,7 @@ JSON_LIST_KEY = {"kmeans": "predictions", "pca": "projections"}
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     base = tmp_path_factory.mktemp("serve_models")
-    return {"kmeans": train_kmeans(base / "kmeans"), "pca": train_pca(base / "pca")}
+    return train_sample_models(base)
 
 
 def make_client(model_dir, **env):
@@ -249,7 +249,7 @@ def test_documented_response_shapes(clients):
     assert all(isinstance(v, float) for p in km["predictions"] for v in p.values())
     pca = json.loads(post(clients["pca"], csv_of(ROWS[:2])).data)
     assert list(pca) == ["projections"] and len(pca["projections"]) == 2
-    assert all(len(p["projection"]) == 2 for p in pca["projections"])
+    assert all(len(p["projection"]) == 3 for p in pca["projections"])  # the sample job's num_components
     csv_lines = post(clients["kmeans"], csv_of(ROWS), accept="text/csv").get_data(as_text=True).splitlines()
     assert len(csv_lines) == 3 and all(len(line.split(",")) == 2 for line in csv_lines)
     assert float(csv_lines[0].split(",")[0]).is_integer()  # cluster,distance
@@ -533,5 +533,5 @@ def test_model_with_missing_arrays(model_dirs, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_text((model_dirs["kmeans"] / "model.json").read_text())
-    with pytest.raises(ModelError, match="cannot be loaded: FileNotFoundError"):
+    with pytest.raises(ModelError, match="broken/centers.npy cannot be read as a .npy array: .*No such file"):
         create_app(broken)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smalgo import recordio
-from smalgo.algorithms.csv import iter_csv_blocks
+from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.algorithms.errors import UserError
 from smalgo.serve import decoding
 from smalgo.serve.encoding import encode_recordio, encode_response
@@ -115,7 +115,7 @@ def test_recordio_response_of_one_output_is_byte_identical():
 def test_text_responses_hold_every_float32_exactly(media_type):
     values = np.array([0.1, 1 / 3, 3e38, -1e-45, 7.0, np.nan, np.inf, -np.inf, 0.0, -0.0], np.float32)
     outputs = {"closest_cluster": values, "projection": np.stack([values, values[::-1]], axis=1)}
-    body, content_type = encode_response(outputs, media_type, "kmeans", batch_mode=False)
+    body, content_type = encode_response(outputs, media_type, json_key="predictions", batch_mode=False)
     assert content_type == media_type
     text = body.decode()
     if media_type == CSV:
@@ -132,7 +132,7 @@ def test_text_responses_hold_every_float32_exactly(media_type):
 
 def test_outputs_of_other_dtypes_are_written_as_float32():
     body, _ = encode_response({"closest_cluster": np.array([2], np.int64), "distance_to_cluster": np.array([0.1])},
-                              JSON, "kmeans", batch_mode=False)
+                              JSON, json_key="predictions", batch_mode=False)
     assert json.loads(body) == {"predictions": [{"closest_cluster": 2.0, "distance_to_cluster": float(np.float32(0.1))}]}
-    body, _ = encode_response({"projection": np.ones((1, 2), np.float64)}, RECORDIO_PROTOBUF, "pca", batch_mode=False)
+    body, _ = encode_response({"projection": np.ones((1, 2), np.float64)}, RECORDIO_PROTOBUF, json_key="projections", batch_mode=False)
     assert recordio.decode_response(body, vector_keys=("projection",))["projection"].tolist() == [[1.0, 1.0]]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_serve_support import FEATURES, ServerProcess, expected_outputs, free_port, train_kmeans, train_pca
+from test_serve_support import FEATURES, ServerProcess, expected_outputs, free_port, train_kmeans, train_sample_models
 
 REPO = Path(__file__).resolve().parents[1]
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
@@ -31,7 +31,7 @@ def csv_of(rows) -> bytes:
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     base = tmp_path_factory.mktemp("served_models")
-    return {"kmeans": train_kmeans(base / "kmeans"), "pca": train_pca(base / "pca")}
+    return train_sample_models(base)
 
 
 @pytest.fixture(scope="module")

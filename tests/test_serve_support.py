@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from conftest import clustered_rows
-from smalgo.algorithms import kmeans, pca
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import InMemoryData
+from smalgo.algorithms.model_files import ModelFiles
+from smalgo.algorithms.registry import ALGORITHMS, get_algorithm
 
 FEATURES = 4
 
@@ -28,23 +29,29 @@ def training_rows() -> np.ndarray:
     return clustered_rows(600, FEATURES, 3, seed=7)
 
 
+def train_sample_model(algorithm_name: str, model_dir: Path) -> Path:
+    """A model of the algorithm's sample job (contract.SampleJob) on small clustered rows."""
+    algorithm = get_algorithm(algorithm_name)
+    hp = algorithm.hyperparameters.parse(algorithm.sample_job.hyperparameters_for(algorithm, FEATURES))
+    X = training_rows()
+    labels = (X[:, 0] > X[:, 0].mean()).astype(np.float32)
+    algorithm.train(hp, InMemoryData({"train": (X, labels)})).save(model_dir)
+    return model_dir
+
+
+def train_sample_models(base: Path) -> dict[str, Path]:
+    """A sample model of every algorithm in the registry, by name."""
+    return {name: train_sample_model(name, base / name) for name in ALGORITHMS}
+
+
 def train_kmeans(model_dir: Path) -> Path:
-    hp = kmeans.HYPERPARAMETERS.parse({"k": "3", "feature_dim": str(FEATURES)})
-    kmeans.train(hp, InMemoryData({"train": training_rows()})).save(model_dir)
-    return model_dir
-
-
-def train_pca(model_dir: Path) -> Path:
-    hp = pca.HYPERPARAMETERS.parse({"num_components": "2", "feature_dim": str(FEATURES), "mini_batch_size": "100"})
-    pca.train(hp, InMemoryData({"train": training_rows()})).save(model_dir)
-    return model_dir
+    return train_sample_model("kmeans", model_dir)
 
 
 def expected_outputs(model_dir: Path, X) -> dict[str, np.ndarray]:
     """What the model predicts for X, in-process: the reference for the server's answers."""
-    algorithm = json.loads((model_dir / "model.json").read_text())["algorithm"]
-    module = {"kmeans": kmeans, "pca": pca}[algorithm]
-    return module.load_model(model_dir).predict(Batch(X))
+    files = ModelFiles.read(model_dir)
+    return get_algorithm(files.algorithm).load_model(files).predict(Batch(X))
 
 
 def free_port() -> int:

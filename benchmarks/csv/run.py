@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from smalgo.algorithms.csv import iter_csv_batches
+from smalgo.algorithms.formats.csv import iter_csv_batches
 
 FORMATS = ("%.9g", "%.17g", "%.6e", "%.4f", "%d")
 REPEATS = 3

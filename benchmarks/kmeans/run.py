@@ -63,8 +63,8 @@ def test_msd(model_kind: str, model, X_test: np.ndarray) -> float:
 
 
 def fit_smalgo(X: np.ndarray, k: int):
-    hp = kmeans.HYPERPARAMETERS.parse({"k": str(k), "feature_dim": str(X.shape[1])})
-    return kmeans.train(hp, InMemoryData({"train": X}))
+    hp = kmeans.ALGORITHM.hyperparameters.parse({"k": str(k), "feature_dim": str(X.shape[1])})
+    return kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
 
 
 def fit_lloyd(X: np.ndarray, k: int):
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"k-means benchmark: {n_train:,} x {d} float32 train, {n_test:,} test, k = {k}, {REPEATS} repeats")
     print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
           f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs")
-    from smalgo.algorithms import row_threads
+    from smalgo.algorithms.runtime import threads as row_threads
 
     path = "BLAS, one thread per worker" if row_threads.blas_controller() is not None else "numba only"
     print(f"smalgo dense assignment path: {path} (threadpoolctl {'present' if path.startswith('BLAS') else 'absent'})")

@@ -59,9 +59,9 @@ def make_data(n: int, d: int, n_signal: int, seed: int = SEED) -> np.ndarray:
 
 def fit_smalgo(mode: str):
     def fit(X: np.ndarray, n_components: int):
-        hp = pca.HYPERPARAMETERS.parse({"feature_dim": str(X.shape[1]), "mini_batch_size": str(MINI_BATCH_SIZE),
+        hp = pca.ALGORITHM.hyperparameters.parse({"feature_dim": str(X.shape[1]), "mini_batch_size": str(MINI_BATCH_SIZE),
                                         "num_components": str(n_components), "algorithm_mode": mode})
-        model = pca.train(hp, InMemoryData({"train": X}))
+        model = pca.ALGORITHM.train(hp, InMemoryData({"train": X}))
         # Ours orders components smallest first; report largest first like scikit-learn.
         return model.components[:, ::-1].astype(np.float64), model.explained_variance[::-1]
     return fit

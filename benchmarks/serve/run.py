@@ -138,8 +138,8 @@ def train_model(model_dir: Path, feature_dim: int, k: int) -> tuple[Path, np.nda
     rng = np.random.default_rng(0)
     centers = rng.normal(0.0, 10.0, (k, feature_dim))
     rows = (centers[rng.integers(0, k, 20_000)] + rng.normal(0.0, 1.0, (20_000, feature_dim))).astype(np.float32)
-    hp = kmeans.HYPERPARAMETERS.parse({"k": str(k), "feature_dim": str(feature_dim)})
-    kmeans.train(hp, InMemoryData({"train": rows})).save(model_dir)
+    hp = kmeans.ALGORITHM.hyperparameters.parse({"k": str(k), "feature_dim": str(feature_dim)})
+    kmeans.ALGORITHM.train(hp, InMemoryData({"train": rows})).save(model_dir)
     return model_dir, rows
 
 

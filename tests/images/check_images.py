@@ -1,6 +1,6 @@
 """`make test-images`: checks built images as SageMaker uses them, with a container engine.
 
-    .venv/bin/python tests/images/check_images.py --engine podman --tag cpu kmeans pca
+    .venv/bin/python tests/images/check_images.py --engine podman --tag cpu [ALGORITHM ...]   # default: all
 
 For each algorithm's image (smalgo-<algorithm>:<tag>):
 
@@ -43,12 +43,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_serve_support import expected_outputs, free_port  # noqa: E402
 
+from smalgo.algorithms.registry import ALGORITHMS, get_algorithm  # noqa: E402
 from smalgo.recordio import decode_response, write_dense  # noqa: E402
 
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
 SDK_HYPERPARAMETERS = REPO / "tests" / "data" / "sdk_v2_hyperparameters"
-# What a bad hyperparameter looks like to each algorithm, and what the failure must name.
-BAD_HYPERPARAMETER = {"kmeans": ("k", "0"), "pca": ("num_components", "0")}
 PING_TARGET_SECONDS, FIRST_REQUEST_TARGET_RATIO = 10.0, 5.0
 STEADY_REQUESTS = 50
 SERVE_STARTS = 3  # the start-up figures are medians over this many starts of the server
@@ -120,7 +119,7 @@ def check_bad_hyperparameter(engine: Engine, image: str, host_dir: Path, algorit
     (bad_dir / "model").mkdir()
     (bad_dir / "output").mkdir()
     config = bad_dir / "input" / "config" / "hyperparameters.json"
-    name, value = BAD_HYPERPARAMETER[algorithm]
+    name, value = get_algorithm(algorithm).sample_job.bad_hyperparameter
     config.write_text(json.dumps(dict(json.loads(config.read_text()), **{name: value})))
     result = engine.run("run", "--rm", "--network", "none", "-v", f"{bad_dir}:/opt/ml", image, "train")
     failure = bad_dir / "output" / "failure"
@@ -193,7 +192,7 @@ def _recordio(rows: np.ndarray) -> bytes:
 
 
 def _outputs_from_json(answer: dict, algorithm: str) -> dict[str, list]:
-    items = answer["predictions" if algorithm == "kmeans" else "projections"]
+    items = answer[get_algorithm(algorithm).json_response_key]
     return {key: [item[key] for item in items] for key in items[0]}
 
 
@@ -203,7 +202,7 @@ def check_sdk_client(base_url: str, rows: np.ndarray, algorithm: str, model_dir:
     check(result.returncode == 0, f"the SDK v2 client failed:\n{result.stderr[-3000:]}")
     answers = json.loads(result.stdout)
     expected = expected_outputs(model_dir, rows[:5])
-    key = "closest_cluster" if algorithm == "kmeans" else "projection"
+    key = get_algorithm(algorithm).outputs[0].name
     want = np.asarray(expected[key], dtype=np.float64).reshape(5, -1)
     as_json = _outputs_from_json(answers["csv+json"], algorithm)[key]
     as_records = [record[key] for record in answers["recordio+recordio"]]
@@ -320,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", default="podman", help="docker or podman")
     parser.add_argument("--tag", action="append", help="image tags to check (default: cpu); repeatable")
-    parser.add_argument("algorithms", nargs="+")
+    parser.add_argument("algorithms", nargs="*", help="algorithms whose images to check (default: all)")
     args = parser.parse_args(argv)
     if not SDK_PYTHON.exists():
         print(f"check_images: the SageMaker SDK v2 environment is missing ({SDK_PYTHON}); run `make sdk-env`",
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="smalgo-image-check-", dir="/var/tmp") as workdir:
         try:
             for tag in args.tag or ["cpu"]:
-                for algorithm in args.algorithms:
+                for algorithm in args.algorithms or list(ALGORITHMS):
                     results[f"smalgo-{algorithm}:{tag}"] = check_image(engine, algorithm, tag, Path(workdir))
         except CheckFailed as exc:
             print(f"check_images: FAILED: {exc}", file=sys.stderr)

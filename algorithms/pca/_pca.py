@@ -46,28 +46,23 @@ Weights in the data are ignored: PCA is unweighted.
 from __future__ import annotations
 
 import logging
-import pathlib
-import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import metrics, row_threads
-from .batch import Batch
-from .data import TrainingData
-from .errors import UserError
-from .model_files import read_metadata, write_metadata
-from .hyperparameters import Hyperparameter, Schema
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.contract import check_width
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.metrics import Metric
+from smalgo.algorithms.model_files import save_model_files
+from smalgo.algorithms.runtime import threads as row_threads
 
 NAME = "pca"
 FORMAT_VERSION = 1
-DEFAULT_CONTENT_TYPE = "application/x-recordio-protobuf"
-CONTENT_TYPES = ("application/x-recordio-protobuf", "text/csv")
-CHANNELS = {"train": True, "test": False}
-
-_SEED = 0x5EED_FCA
+SEED = 0x5EED_FCA
 # Regular mode holds a d x d float64 matrix: refuse more than 8 GiB of it up front.
-_MAX_MATRIX_VALUES = 1 << 30
+MAX_MATRIX_VALUES = 1 << 30
 # Rows multiplied per BLAS call: big enough for BLAS to run at full speed, small enough that the
 # shifted copy stays in cache.
 _CHUNK_ROWS = 4096
@@ -75,55 +70,17 @@ _CHUNK_ROWS = 4096
 _MAX_PARTIAL_VALUES = 1 << 22
 # The statistics do not depend on how rows are grouped, so rows are read in blocks of about
 # this many values when mini_batch_size is smaller (fewer, larger reads; same result).
-_READ_VALUES = 1 << 22
+READ_VALUES = 1 << 22
 
 logger = logging.getLogger(__name__)
 
-HYPERPARAMETERS = Schema(
-    (
-        Hyperparameter("feature_dim", "int", required=True, minimum=1,
-                       description="Number of features in the input data."),
-        Hyperparameter("mini_batch_size", "int", required=True, minimum=1,
-                       description="Rows per mini-batch (the result does not depend on it)."),
-        Hyperparameter("num_components", "int", required=True, minimum=1,
-                       description="Number of principal components to compute."),
-        Hyperparameter("algorithm_mode", "str", default="regular", choices=("regular", "randomized"),
-                       description="regular: exact, O(d^2) memory; randomized: sketch, O(d l) memory."),
-        Hyperparameter("extra_components", "int", default=-1, minimum=-1,
-                       description="Randomized mode: sketch size beyond num_components; -1 = max(10, num_components)."),
-        Hyperparameter("subtract_mean", "bool", default=True,
-                       description="Center the data (in training and inference)."),
-    )
-)
 
-
-def sketch_size(hp: dict) -> int:
+def sketch_size(hp: dict[str, Any]) -> int:
     """l = num_components + extra_components, with -1 meaning max(10, num_components)."""
     extra = hp["extra_components"]
     if extra == -1:
         extra = max(10, hp["num_components"])
-    return hp["num_components"] + extra
-
-
-def validate(hp: dict) -> None:
-    """Checks that involve several hyperparameters, before any data is read."""
-    d, num_components = hp["feature_dim"], hp["num_components"]
-    if num_components > d:
-        raise UserError(
-            f"Hyperparameter num_components ({num_components}) must not exceed feature_dim ({d}): "
-            f"data with {d} features has at most {d} principal components."
-        )
-    if hp["algorithm_mode"] == "regular" and d * d > _MAX_MATRIX_VALUES:
-        raise UserError(
-            f"algorithm_mode=regular holds a feature_dim x feature_dim matrix ({d} x {d} float64, "
-            f"{d * d * 8 / 2**30:.0f} GiB); use algorithm_mode=randomized for feature_dim > "
-            f"{int(_MAX_MATRIX_VALUES ** 0.5)}."
-        )
-    if hp["algorithm_mode"] == "randomized" and d * min(sketch_size(hp), d) > _MAX_MATRIX_VALUES:
-        raise UserError(
-            f"algorithm_mode=randomized holds a feature_dim x (num_components + extra_components) "
-            f"matrix ({d} x {sketch_size(hp)}); lower extra_components or num_components."
-        )
+    return int(hp["num_components"] + extra)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -317,7 +274,7 @@ def _complete_basis(vectors: np.ndarray, values: np.ndarray, count: int) -> tupl
     missing = count - vectors.shape[1]
     if missing <= 0:
         return vectors, values
-    extra = np.random.default_rng(_SEED).standard_normal((vectors.shape[0], missing))
+    extra = np.random.default_rng(SEED).standard_normal((vectors.shape[0], missing))
     for _ in range(2):  # twice, for orthogonality to working precision
         extra -= vectors @ (vectors.T @ extra)
         extra, _ = np.linalg.qr(extra)
@@ -365,12 +322,8 @@ class PCAModel:
         """Variance along each component (ascending), as scikit-learn's explained_variance_."""
         return self.singular_values.astype(np.float64) ** 2 / max(self.n_rows - 1, 1)
 
-    def _check(self, batch: Batch) -> None:
-        if batch.n_features != self.feature_dim:
-            raise UserError(f"expected {self.feature_dim} features, got {batch.n_features}")
-
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
-        self._check(batch)
+        check_width(batch, self.feature_dim)
         return {"projection": self._project(batch.X)}
 
     def _project(self, X) -> np.ndarray:
@@ -386,7 +339,7 @@ class PCAModel:
 
     def reconstruction_error_sum(self, batch: Batch) -> float:
         """Sum over the batch's rows of ||x - mean - V V^T (x - mean)||^2."""
-        self._check(batch)
+        check_width(batch, self.feature_dim)
         projection = self._project(batch.X).astype(np.float64)
         X = batch.X
         if sp.issparse(X):
@@ -402,89 +355,63 @@ class PCAModel:
             sq = float(np.einsum("ij,ij->", centered, centered))
         return max(sq - float(np.einsum("ij,ij->", projection, projection)), 0.0)
 
-    def save(self, model_dir: pathlib.Path) -> None:
-        model_dir = pathlib.Path(model_dir)
-        model_dir.mkdir(parents=True, exist_ok=True)
-        arrays = {"components": "components.npy", "singular_values": "singular_values.npy"}
-        np.save(model_dir / "components.npy", self.components, allow_pickle=False)
-        np.save(model_dir / "singular_values.npy", self.singular_values, allow_pickle=False)
+    def save(self, model_dir) -> None:
+        arrays = {"components": self.components, "singular_values": self.singular_values}
         if self.mean is not None:
-            np.save(model_dir / "mean.npy", self.mean, allow_pickle=False)
-            arrays["mean"] = "mean.npy"
-        meta = {
+            arrays["mean"] = self.mean
+        save_model_files(model_dir, {
             "algorithm": NAME,
             "format_version": FORMAT_VERSION,
             "feature_dim": self.feature_dim,
             "num_components": self.num_components,
             "n_rows": self.n_rows,
             "component_order": "ascending",
-            "arrays": arrays,
             "hyperparameters": self.hyperparameters,
             "details": self.details,
-        }
-        write_metadata(model_dir, meta)
+        }, arrays)
 
 
-def load_model(model_dir: pathlib.Path) -> PCAModel:
-    model_dir = pathlib.Path(model_dir)
-    meta = read_metadata(model_dir, NAME, FORMAT_VERSION, "PCA")
-    arrays = meta["arrays"]
-    components = np.load(model_dir / arrays["components"], allow_pickle=False)
-    singular_values = np.load(model_dir / arrays["singular_values"], allow_pickle=False)
-    mean = np.load(model_dir / arrays["mean"], allow_pickle=False) if "mean" in arrays else None
-    expected = (meta["feature_dim"], meta["num_components"])
-    if components.shape != expected or singular_values.shape != expected[1:]:
-        raise UserError(f"The arrays in {model_dir} do not match model.json (feature_dim={expected[0]}, "
-                        f"num_components={expected[1]}).")
-    return PCAModel(components, singular_values, mean, meta["n_rows"], meta.get("hyperparameters"), meta.get("details"))
+# --------------------------------------------------------------------------- training and scoring
 
 
-# --------------------------------------------------------------------------- training
+class PCATraining:
+    """The driver's StreamingState: the statistics of one pass, finalised into the model."""
+
+    def __init__(self, hp: dict[str, Any]) -> None:
+        self.hp = hp
+        d = hp["feature_dim"]
+        self.columns = sketch_size(hp) if hp["algorithm_mode"] == "randomized" else None
+        self.stats = PCAStatistics(d, hp["subtract_mean"], self.columns, np.random.default_rng(SEED))
+        if self.columns is not None and self.stats.exact:
+            logger.info("PCA: sketch size %d >= feature_dim %d; randomized mode computes the exact scatter matrix",
+                        self.columns, d)
+
+    def update(self, batch: Batch) -> None:
+        self.stats.update(batch.X)
+
+    def end_epoch(self) -> list[Metric]:
+        return []
+
+    def finalize(self) -> tuple[PCAModel, list[Metric]]:
+        components, singular_values, mean, train_error = self.stats.finalize(self.hp["num_components"])
+        model = PCAModel(components, singular_values, mean, self.stats.n, self.hp, {
+            "sketch_columns": None if self.stats.exact else self.columns,
+            "exact": self.stats.exact,
+        })
+        return model, [Metric("reconstruction_error", train_error)]
 
 
-def train(hp: dict, data: TrainingData) -> PCAModel:
-    validate(hp)
-    d, num_components = hp["feature_dim"], hp["num_components"]
-    randomized = hp["algorithm_mode"] == "randomized"
-    columns = sketch_size(hp) if randomized else None
-    stats = PCAStatistics(d, hp["subtract_mean"], columns, np.random.default_rng(_SEED))
-    if randomized and stats.exact:
-        logger.info("PCA: sketch size %d >= feature_dim %d; randomized mode computes the exact scatter matrix",
-                    columns, d)
-    read_rows = max(hp["mini_batch_size"], _READ_VALUES // d)
+class PCAScorer:
+    """The mean squared reconstruction error of a channel's rows."""
 
-    started = time.perf_counter()
-    for batch in data.batches("train", read_rows, feature_dim=d):
-        if batch.n_features != d:
-            raise UserError(f"train channel: expected {d} features (feature_dim), got {batch.n_features}")
-        stats.update(batch.X)
-    elapsed = time.perf_counter() - started
-    components, singular_values, mean, train_error = stats.finalize(num_components)
-    metrics.progress_metric(100.0)
-    metrics.throughput_metric("train", stats.n / max(elapsed, 1e-9))
-    metrics.quality_metric("train", "reconstruction_error", train_error)
+    def __init__(self, model: PCAModel) -> None:
+        self.model = model
+        self.total = 0.0
+        self.rows = 0
 
-    model = PCAModel(components, singular_values, mean, stats.n, hp, {
-        "sketch_columns": None if stats.exact else columns,
-        "exact": stats.exact,
-    })
-    if data.has_channel("test"):
-        score_test(model, data, read_rows)
-    return model
+    def add(self, batch: Batch) -> None:
+        self.total += self.model.reconstruction_error_sum(batch)
+        self.rows += batch.n_rows
 
-
-def score_test(model: PCAModel, data: TrainingData, read_rows: int) -> float | None:
-    """Log the mean squared reconstruction error of the test channel's rows."""
-    total = 0.0
-    rows = 0
-    for batch in data.batches("test", read_rows, feature_dim=model.feature_dim):
-        if batch.n_rows == 0:
-            continue
-        total += model.reconstruction_error_sum(batch)
-        rows += batch.n_rows
-    if rows == 0:
-        logger.warning("The test channel has no records; no test metrics.")
-        return None
-    value = total / rows
-    metrics.quality_metric("test", "reconstruction_error", value)
-    return value
+    def metrics(self) -> list[Metric]:
+        return [Metric("reconstruction_error", self.total / self.rows)] if self.rows else []

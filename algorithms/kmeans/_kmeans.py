@@ -57,32 +57,28 @@ from __future__ import annotations
 
 import logging
 import math
-import pathlib
-import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import _kmeans_kernels as kernels
-from . import device, metrics, row_threads
-from .batch import Batch
-from .data import TrainingData
-from .errors import UserError
-from .model_files import read_metadata, write_metadata
-from .hyperparameters import AUTO, Hyperparameter, Schema
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.contract import check_width
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.hyperparameters import AUTO
+from smalgo.algorithms.metrics import Metric
+from smalgo.algorithms.model_files import save_model_files
+from smalgo.algorithms.runtime import device
+from smalgo.algorithms.runtime import threads as row_threads
+
+from . import _kernels as kernels
 
 NAME = "kmeans"
 FORMAT_VERSION = 1
-DEFAULT_CONTENT_TYPE = "application/x-recordio-protobuf"
-CONTENT_TYPES = ("application/x-recordio-protobuf", "text/csv")
-CHANNELS = {"train": True, "test": False}
-
-_INIT_METHODS = ("random", "kmeans++")
-_EVAL_METRICS = ("msd", "ssd")
-_SEED = 0x5EED_C1
+SEED = 0x5EED_C1
 # Keep the streaming centers (K x feature_dim float32, plus float64 sums of the same size) well
 # inside memory; K = k x extra_center_factor.
-_MAX_CENTER_VALUES = 1 << 28
+MAX_CENTER_VALUES = 1 << 28
 # Dense batches with fewer rows are assigned on the CPU even when a GPU is used: copying them to
 # the GPU and back costs more than it saves. Small batches also never look for a GPU, so the
 # server's tiny warm-up requests in gunicorn's master do not initialise CUDA before it forks.
@@ -90,66 +86,22 @@ MIN_GPU_ROWS = 4096
 
 logger = logging.getLogger(__name__)
 
-HYPERPARAMETERS = Schema(
-    (
-        Hyperparameter("feature_dim", "int", required=True, minimum=1,
-                       description="Number of features in the input data."),
-        Hyperparameter("k", "int", required=True, minimum=1,
-                       description="Number of clusters (k = 1 is accepted: the weighted mean)."),
-        Hyperparameter("epochs", "int", default=1, minimum=1,
-                       description="Passes over the training data."),
-        Hyperparameter("eval_metrics", "list", default=["msd"], choices=_EVAL_METRICS, item_kind="str",
-                       description="Metrics reported on the test channel."),
-        Hyperparameter("extra_center_factor", "int", default=AUTO, minimum=1, allow_auto=True,
-                       description="Streaming uses k x extra_center_factor centers."),
-        Hyperparameter("half_life_time_size", "int", default=0, minimum=0,
-                       description="Points after which a point's weight halves; 0 = no decay."),
-        Hyperparameter("init_method", "str", default="random", choices=_INIT_METHODS,
-                       description="Seeding of the streaming centers from the first mini-batch."),
-        Hyperparameter("local_lloyd_init_method", "str", default="kmeans++", choices=_INIT_METHODS,
-                       description="Seeding of the local Lloyd reduction from K to k centers."),
-        Hyperparameter("local_lloyd_max_iter", "int", default=300, minimum=1,
-                       description="Maximum Lloyd iterations per reduction trial."),
-        Hyperparameter("local_lloyd_num_trials", "int", default=AUTO, minimum=1, allow_auto=True,
-                       description="Reduction trials; the one with the least loss is kept."),
-        Hyperparameter("local_lloyd_tol", "float", default=0.0001, minimum=0.0, maximum=1.0,
-                       description="Relative loss decrease under which Lloyd stops."),
-        Hyperparameter("mini_batch_size", "int", default=5000, minimum=1,
-                       description="Rows per streaming update."),
-    ),
-    # The SageMaker Python SDK's KMeans estimator always sends force_dense="True".
-    extra_allowed=("force_dense",),
-)
-
 
 # --------------------------------------------------------------------------- hyperparameters
 
 
-def resolve_extra_center_factor(k: int, value) -> int:
+def resolve_extra_center_factor(k: int, value: Any) -> int:
     """The factor K / k; see the module docstring for why auto is ceil(ln k) + 2 in [4, 10]."""
     if value != AUTO:
         return int(value)
     return int(min(10, max(4, math.ceil(math.log(k)) + 2)))
 
 
-def resolve_num_trials(value, n_centers: int, k: int, feature_dim: int) -> int:
+def resolve_num_trials(value: Any, n_centers: int, k: int, feature_dim: int) -> int:
     """Local Lloyd trials; auto = 10, fewer when one trial on K x k x d is expensive."""
     if value != AUTO:
         return int(value)
     return int(min(10, max(1, 10**9 // max(1, n_centers * k * feature_dim))))
-
-
-def validate(hp: dict) -> None:
-    """Checks that involve several hyperparameters, before any data is read."""
-    k, feature_dim = hp["k"], hp["feature_dim"]
-    factor = resolve_extra_center_factor(k, hp["extra_center_factor"])
-    if k * factor * feature_dim > _MAX_CENTER_VALUES:
-        raise UserError(
-            f"k x extra_center_factor x feature_dim = {k} x {factor} x {feature_dim} = "
-            f"{k * factor * feature_dim} streaming center values is more than the "
-            f"{_MAX_CENTER_VALUES} this implementation holds in memory; lower k, "
-            f"extra_center_factor or feature_dim."
-        )
 
 
 # --------------------------------------------------------------------------- rows and centers
@@ -215,7 +167,7 @@ class _CenterTable:
 
     def _assign_dense(self, X: np.ndarray, labels: np.ndarray, sq_distances: np.ndarray) -> None:
         if X.shape[0] >= MIN_GPU_ROWS and device.use_gpu():
-            from ._kmeans_cuda import assign_dense_gpu  # imports numba.cuda: only once a GPU is used
+            from ._cuda import assign_dense_gpu  # imports numba.cuda: only once a GPU is used
 
             excluded = self.shifted_sq_norms == kernels.UNSEEDED_SQ_NORM
             assign_dense_gpu(X, self.centers, excluded, labels, sq_distances)
@@ -480,8 +432,7 @@ class KMeansModel:
         return self.centers.shape[1]
 
     def _nearest(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        if batch.n_features != self.feature_dim:
-            raise UserError(f"expected {self.feature_dim} features, got {batch.n_features}")
+        check_width(batch, self.feature_dim)
         return self._table.nearest(_canonical_rows(batch.X))
 
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -497,96 +448,76 @@ class KMeansModel:
         weights = _weights_of(batch.w, batch.n_rows)
         return float(np.dot(weights, sq_distances)), float(weights.sum())
 
-    def save(self, model_dir: pathlib.Path) -> None:
-        model_dir = pathlib.Path(model_dir)
-        model_dir.mkdir(parents=True, exist_ok=True)
-        np.save(model_dir / "centers.npy", self.centers, allow_pickle=False)
-        meta = {
+    def save(self, model_dir) -> None:
+        save_model_files(model_dir, {
             "algorithm": NAME,
             "format_version": FORMAT_VERSION,
             "k": self.k,
             "feature_dim": self.feature_dim,
-            "arrays": {"centers": "centers.npy"},
             "hyperparameters": self.hyperparameters,
             "details": self.details,
-        }
-        write_metadata(model_dir, meta)
+        }, {"centers": self.centers})
 
 
-def load_model(model_dir: pathlib.Path) -> KMeansModel:
-    model_dir = pathlib.Path(model_dir)
-    meta = read_metadata(model_dir, NAME, FORMAT_VERSION, "k-means")
-    centers = np.load(model_dir / "centers.npy", allow_pickle=False)
-    if centers.shape != (meta["k"], meta["feature_dim"]):
-        raise UserError(f"{model_dir / 'centers.npy'} has shape {centers.shape}; model.json says "
-                        f"k={meta['k']}, feature_dim={meta['feature_dim']}.")
-    return KMeansModel(centers, meta.get("hyperparameters"), meta.get("details"))
+# --------------------------------------------------------------------------- training and scoring
 
 
-# --------------------------------------------------------------------------- training
+class KMeansTraining:
+    """The driver's StreamingState: the streaming centers, the epoch's loss, and the reduction
+    to k centers at the end."""
+
+    def __init__(self, hp: dict) -> None:
+        self.hp = hp
+        k, feature_dim = hp["k"], hp["feature_dim"]
+        self.factor = resolve_extra_center_factor(k, hp["extra_center_factor"])
+        self.n_centers = k * self.factor
+        self.num_trials = resolve_num_trials(hp["local_lloyd_num_trials"], self.n_centers, k, feature_dim)
+        logger.info("k-means: k=%d, %d streaming centers (extra_center_factor=%d), %d local Lloyd trials",
+                    k, self.n_centers, self.factor, self.num_trials)
+        self.rng = np.random.default_rng(SEED)
+        self.stream = StreamingKMeans(self.n_centers, feature_dim, hp["init_method"], hp["half_life_time_size"],
+                                      self.rng)
+        self.rows_seen = 0
+        self._loss_sum = self._weight_sum = 0.0
+
+    def update(self, batch: Batch) -> None:
+        batch_loss, batch_weight = self.stream.update(batch)
+        self._loss_sum += batch_loss
+        self._weight_sum += batch_weight
+        self.rows_seen += batch.n_rows
+
+    def end_epoch(self) -> list[Metric]:
+        loss, weight = self._loss_sum, self._weight_sum
+        self._loss_sum = self._weight_sum = 0.0
+        return [Metric("msd", loss / weight)] if weight > 0 else []
+
+    def finalize(self) -> tuple[KMeansModel, list[Metric]]:
+        hp = self.hp
+        centers = reduce_centers(self.stream.centers, self.stream.counts, hp["k"], hp["local_lloyd_init_method"],
+                                 hp["local_lloyd_max_iter"], hp["local_lloyd_tol"], self.num_trials, self.rng)
+        return KMeansModel(centers, hp, {
+            "extra_center_factor": self.factor,
+            "streaming_centers": self.n_centers,
+            "local_lloyd_num_trials": self.num_trials,
+            "records_seen": self.rows_seen,
+        }), []
 
 
-def train(hp: dict, data: TrainingData) -> KMeansModel:
-    validate(hp)
-    k, feature_dim = hp["k"], hp["feature_dim"]
-    factor = resolve_extra_center_factor(k, hp["extra_center_factor"])
-    n_centers = k * factor
-    num_trials = resolve_num_trials(hp["local_lloyd_num_trials"], n_centers, k, feature_dim)
-    logger.info("k-means: k=%d, %d streaming centers (extra_center_factor=%d), %d local Lloyd trials",
-                k, n_centers, factor, num_trials)
-    rng = np.random.default_rng(_SEED)
-    state = StreamingKMeans(n_centers, feature_dim, hp["init_method"], hp["half_life_time_size"], rng)
+class KMeansScorer:
+    """msd and ssd of a channel's rows to the model's centers (the metrics in eval_metrics)."""
 
-    started = time.perf_counter()
-    rows_seen = 0
-    epochs = hp["epochs"]
-    for epoch in range(epochs):
-        loss_sum = weight_sum = 0.0
-        for batch in data.batches("train", hp["mini_batch_size"], feature_dim=feature_dim):
-            if batch.n_rows == 0:
-                continue
-            if batch.n_features != feature_dim:
-                raise UserError(f"train channel: expected {feature_dim} features (feature_dim), got {batch.n_features}")
-            batch_loss, batch_weight = state.update(batch)
-            loss_sum += batch_loss
-            weight_sum += batch_weight
-            rows_seen += batch.n_rows
-        if rows_seen == 0:
-            raise UserError("The train channel has no records.")
-        if weight_sum > 0:
-            metrics.quality_metric("train", "msd", loss_sum / weight_sum, epoch=epoch)
-        metrics.progress_metric(100.0 * (epoch + 1) / epochs)
-    elapsed = time.perf_counter() - started
-    metrics.throughput_metric("train", rows_seen / max(elapsed, 1e-9))
+    def __init__(self, model: KMeansModel, eval_metrics: list[str]) -> None:
+        self.model = model
+        self.eval_metrics = list(dict.fromkeys(eval_metrics))
+        self.ssd = self.weight = 0.0
 
-    centers = reduce_centers(state.centers, state.counts, k, hp["local_lloyd_init_method"],
-                             hp["local_lloyd_max_iter"], hp["local_lloyd_tol"], num_trials, rng)
-    model = KMeansModel(centers, hp, {
-        "extra_center_factor": factor,
-        "streaming_centers": n_centers,
-        "local_lloyd_num_trials": num_trials,
-        "records_seen": rows_seen,
-    })
-    if data.has_channel("test"):
-        score_test(model, data, hp)
-    return model
+    def add(self, batch: Batch) -> None:
+        ssd, weight = self.model.sum_squared_distances(batch)
+        self.ssd += ssd
+        self.weight += weight
 
-
-def score_test(model: KMeansModel, data: TrainingData, hp: dict) -> dict[str, float]:
-    """Score the final model on the test channel and log each requested eval metric."""
-    ssd = weight = 0.0
-    for batch in data.batches("test", hp["mini_batch_size"], feature_dim=model.feature_dim):
-        if batch.n_rows == 0:
-            continue
-        batch_ssd, batch_weight = model.sum_squared_distances(batch)
-        ssd += batch_ssd
-        weight += batch_weight
-    if weight == 0:
-        logger.warning("The test channel has no records; no test metrics.")
-        return {}
-    scores = {"msd": ssd / weight, "ssd": ssd}
-    reported = {}
-    for name in dict.fromkeys(hp["eval_metrics"]):
-        metrics.quality_metric("test", name, scores[name])
-        reported[name] = scores[name]
-    return reported
+    def metrics(self) -> list[Metric]:
+        if self.weight == 0:
+            return []
+        scores = {"msd": self.ssd / self.weight, "ssd": self.ssd}
+        return [Metric(name, scores[name]) for name in self.eval_metrics]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError
+from smalgo.algorithms.errors import UserError
 
 CSV = "text/csv"
 RECORDIO_PROTOBUF = "application/x-recordio-protobuf"

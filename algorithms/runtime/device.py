@@ -23,7 +23,7 @@ import logging
 import os
 from typing import Mapping
 
-from .errors import UserError
+from smalgo.algorithms.errors import UserError
 
 ENV_VARIABLE = "SMALGO_DEVICE"
 CHOICES = ("auto", "cpu", "gpu")

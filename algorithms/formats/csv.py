@@ -33,9 +33,9 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from numba import njit
 
-from . import row_threads
-from .data import rebatch
-from .errors import UserError
+from smalgo.algorithms.runtime import threads as row_threads
+from smalgo.algorithms.data import rebatch
+from smalgo.algorithms.errors import UserError
 
 # Bytes read per read() call while streaming: large enough that per-call overhead vanishes,
 # small enough that a big file is never held whole.

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .row_threads import MIN_THREADED_WORK, blas_controller, run_in_row_chunks, single_threaded_blas
+from smalgo.algorithms.runtime.threads import MIN_THREADED_WORK, blas_controller, run_in_row_chunks, single_threaded_blas
 
 # No `nnan`/`ninf`: the kernels must stay correct for any finite input, and fastmath's "no inf"
 # assumption would make the unseeded-center sentinel below undefined behaviour.

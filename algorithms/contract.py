@@ -1,0 +1,227 @@
+"""The contract every algorithm satisfies, and the facts it declares about itself.
+
+An algorithm is one subpackage of `smalgo.algorithms` whose `__init__` makes one `Algorithm`
+object, listed once in `registry.py`. Everything specific to it is declared on that object, so
+that the job layer, the server, the images, the cache warm-up and the tests iterate over the
+registry instead of keeping maps of their own:
+
+    name, title              registry name ("kmeans"), as people write it ("k-means")
+    hyperparameters          the declarative Schema (hyperparameters.py)
+    channels                 channel name -> required
+    content_types            accepted training content types; default_content_type when unset
+    outputs                  the named arrays predict() returns, and whether each is a vector
+    json_response_key        the list's key in an application/json answer ("predictions")
+    model_files              the files a saved model consists of
+    finite_values_only       whether NaN and infinities in training data are refused
+    has_gpu_path             whether some of its kernels run on a GPU (runtime/device.py)
+    sample_job               a small job that exercises it (warm-up, image checks, demo, tests)
+
+Training: `train(hp, data, metrics=..., callbacks=...)` returns a `Model`. Mini-batch algorithms
+derive from `StreamingAlgorithm` and only say how to start a `StreamingState`; the shared driver
+(`training.py`) runs the passes. An algorithm that drives its own loop overrides `train` and
+still reports through the `MetricWriter` it is given.
+
+Models: `predict(Batch) -> {output name: array}` and `save(dir)`; the algorithm loads them back
+from `ModelFiles` (model_files.py), read once by whoever needs the model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from .batch import Batch
+from .data import TrainingData
+from .errors import UserError
+from .formats.content_types import RECORDIO_PROTOBUF
+from .hyperparameters import Schema
+from .metrics import Metric, MetricWriter
+from .model_files import ModelFiles
+
+if TYPE_CHECKING:
+    from .training import TrainingCallback
+
+# A parsed hyperparameter set, by canonical name (Schema.parse's result).
+Hyperparameters = dict[str, Any]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A trained model: predicts named outputs for a batch, saves itself to a directory."""
+
+    @property
+    def feature_dim(self) -> int:
+        """The number of features every input row must have."""
+        ...
+
+    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
+        """One entry per output name, each with one row per input row (1-D for a scalar per
+        row, 2-D for a vector). Raises UserError for a batch of the wrong width."""
+        ...
+
+    def save(self, model_dir: Path) -> None:
+        """Write the model's files into `model_dir` (model_files.save_model_files)."""
+        ...
+
+
+class Scorer(Protocol):
+    """Accumulates a metric over a channel, batch by batch (test and validation scoring)."""
+
+    def add(self, batch: Batch) -> None:
+        """Take one non-empty batch into account."""
+        ...
+
+    def metrics(self) -> list[Metric]:
+        """The metrics over every batch added; empty when no row was added."""
+        ...
+
+
+class StreamingState(Protocol):
+    """What a mini-batch algorithm keeps between batches (init / update / finalize)."""
+
+    def update(self, batch: Batch) -> None:
+        """Consume one non-empty mini-batch."""
+        ...
+
+    def end_epoch(self) -> list[Metric]:
+        """The train metrics of the pass that just ended (logged with its epoch number)."""
+        ...
+
+    def finalize(self) -> tuple[Model, list[Metric]]:
+        """The model, and train metrics that only the finished model can give."""
+        ...
+
+
+@dataclass(frozen=True)
+class Output:
+    """One named output of predict(): a scalar per row, or a vector per row."""
+
+    name: str
+    vector: bool = False
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """A small job that exercises an algorithm: the cache warm-up trains it in every input form
+    and mode, the image checks train and serve it, the demo and the serve tests use it.
+
+    hyperparameters: for data with `feature_dim` features; the feature count hyperparameter
+        itself is filled in by `hyperparameters_for`.
+    variants: hyperparameter overrides that select other kernels (each trained by the warm-up).
+    bad_hyperparameter: (name, value) that the job must refuse, naming the hyperparameter.
+    content_type: how the demo hands it the sample (CSV or RecordIO-protobuf).
+    labelled: whether its training data carry a label.
+    """
+
+    hyperparameters: Mapping[str, str]
+    bad_hyperparameter: tuple[str, str]
+    variants: Sequence[Mapping[str, str]] = ()
+    content_type: str = RECORDIO_PROTOBUF
+    labelled: bool = False
+
+    def hyperparameters_for(self, algorithm: "Algorithm", feature_dim: int,
+                            variant: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The sample's hyperparameters (plus `variant`) for data of `feature_dim` features, as
+        SageMaker writes them: every value a string."""
+        values = dict(self.hyperparameters)
+        if algorithm.feature_dim_hyperparameter:
+            values[algorithm.feature_dim_hyperparameter] = str(feature_dim)
+        values.update(variant or {})
+        return values
+
+
+class Algorithm(ABC):
+    """One algorithm: its declared facts (class attributes) and how it trains and loads.
+
+    Subclasses set every attribute below that has no default and implement `train` (or derive
+    from StreamingAlgorithm) and `load_model`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    hyperparameters: ClassVar[Schema]
+    channels: ClassVar[Mapping[str, bool]] = {"train": True, "test": False}
+    content_types: ClassVar[tuple[str, ...]]
+    default_content_type: ClassVar[str] = RECORDIO_PROTOBUF
+    outputs: ClassVar[tuple[Output, ...]]
+    json_response_key: ClassVar[str] = "predictions"
+    model_files: ClassVar[tuple[str, ...]]
+    # The model format this version writes and reads (model.json's "format_version").
+    format_version: ClassVar[int] = 1
+    # NaN and infinities in training data: refused (naming file, record and feature), or passed
+    # on for the algorithm to read as missing values.
+    finite_values_only: ClassVar[bool] = True
+    has_gpu_path: ClassVar[bool] = False
+    # The hyperparameter that states the number of features (checked once against the data).
+    feature_dim_hyperparameter: ClassVar[str | None] = "feature_dim"
+    sample_job: ClassVar[SampleJob]
+
+    def validate(self, hp: Hyperparameters) -> None:
+        """Checks that involve several hyperparameters, before any data is read; UserError
+        naming them. `hp` is Schema.parse's result."""
+
+    def feature_dim(self, hp: Hyperparameters) -> int | None:
+        """The number of features the data must have, when the hyperparameters say it."""
+        if self.feature_dim_hyperparameter is None:
+            return None
+        return int(hp[self.feature_dim_hyperparameter])
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(output.name for output in self.outputs)
+
+    @abstractmethod
+    def train(self, hp: Hyperparameters, data: TrainingData, *, metrics: MetricWriter | None = None,
+              callbacks: Iterable[TrainingCallback] = ()) -> Model:
+        """Train on `data`'s channels with validated hyperparameters; report through `metrics`
+        (a writer for this host, algo-1, by default)."""
+
+    @abstractmethod
+    def load_model(self, files: ModelFiles) -> Model:
+        """The model saved in `files` (already read and checked to be this algorithm's);
+        UserError naming the file when an array does not fit the metadata."""
+
+    def load(self, model_dir: str | Path) -> Model:
+        """The model saved in `model_dir` by this algorithm (reads model.json once)."""
+        files = ModelFiles.read(Path(model_dir))
+        files.expect(self.name, self.format_version, self.title)
+        return self.load_model(files)
+
+
+class StreamingAlgorithm(Algorithm):
+    """A mini-batch algorithm: a state updated batch by batch, pass after pass, then finalised
+    into a model. The shared driver (training.py) runs the passes, the metric lines and the
+    validation and test scoring."""
+
+    def epochs(self, hp: Hyperparameters) -> int:
+        """Passes over the train channel."""
+        return int(hp.get("epochs", 1))
+
+    def batch_rows(self, hp: Hyperparameters) -> int:
+        """Rows per mini-batch handed to `StreamingState.update`."""
+        return int(hp["mini_batch_size"])
+
+    @abstractmethod
+    def start(self, hp: Hyperparameters) -> StreamingState:
+        """A fresh training state."""
+
+    @abstractmethod
+    def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> Scorer:
+        """Scores `model` on a test or validation channel."""
+
+    def train(self, hp: Hyperparameters, data: TrainingData, *, metrics: MetricWriter | None = None,
+              callbacks: Iterable[TrainingCallback] = ()) -> Model:
+        from .training import train_streaming  # the driver imports this module
+
+        return train_streaming(self, hp, data, metrics=metrics or MetricWriter(), callbacks=callbacks)
+
+
+def check_width(batch: Batch, feature_dim: int) -> None:
+    """UserError when a batch (a request, or a test channel's rows) has another width than the
+    model's; the decoders have already named the file or request."""
+    if batch.n_features != feature_dim:
+        raise UserError(f"expected {feature_dim} features, got {batch.n_features}")

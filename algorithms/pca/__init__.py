@@ -1,0 +1,94 @@
+"""PCA (SageMaker `pca`, spec section 4.3): what the algorithm declares, and its schema.
+
+The statistics, the model and the method (regular and randomized modes, conventions, numerics)
+are in `_pca.py`.
+"""
+
+from __future__ import annotations
+
+from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
+from smalgo.algorithms.hyperparameters import Hyperparameter, Schema
+from smalgo.algorithms.model_files import ModelFiles
+
+from ._pca import FORMAT_VERSION, MAX_MATRIX_VALUES, NAME, READ_VALUES, PCAModel, PCAScorer, PCATraining, sketch_size
+
+
+class PCA(StreamingAlgorithm):
+    name = NAME
+    title = "PCA"
+    format_version = FORMAT_VERSION
+    hyperparameters = Schema(
+        (
+            Hyperparameter("feature_dim", "int", required=True, minimum=1,
+                           description="Number of features in the input data."),
+            Hyperparameter("mini_batch_size", "int", required=True, minimum=1,
+                           description="Rows per mini-batch (the result does not depend on it)."),
+            Hyperparameter("num_components", "int", required=True, minimum=1,
+                           description="Number of principal components to compute."),
+            Hyperparameter("algorithm_mode", "str", default="regular", choices=("regular", "randomized"),
+                           description="regular: exact, O(d^2) memory; randomized: sketch, O(d l) memory."),
+            Hyperparameter("extra_components", "int", default=-1, minimum=-1,
+                           description="Randomized mode: sketch size beyond num_components; "
+                                       "-1 = max(10, num_components)."),
+            Hyperparameter("subtract_mean", "bool", default=True,
+                           description="Center the data (in training and inference)."),
+        )
+    )
+    content_types = (RECORDIO_PROTOBUF, CSV)
+    outputs = (Output("projection", vector=True),)
+    json_response_key = "projections"
+    model_files = ("model.json", "components.npy", "singular_values.npy", "mean.npy")
+    sample_job = SampleJob(
+        hyperparameters={"num_components": "3", "mini_batch_size": "500", "algorithm_mode": "regular",
+                         "subtract_mean": "True"},
+        variants=({"algorithm_mode": "randomized", "subtract_mean": "False"},),
+        bad_hyperparameter=("num_components", "0"),
+    )
+
+    def validate(self, hp: Hyperparameters) -> None:
+        d, num_components = hp["feature_dim"], hp["num_components"]
+        if num_components > d:
+            raise UserError(
+                f"Hyperparameter num_components ({num_components}) must not exceed feature_dim ({d}): "
+                f"data with {d} features has at most {d} principal components."
+            )
+        if hp["algorithm_mode"] == "regular" and d * d > MAX_MATRIX_VALUES:
+            raise UserError(
+                f"algorithm_mode=regular holds a feature_dim x feature_dim matrix ({d} x {d} float64, "
+                f"{d * d * 8 / 2**30:.0f} GiB); use algorithm_mode=randomized for feature_dim > "
+                f"{int(MAX_MATRIX_VALUES ** 0.5)}."
+            )
+        if hp["algorithm_mode"] == "randomized" and d * min(sketch_size(hp), d) > MAX_MATRIX_VALUES:
+            raise UserError(
+                f"algorithm_mode=randomized holds a feature_dim x (num_components + extra_components) "
+                f"matrix ({d} x {sketch_size(hp)}); lower extra_components or num_components."
+            )
+
+    def epochs(self, hp: Hyperparameters) -> int:
+        return 1  # the statistics are complete after one pass
+
+    def batch_rows(self, hp: Hyperparameters) -> int:
+        # The statistics do not depend on how rows are grouped: read large blocks.
+        return max(int(hp["mini_batch_size"]), READ_VALUES // int(hp["feature_dim"]))
+
+    def start(self, hp: Hyperparameters) -> PCATraining:
+        return PCATraining(hp)
+
+    def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> PCAScorer:
+        assert isinstance(model, PCAModel)
+        return PCAScorer(model)
+
+    def load_model(self, files: ModelFiles) -> PCAModel:
+        feature_dim, num_components = files.integer("feature_dim"), files.integer("num_components")
+        components = files.array("components", shape=(feature_dim, num_components))
+        singular_values = files.array("singular_values", shape=(num_components,))
+        mean = files.array("mean", shape=(feature_dim,)) if files.has_array("mean") else None
+        return PCAModel(components, singular_values, mean, files.integer("n_rows"),
+                        files.metadata.get("hyperparameters"), files.metadata.get("details"))
+
+
+ALGORITHM = PCA()
+
+__all__ = ["ALGORITHM", "PCA", "PCAModel"]

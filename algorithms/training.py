@@ -1,0 +1,154 @@
+"""The training driver every mini-batch algorithm runs on.
+
+    state = algorithm.start(hp)
+    for each epoch:                      # one pass over the train channel (File or Pipe mode)
+        for each mini-batch: state.update(batch)
+        host metrics <- collective       # the seam where state is all-reduced between hosts
+        train metrics, progress, validation metrics, callbacks (early stopping, checkpoints)
+    model, final train metrics = state.finalize()
+    throughput; test metrics on the test channel
+
+Metric lines go through the job's MetricWriter in the platform's form (metrics.py). The driver
+knows no algorithm: what it streams, scores and reports comes from the StreamingAlgorithm and its
+StreamingState (contract.py).
+
+Several hosts: on one host `SingleHost` is the collective and costs nothing; a collective of
+several hosts (xgboost.collective, see docs/architecture.md) will sum each state's statistics at
+the end of every pass through `StreamingState`'s all-reduce, which is why states keep sums.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from .data import TrainingData
+from .errors import UserError
+from .metrics import Metric, MetricWriter
+
+if TYPE_CHECKING:
+    from .contract import Hyperparameters, Model, StreamingAlgorithm, StreamingState
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingCallback:
+    """Hooks into the driver's loop, in the manner of XGBoost's TrainingCallback. Every method
+    does nothing by default; override the ones needed."""
+
+    def before_training(self, state: StreamingState) -> None:
+        """Called once, before the first pass."""
+
+    def after_epoch(self, epoch: int, state: StreamingState, metrics: Mapping[str, float]) -> bool:
+        """Called after each pass with its metrics by "channel:name" ("train:msd",
+        "validation:rmse"); returning True ends training after this pass."""
+        return False
+
+    def after_training(self, model: Model) -> None:
+        """Called once with the finalised model, before it is scored on the test channel."""
+
+
+class EarlyStopping(TrainingCallback):
+    """Stops training when `metric` ("channel:name") has not improved by more than
+    `min_delta` for `patience` passes in a row. `maximize` for scores, else a loss."""
+
+    def __init__(self, metric: str, patience: int, *, min_delta: float = 0.0, maximize: bool = False) -> None:
+        if patience < 1:
+            raise ValueError("patience must be at least 1")
+        self.metric = metric
+        self.patience = patience
+        self.min_delta = min_delta
+        self.maximize = maximize
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.stopped_epoch: int | None = None
+
+    def after_epoch(self, epoch: int, state: StreamingState, metrics: Mapping[str, float]) -> bool:
+        if self.metric not in metrics:
+            return False
+        value = metrics[self.metric]
+        gain = (value - self.best if self.maximize else self.best - value) if self.best is not None else None
+        if gain is None or gain > self.min_delta:
+            self.best, self.best_epoch = value, epoch
+            return False
+        if epoch - self.best_epoch >= self.patience:
+            self.stopped_epoch = epoch
+            logger.info("Early stopping after epoch %d: %s has not improved on %.6g (epoch %d) for %d epoch(s).",
+                        epoch, self.metric, self.best, self.best_epoch, self.patience)
+            return True
+        return False
+
+
+class SingleHost:
+    """The collective of a one-host job: nothing to exchange."""
+
+    hosts = 1
+
+
+def train_streaming(algorithm: StreamingAlgorithm, hp: Hyperparameters, data: TrainingData, *,
+                    metrics: MetricWriter, callbacks: Iterable[TrainingCallback] = (),
+                    collective: SingleHost | None = None) -> Model:
+    """Run `algorithm` over `data` with validated hyperparameters; returns the model."""
+    collective = collective or SingleHost()
+    if collective.hosts != 1:
+        raise NotImplementedError("training on several hosts is not available yet")
+    callbacks = list(callbacks)
+    epochs = algorithm.epochs(hp)
+    batch_rows = algorithm.batch_rows(hp)
+    feature_dim = algorithm.feature_dim(hp)
+    validating = "validation" in algorithm.channels and data.has_channel("validation")
+
+    state = algorithm.start(hp)
+    for callback in callbacks:
+        callback.before_training(state)
+    started = time.perf_counter()
+    rows_seen = 0
+    for epoch in range(epochs):
+        for batch in data.batches("train", batch_rows, feature_dim=feature_dim):
+            if batch.n_rows:
+                state.update(batch)
+                rows_seen += batch.n_rows
+        if rows_seen == 0:
+            raise UserError("The train channel has no records.")
+        epoch_metrics = {}
+        for metric in state.end_epoch():
+            metrics.quality("train", metric, epoch=epoch)
+            epoch_metrics[f"train:{metric.name}"] = metric.value
+        metrics.progress(100.0 * (epoch + 1) / epochs)
+        if validating:
+            model, _ = state.finalize()
+            for metric in score(algorithm, model, hp, data, "validation"):
+                metrics.quality("validation", metric, epoch=epoch)
+                epoch_metrics[f"validation:{metric.name}"] = metric.value
+        # Every callback hears of every pass, even when an earlier one asks to stop.
+        stop = [callback.after_epoch(epoch, state, epoch_metrics) for callback in callbacks]
+        if any(stop) and epoch + 1 < epochs:
+            logger.info("Training stops after epoch %d of %d.", epoch, epochs)
+            break
+    elapsed = time.perf_counter() - started
+    metrics.throughput("train", rows_seen / max(elapsed, 1e-9))
+
+    model, final_metrics = state.finalize()
+    for metric in final_metrics:
+        metrics.quality("train", metric)
+    for callback in callbacks:
+        callback.after_training(model)
+    if data.has_channel("test"):
+        for metric in score(algorithm, model, hp, data, "test"):
+            metrics.quality("test", metric)
+    return model
+
+
+def score(algorithm: StreamingAlgorithm, model: Model, hp: Hyperparameters, data: TrainingData,
+          channel: str) -> list[Metric]:
+    """`model`'s metrics on one pass over `channel`; none (with a warning) when it has no rows."""
+    scorer = algorithm.scorer(model, hp, channel)
+    for batch in data.batches(channel, algorithm.batch_rows(hp), feature_dim=model.feature_dim):
+        if batch.n_rows:
+            scorer.add(batch)
+    found = scorer.metrics()
+    if not found:
+        logger.warning("The %s channel has no records; no %s metrics.", channel, channel)
+    return found

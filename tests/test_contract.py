@@ -1,0 +1,121 @@
+"""Every algorithm in the registry declares what the rest of the house reads from it, and its
+declarations hold: the sample job trains, the outputs, JSON key and model files are what the
+trained model really gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import clustered_rows
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.contract import Algorithm, Model, StreamingAlgorithm
+from smalgo.algorithms.data import InMemoryData
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.content_types import parse_content_type
+from smalgo.algorithms.metrics import MetricWriter
+from smalgo.algorithms.model_files import METADATA_FILE, ModelFiles
+from smalgo.algorithms.registry import ALGORITHMS, get_algorithm
+
+FEATURES = 6
+NAMES = sorted(ALGORITHMS)
+
+
+def sample_model(algorithm: Algorithm, caplog=None) -> Model:
+    hp = algorithm.hyperparameters.parse(algorithm.sample_job.hyperparameters_for(algorithm, FEATURES))
+    algorithm.validate(hp)
+    X = clustered_rows(800, FEATURES, 4, seed=3)
+    labels = (X[:, 0] > 0).astype(np.float32)
+    return algorithm.train(hp, InMemoryData({"train": (X, labels), "test": (X[:100], labels[:100])}))
+
+
+def test_registry_is_keyed_by_each_algorithms_own_name():
+    assert NAMES, "the registry is empty"
+    for name, algorithm in ALGORITHMS.items():
+        assert isinstance(algorithm, Algorithm) and algorithm.name == name
+        assert get_algorithm(f"  {name.upper()} ") is algorithm
+    with pytest.raises(UserError, match="Unknown algorithm 'nope'; this smalgo provides: " + ", ".join(NAMES)):
+        get_algorithm("nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declarations_are_complete_and_consistent(name):
+    algorithm = ALGORITHMS[name]
+    assert algorithm.title and algorithm.outputs and algorithm.model_files
+    assert METADATA_FILE in algorithm.model_files
+    assert "train" in algorithm.channels and algorithm.channels["train"] is True
+    assert algorithm.json_response_key and algorithm.output_names == tuple(o.name for o in algorithm.outputs)
+    # Every accepted content type parses as itself; the default is one of them.
+    for content_type in algorithm.content_types:
+        assert parse_content_type(content_type, algorithm.content_types, algorithm.default_content_type).media_type \
+            == content_type
+    assert parse_content_type(None, algorithm.content_types, algorithm.default_content_type).media_type \
+        in algorithm.content_types
+    assert parse_content_type(algorithm.sample_job.content_type, algorithm.content_types,
+                              algorithm.default_content_type).media_type in algorithm.content_types
+    if algorithm.feature_dim_hyperparameter:
+        assert algorithm.hyperparameters[algorithm.feature_dim_hyperparameter].required
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_job_and_its_variants_parse_and_validate(name):
+    algorithm = ALGORITHMS[name]
+    sample = algorithm.sample_job
+    for variant in (None, *sample.variants):
+        hp = algorithm.hyperparameters.parse(sample.hyperparameters_for(algorithm, FEATURES, variant))
+        algorithm.validate(hp)
+        assert algorithm.feature_dim(hp) in (FEATURES, None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_bad_hyperparameter_is_refused_naming_it(name):
+    algorithm = ALGORITHMS[name]
+    bad_name, bad_value = algorithm.sample_job.bad_hyperparameter
+    raw = dict(algorithm.sample_job.hyperparameters_for(algorithm, FEATURES), **{bad_name: bad_value})
+    with pytest.raises(UserError, match=f"Hyperparameter {bad_name}"):
+        algorithm.validate(algorithm.hyperparameters.parse(raw))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_trained_model_gives_the_declared_outputs_and_files(name, tmp_path, caplog):
+    algorithm = ALGORITHMS[name]
+    with caplog.at_level("INFO", logger="smalgo.metrics"):
+        model = sample_model(algorithm)
+    assert any("#quality_metric: host=algo-1, test " in line for line in caplog.messages)
+    assert isinstance(model, Model) and model.feature_dim == FEATURES
+    X = clustered_rows(7, FEATURES, 2, seed=5)
+    outputs = model.predict(Batch(X))
+    assert tuple(outputs) == algorithm.output_names
+    for output in algorithm.outputs:
+        assert outputs[output.name].shape[0] == 7 and outputs[output.name].ndim == (2 if output.vector else 1)
+    model.save(tmp_path)
+    assert set(p.name for p in tmp_path.iterdir()) <= set(algorithm.model_files)
+    files = ModelFiles.read(tmp_path)
+    assert files.algorithm == name and files.metadata["format_version"] == algorithm.format_version
+    reloaded = algorithm.load(tmp_path)
+    for key, value in reloaded.predict(Batch(X)).items():
+        np.testing.assert_array_equal(value, outputs[key])
+    with pytest.raises(UserError, match="expected 6 features, got 5"):
+        model.predict(Batch(X[:, :5]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_of_another_algorithm_is_refused(name, tmp_path):
+    other = next((a for a in ALGORITHMS.values() if a.name != name), None)
+    if other is None:
+        pytest.skip("only one algorithm is registered")
+    sample_model(other).save(tmp_path)
+    with pytest.raises(UserError, match=f"holds a '{other.name}' model, not a {name} model"):
+        ALGORITHMS[name].load(tmp_path)
+
+
+def test_streaming_algorithms_report_through_the_writer_they_are_given(caplog):
+    streaming = [a for a in ALGORITHMS.values() if isinstance(a, StreamingAlgorithm)]
+    for algorithm in streaming:
+        hp = algorithm.hyperparameters.parse(algorithm.sample_job.hyperparameters_for(algorithm, FEATURES))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="smalgo.metrics"):
+            algorithm.train(hp, InMemoryData({"train": clustered_rows(300, FEATURES, 3)}),
+                            metrics=MetricWriter("algo-7"))
+        lines = [m for m in caplog.messages if "_metric:" in m]
+        assert lines and all("host=algo-7," in line for line in lines), lines
