@@ -17,6 +17,7 @@ import sys
 
 from flask import Flask, Response, request
 
+from smalgo.algorithms.runtime.logs import configure_logging
 from smalgo.serve import server
 from smalgo.serve.app import create_app
 from smalgo.serve.settings import ServerSettings
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     server.use_fork_safe_kernels()
-    server.configure_logging()
+    configure_logging(per_process=True)
     settings = ServerSettings.from_environment(argv[1] if argv[0] == "smalgo" else "/nonexistent")
     app = create_app(settings=settings) if argv[0] == "smalgo" else bare_app()
     options = server.gunicorn_options(settings)
