@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: install sdk-env test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean \
+.PHONY: install sdk-env lint typecheck test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean \
 	wheelhouse smalgo-wheels images images-cpu images-gpu test-images
 
 # Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu), one per
@@ -39,8 +39,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: install sdk-env
+test: install sdk-env lint
 	$(PY) -m pytest -q
+
+# ruff (pyproject.toml's [tool.ruff]) and mypy on the four packages; any finding fails.
+lint: install typecheck
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# mypy sees the folders as the smalgo.* packages they are through a tree of links (the
+# package-dir mapping lives in setup.py, which mypy does not read).
+TYPECHECK_TREE := $(VENV)/typecheck
+typecheck: install
+	mkdir -p $(TYPECHECK_TREE)/smalgo
+	for package in recordio algorithms serve containers; do ln -sfn $(CURDIR)/$$package $(TYPECHECK_TREE)/smalgo/$$package; done
+	MYPYPATH=$(CURDIR)/$(TYPECHECK_TREE) $(PY) -m mypy --config-file pyproject.toml --cache-dir $(VENV)/.mypy_cache -p smalgo
 
 demo: install
 	$(PY) -m smalgo.containers.demo
@@ -112,7 +125,7 @@ test-images: install sdk-env
 proto:
 	test -x $(VENV)-proto/bin/python || $(PYTHON) -m venv $(VENV)-proto
 	$(VENV)-proto/bin/python -m pip install --quiet 'grpcio-tools==1.71.0'
-	$(VENV)-proto/bin/python -m grpc_tools.protoc -Irecordio --python_out=recordio recordio/record.proto
+	$(VENV)-proto/bin/python -m grpc_tools.protoc -Irecordio --python_out=recordio --pyi_out=recordio recordio/record.proto
 
 clean:
 	rm -rf $(VENV) $(VENV)-proto $(SDK_VENV) build *.egg-info .pytest_cache wheelhouse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,6 +45,6 @@ class Batch:
 
     def dense_X(self) -> np.ndarray:
         """X as a dense C-contiguous float32 array (densifies a sparse batch)."""
-        if self.is_sparse:
-            return np.ascontiguousarray(self.X.toarray(), dtype=np.float32)
+        if sp.issparse(self.X):
+            return np.ascontiguousarray(cast("sp.csr_matrix", self.X).toarray(), dtype=np.float32)
         return np.ascontiguousarray(self.X, dtype=np.float32)

@@ -109,6 +109,7 @@ class Hyperparameter:
         return items
 
     def _parse_scalar(self, raw: Any, value: Any, kind: str, check_choices: bool = True) -> Any:
+        result: Any
         if kind == "bool":
             if isinstance(value, bool):
                 result = value

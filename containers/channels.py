@@ -196,7 +196,7 @@ class ChannelData:
         labelled: bool | None = None
         for source, name in self._sources(channel, epoch):
             if channel.content_type.is_csv:
-                pieces = iter_csv_blocks(source, channel.content_type.label_size, width, name, width_source)
+                pieces = iter_csv_blocks(source, channel.content_type.label_size or 0, width, name, width_source)
             else:
                 pieces = _recordio_pieces(source, batch_size, feature_dim, channel.name)
             first_record = 0
@@ -261,7 +261,7 @@ def _check_finite(X, name: str, first_record: int, content_type: ContentType) ->
     record = first_record + row
     if content_type.is_csv:
         where = (f"{name}, data row {record + 1} (blank lines not counted), "
-                 f"column {column + 1 + content_type.label_size}")
+                 f"column {column + 1 + (content_type.label_size or 0)}")
     else:
         where = f"{name}: record {record}, feature {column}"
     beyond = " (a number beyond the float32 range, about 3.4e38, reads as inf)" if np.isinf(value) else ""

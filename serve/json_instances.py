@@ -18,6 +18,7 @@ line; blank lines are skipped.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -78,7 +79,7 @@ def _parse(text: bytes, what: str):
 
 def _matrix(instances: list, feature_dim: int, where):
     """The instances as rows; `where(i)` names instance i in messages."""
-    entries = []  # a list of values (dense) or a (keys, values) pair (sparse), per instance
+    entries: list[Any] = []  # a list of values (dense) or a (keys, values) pair (sparse), per instance
     for i, instance in enumerate(instances):
         features = _features_of(instance, where, i)
         if isinstance(features, list):

@@ -313,6 +313,7 @@ class StreamingKMeans:
             self._seed(X, weights)
         elif not (self.seeded & (self.counts > 0)).all():
             self._reseed_empty(X, weights)
+        assert self.shift is not None  # _seed set it
         labels, sq_distances = _CenterTable(self.centers, self.shift, self.seeded).nearest(X)
         batch_weight = float(weights.sum())
         if self.half_life_time_size > 0:
@@ -330,6 +331,7 @@ class StreamingKMeans:
         against the centers that do, before the batch is assigned: rows far from every live
         center (a cluster that the seeding missed, e.g. in data sorted by cluster) get a center
         of their own instead of dragging a live one towards them."""
+        assert self.shift is not None  # only called after _seed
         live = self.seeded & (self.counts > 0)
         empty = np.flatnonzero(~live)
         if live.any():
@@ -376,6 +378,7 @@ def reduce_centers(points: np.ndarray, weights: np.ndarray, k: int, init_method:
             best_loss, best_centers = loss, centers
     logger.info("finished %d local kmeans attempts; best mean square distance %.6g", num_trials,
                 best_loss / total_weight)
+    assert best_centers is not None  # num_trials >= 1 and every loss is finite
     return best_centers.astype(np.float32)
 
 

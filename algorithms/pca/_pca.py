@@ -97,7 +97,7 @@ class PCAStatistics:
         self.shift: np.ndarray | None = None if subtract_mean else np.zeros(feature_dim, dtype=np.float32)
         self.shifted_sum = np.zeros(feature_dim, dtype=np.float64)
         self.exact = sketch_columns is None or sketch_columns >= feature_dim
-        if self.exact:
+        if sketch_columns is None or sketch_columns >= feature_dim:
             self.scatter = np.zeros((feature_dim, feature_dim), dtype=np.float64)
         else:
             signs = rng.integers(0, 2, size=(feature_dim, sketch_columns), dtype=np.int8) * 2 - 1
@@ -149,6 +149,7 @@ class PCAStatistics:
                 self.shifted_sq_sum += partial.sq_sum
 
     def _accumulate_rows(self, X: np.ndarray, start: int, stop: int, partial: "_DensePartial") -> None:
+        assert self.shift is not None  # update() set it before the first rows
         for chunk_start in range(start, stop, partial.buffer.shape[0]):
             rows = X[chunk_start:min(stop, chunk_start + partial.buffer.shape[0])]
             shifted = partial.buffer[: rows.shape[0]]
@@ -166,6 +167,7 @@ class PCAStatistics:
     def _update_sparse(self, X) -> None:
         # Shifting would densify the rows, so work on the raw rows in float64 and move the
         # result to the shifted frame: sum (x-r)(x-r)^T = X^T X - r s^T - s r^T + n r r^T.
+        assert self.shift is not None  # update() set it before the first rows
         X = sp.csr_matrix(X, dtype=np.float64)
         n = X.shape[0]
         r = self.shift.astype(np.float64)
@@ -224,7 +226,7 @@ class PCAStatistics:
         top_values = np.maximum(top_values, 0.0)
         components = _fix_signs(top_vectors)
         singular_values = np.sqrt(top_values)
-        mean = (self.shift.astype(np.float64) + shifted_mean) if self.subtract_mean else None
+        mean = (self.shift.astype(np.float64) + shifted_mean) if self.shift is not None and self.subtract_mean else None
         reconstruction_error = max(total - float(top_values.sum()), 0.0) / self.n
         return components, singular_values, mean, reconstruction_error
 

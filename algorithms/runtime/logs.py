@@ -12,14 +12,14 @@ PACKAGE_LOGGER = "smalgo"
 DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """A StreamHandler that writes to whatever sys.stderr is at the time of the record (the
     test runner and the CLI may replace it after logging is configured)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
