@@ -150,8 +150,6 @@ class Algorithm(ABC):
     outputs: ClassVar[tuple[Output, ...]]
     json_response_key: ClassVar[str] = "predictions"
     model_files: ClassVar[tuple[str, ...]]
-    # The model format this version writes and reads (model.json's "format_version").
-    format_version: ClassVar[int] = 1
     # NaN and infinities in training data: refused (naming file, record and feature), or passed
     # on for the algorithm to read as missing values.
     finite_values_only: ClassVar[bool] = True
@@ -182,13 +180,13 @@ class Algorithm(ABC):
 
     @abstractmethod
     def load_model(self, files: ModelFiles) -> Model:
-        """The model saved in `files` (already read and checked to be this algorithm's);
-        UserError naming the file when an array does not fit the metadata."""
+        """The model saved in `files` (already read and checked to be this algorithm's); UserError
+        naming the file for a format version it does not read or an array that does not fit."""
 
     def load(self, model_dir: str | Path) -> Model:
         """The model saved in `model_dir` by this algorithm (reads model.json once)."""
         files = ModelFiles.read(Path(model_dir))
-        files.expect(self.name, self.format_version, self.title)
+        files.expect_algorithm(self.name)
         return self.load_model(files)
 
 

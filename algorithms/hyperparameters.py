@@ -214,6 +214,11 @@ class Schema:
         return values
 
 
+# Every algorithm that is told the width of its data declares it the same way.
+FEATURE_DIM = Hyperparameter("feature_dim", "int", required=True, minimum=1,
+                             description="Number of features in the input data.")
+
+
 def _unwrap_json_string(raw: Any) -> Any:
     """`"\\"10\\""` (a JSON-encoded string, as framework estimators send) -> `"10"`."""
     value = raw

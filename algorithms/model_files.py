@@ -73,10 +73,14 @@ class ModelFiles:
             raise UserError(f"{path} holds no JSON object.")
         return cls(model_dir, metadata)
 
-    def expect(self, algorithm: str, format_version: int, title: str) -> None:
-        """UserError unless this is a `title` model of `algorithm` in `format_version`."""
+    def expect_algorithm(self, algorithm: str) -> None:
+        """UserError unless this is a model of `algorithm` (a registry name)."""
         if self.algorithm != algorithm:
             raise UserError(f"{self.path} holds a {self.metadata.get('algorithm')!r} model, not a {algorithm} model.")
+
+    def expect_format_version(self, format_version: int, title: str) -> None:
+        """UserError unless the model's format is `format_version` (the one its algorithm, `title`,
+        writes and reads)."""
         if self.metadata.get("format_version") != format_version:
             raise UserError(f"{self.path} has format version {self.metadata.get('format_version')!r}; "
                             f"this version of smalgo reads {title} models of version {format_version}.")

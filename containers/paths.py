@@ -1,14 +1,14 @@
 """Where a SageMaker training job keeps things (spec/sagemaker-contract.md 1.2).
 
 Everything hangs off one base directory: `/opt/ml` in a SageMaker container, or whatever
-`SAGEMAKER_BASE_DIR` says (the variable the SageMaker training toolkit honours; the local CLI sets
-it to its job directory).
+`SAGEMAKER_BASE_DIR` says (the variable the SageMaker training toolkit honours), or the directory
+the local CLI laid a job out in.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_BASE_DIR = "/opt/ml"
@@ -17,35 +17,44 @@ BASE_DIR_VARIABLE = "SAGEMAKER_BASE_DIR"
 
 @dataclass(frozen=True)
 class JobPaths:
+    """The paths of one job under `base`."""
+
     base: Path
+    config_dir: Path = field(init=False)
+    hyperparameters_file: Path = field(init=False)
+    inputdataconfig_file: Path = field(init=False)
+    resourceconfig_file: Path = field(init=False)
+    checkpointconfig_file: Path = field(init=False)
+    data_dir: Path = field(init=False)
+    model_dir: Path = field(init=False)
+    output_dir: Path = field(init=False)
+    output_data_dir: Path = field(init=False)
+    failure_file: Path = field(init=False)
+    success_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        base = Path(self.base)
+        config, output = base / "input" / "config", base / "output"
+        paths = {
+            "base": base,
+            "config_dir": config,
+            "hyperparameters_file": config / "hyperparameters.json",
+            "inputdataconfig_file": config / "inputdataconfig.json",
+            "resourceconfig_file": config / "resourceconfig.json",
+            "checkpointconfig_file": config / "checkpointconfig.json",
+            "data_dir": base / "input" / "data",
+            "model_dir": base / "model",
+            "output_dir": output,
+            "output_data_dir": output / "data",
+            "failure_file": output / "failure",
+            "success_file": output / "success",
+        }
+        for name, path in paths.items():
+            object.__setattr__(self, name, path)  # a frozen dataclass sets its fields this way
 
     @classmethod
-    def from_environment(cls) -> "JobPaths":
+    def from_environment(cls) -> JobPaths:
         return cls(Path(os.environ.get(BASE_DIR_VARIABLE) or DEFAULT_BASE_DIR))
-
-    @property
-    def config_dir(self) -> Path:
-        return self.base / "input" / "config"
-
-    @property
-    def hyperparameters_file(self) -> Path:
-        return self.config_dir / "hyperparameters.json"
-
-    @property
-    def inputdataconfig_file(self) -> Path:
-        return self.config_dir / "inputdataconfig.json"
-
-    @property
-    def resourceconfig_file(self) -> Path:
-        return self.config_dir / "resourceconfig.json"
-
-    @property
-    def checkpointconfig_file(self) -> Path:
-        return self.config_dir / "checkpointconfig.json"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.base / "input" / "data"
 
     def channel_dir(self, channel: str) -> Path:
         """File (and FastFile) mode: the channel's files live under this directory."""
@@ -54,23 +63,3 @@ class JobPaths:
     def channel_pipe(self, channel: str, epoch: int) -> Path:
         """Pipe mode: the FIFO that carries pass `epoch` (0-based) over the channel."""
         return self.data_dir / f"{channel}_{epoch}"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.base / "model"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base / "output"
-
-    @property
-    def output_data_dir(self) -> Path:
-        return self.output_dir / "data"
-
-    @property
-    def failure_file(self) -> Path:
-        return self.output_dir / "failure"
-
-    @property
-    def success_file(self) -> Path:
-        return self.output_dir / "success"

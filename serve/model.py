@@ -72,7 +72,6 @@ def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> 
         raise ModelError(f"This image serves {expected_algorithm} models, but {model_dir} holds a "
                          f"{algorithm.name} model.")
     try:
-        files.expect(algorithm.name, algorithm.format_version, algorithm.title)
         model = algorithm.load_model(files)
     except UserError as exc:
         raise ModelError(str(exc)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
-from smalgo.algorithms.hyperparameters import AUTO, Hyperparameter, Schema
+from smalgo.algorithms.hyperparameters import AUTO, FEATURE_DIM, Hyperparameter, Schema
 from smalgo.algorithms.model_files import ModelFiles
 
 from ._kmeans import (
@@ -27,40 +27,41 @@ INIT_METHODS = ("random", "kmeans++")
 EVAL_METRICS = ("msd", "ssd")
 
 
+HYPERPARAMETERS = Schema(
+    (
+        FEATURE_DIM,
+        Hyperparameter("k", "int", required=True, minimum=1,
+                       description="Number of clusters (k = 1 is accepted: the weighted mean)."),
+        Hyperparameter("epochs", "int", default=1, minimum=1,
+                       description="Passes over the training data."),
+        Hyperparameter("eval_metrics", "list", default=["msd"], choices=EVAL_METRICS, item_kind="str",
+                       description="Metrics reported on the test channel."),
+        Hyperparameter("extra_center_factor", "int", default=AUTO, minimum=1, allow_auto=True,
+                       description="Streaming uses k x extra_center_factor centers."),
+        Hyperparameter("half_life_time_size", "int", default=0, minimum=0,
+                       description="Points after which a point's weight halves; 0 = no decay."),
+        Hyperparameter("init_method", "str", default="random", choices=INIT_METHODS,
+                       description="Seeding of the streaming centers from the first mini-batch."),
+        Hyperparameter("local_lloyd_init_method", "str", default="kmeans++", choices=INIT_METHODS,
+                       description="Seeding of the local Lloyd reduction from K to k centers."),
+        Hyperparameter("local_lloyd_max_iter", "int", default=300, minimum=1,
+                       description="Maximum Lloyd iterations per reduction trial."),
+        Hyperparameter("local_lloyd_num_trials", "int", default=AUTO, minimum=1, allow_auto=True,
+                       description="Reduction trials; the one with the least loss is kept."),
+        Hyperparameter("local_lloyd_tol", "float", default=0.0001, minimum=0.0, maximum=1.0,
+                       description="Relative loss decrease under which Lloyd stops."),
+        Hyperparameter("mini_batch_size", "int", default=5000, minimum=1,
+                       description="Rows per streaming update."),
+    ),
+    # The SageMaker Python SDK's KMeans estimator always sends force_dense="True".
+    extra_allowed=("force_dense",),
+)
+
+
 class KMeans(StreamingAlgorithm):
     name = NAME
     title = "k-means"
-    format_version = FORMAT_VERSION
-    hyperparameters = Schema(
-        (
-            Hyperparameter("feature_dim", "int", required=True, minimum=1,
-                           description="Number of features in the input data."),
-            Hyperparameter("k", "int", required=True, minimum=1,
-                           description="Number of clusters (k = 1 is accepted: the weighted mean)."),
-            Hyperparameter("epochs", "int", default=1, minimum=1,
-                           description="Passes over the training data."),
-            Hyperparameter("eval_metrics", "list", default=["msd"], choices=EVAL_METRICS, item_kind="str",
-                           description="Metrics reported on the test channel."),
-            Hyperparameter("extra_center_factor", "int", default=AUTO, minimum=1, allow_auto=True,
-                           description="Streaming uses k x extra_center_factor centers."),
-            Hyperparameter("half_life_time_size", "int", default=0, minimum=0,
-                           description="Points after which a point's weight halves; 0 = no decay."),
-            Hyperparameter("init_method", "str", default="random", choices=INIT_METHODS,
-                           description="Seeding of the streaming centers from the first mini-batch."),
-            Hyperparameter("local_lloyd_init_method", "str", default="kmeans++", choices=INIT_METHODS,
-                           description="Seeding of the local Lloyd reduction from K to k centers."),
-            Hyperparameter("local_lloyd_max_iter", "int", default=300, minimum=1,
-                           description="Maximum Lloyd iterations per reduction trial."),
-            Hyperparameter("local_lloyd_num_trials", "int", default=AUTO, minimum=1, allow_auto=True,
-                           description="Reduction trials; the one with the least loss is kept."),
-            Hyperparameter("local_lloyd_tol", "float", default=0.0001, minimum=0.0, maximum=1.0,
-                           description="Relative loss decrease under which Lloyd stops."),
-            Hyperparameter("mini_batch_size", "int", default=5000, minimum=1,
-                           description="Rows per streaming update."),
-        ),
-        # The SageMaker Python SDK's KMeans estimator always sends force_dense="True".
-        extra_allowed=("force_dense",),
-    )
+    hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("closest_cluster"), Output("distance_to_cluster"))
     model_files = ("model.json", "centers.npy")
@@ -94,6 +95,7 @@ class KMeans(StreamingAlgorithm):
         return KMeansScorer(model, hp["eval_metrics"])
 
     def load_model(self, files: ModelFiles) -> KMeansModel:
+        files.expect_format_version(FORMAT_VERSION, self.title)
         k, feature_dim = files.integer("k"), files.integer("feature_dim")
         centers = files.array("centers", shape=(k, feature_dim))
         return KMeansModel(centers, files.metadata.get("hyperparameters"), files.metadata.get("details"))

@@ -421,18 +421,11 @@ class KMeansModel:
         if centers.ndim != 2 or centers.shape[0] < 1:
             raise ValueError(f"centers must be a non-empty 2-D array, got shape {centers.shape}")
         self.centers = centers
+        self.k, self.feature_dim = centers.shape
         self.hyperparameters = dict(hyperparameters or {})
         self.details = dict(details or {})
         # Shift for the float32 expansion: the centers' mean is near any data they were fit on.
         self._table = _CenterTable(centers, centers.astype(np.float64).mean(axis=0))
-
-    @property
-    def k(self) -> int:
-        return self.centers.shape[0]
-
-    @property
-    def feature_dim(self) -> int:
-        return self.centers.shape[1]
 
     def _nearest(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         check_width(batch, self.feature_dim)

@@ -9,33 +9,34 @@ from __future__ import annotations
 from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
-from smalgo.algorithms.hyperparameters import Hyperparameter, Schema
+from smalgo.algorithms.hyperparameters import FEATURE_DIM, Hyperparameter, Schema
 from smalgo.algorithms.model_files import ModelFiles
 
 from ._pca import FORMAT_VERSION, MAX_MATRIX_VALUES, NAME, READ_VALUES, PCAModel, PCAScorer, PCATraining, sketch_size
 
 
+HYPERPARAMETERS = Schema(
+    (
+        FEATURE_DIM,
+        Hyperparameter("mini_batch_size", "int", required=True, minimum=1,
+                       description="Rows per mini-batch (the result does not depend on it)."),
+        Hyperparameter("num_components", "int", required=True, minimum=1,
+                       description="Number of principal components to compute."),
+        Hyperparameter("algorithm_mode", "str", default="regular", choices=("regular", "randomized"),
+                       description="regular: exact, O(d^2) memory; randomized: sketch, O(d l) memory."),
+        Hyperparameter("extra_components", "int", default=-1, minimum=-1,
+                       description="Randomized mode: sketch size beyond num_components; "
+                                   "-1 = max(10, num_components)."),
+        Hyperparameter("subtract_mean", "bool", default=True,
+                       description="Center the data (in training and inference)."),
+    )
+)
+
+
 class PCA(StreamingAlgorithm):
     name = NAME
     title = "PCA"
-    format_version = FORMAT_VERSION
-    hyperparameters = Schema(
-        (
-            Hyperparameter("feature_dim", "int", required=True, minimum=1,
-                           description="Number of features in the input data."),
-            Hyperparameter("mini_batch_size", "int", required=True, minimum=1,
-                           description="Rows per mini-batch (the result does not depend on it)."),
-            Hyperparameter("num_components", "int", required=True, minimum=1,
-                           description="Number of principal components to compute."),
-            Hyperparameter("algorithm_mode", "str", default="regular", choices=("regular", "randomized"),
-                           description="regular: exact, O(d^2) memory; randomized: sketch, O(d l) memory."),
-            Hyperparameter("extra_components", "int", default=-1, minimum=-1,
-                           description="Randomized mode: sketch size beyond num_components; "
-                                       "-1 = max(10, num_components)."),
-            Hyperparameter("subtract_mean", "bool", default=True,
-                           description="Center the data (in training and inference)."),
-        )
-    )
+    hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("projection", vector=True),)
     json_response_key = "projections"
@@ -81,6 +82,7 @@ class PCA(StreamingAlgorithm):
         return PCAScorer(model)
 
     def load_model(self, files: ModelFiles) -> PCAModel:
+        files.expect_format_version(FORMAT_VERSION, self.title)
         feature_dim, num_components = files.integer("feature_dim"), files.integer("num_components")
         components = files.array("components", shape=(feature_dim, num_components))
         singular_values = files.array("singular_values", shape=(num_components,))

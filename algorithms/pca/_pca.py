@@ -309,15 +309,8 @@ class PCAModel:
             raise ValueError("components must be d x c and singular_values must have c entries")
         if self.mean is not None and self.mean.shape != (self.components.shape[0],):
             raise ValueError("mean must have feature_dim entries")
+        self.feature_dim, self.num_components = self.components.shape
         self._mean_projection = None if self.mean is None else self.mean @ self.components
-
-    @property
-    def feature_dim(self) -> int:
-        return self.components.shape[0]
-
-    @property
-    def num_components(self) -> int:
-        return self.components.shape[1]
 
     @property
     def explained_variance(self) -> np.ndarray:
