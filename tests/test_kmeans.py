@@ -270,7 +270,7 @@ def test_save_load_round_trip(tmp_path):
     model, X = small_model()
     model.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
-    assert meta["algorithm"] == "kmeans" and meta["format_version"] == kmeans.ALGORITHM.format_version
+    assert meta["algorithm"] == "kmeans" and meta["format_version"] == kmeans._kmeans.FORMAT_VERSION
     assert meta["hyperparameters"]["k"] == 3
     loaded = kmeans.ALGORITHM.load(tmp_path)
     before, after = model.predict(Batch(X)), loaded.predict(Batch(X))

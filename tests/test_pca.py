@@ -282,7 +282,7 @@ def test_save_load_round_trip(tmp_path, subtract_mean):
     model = train(X, num_components=3, subtract_mean=subtract_mean)
     model.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
-    assert meta["algorithm"] == "pca" and meta["format_version"] == pca.ALGORITHM.format_version
+    assert meta["algorithm"] == "pca" and meta["format_version"] == pca._pca.FORMAT_VERSION
     assert meta["component_order"] == "ascending" and meta["n_rows"] == 300
     assert (tmp_path / "mean.npy").exists() == (subtract_mean == "true")
     loaded = pca.ALGORITHM.load(tmp_path)
