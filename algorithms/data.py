@@ -47,7 +47,6 @@ class InMemoryData:
         for name, value in channels.items():
             X, y, w = _unpack(name, value)
             self._channels[name] = (X, y, w)
-        self.passes: dict[str, int] = {name: 0 for name in self._channels}
 
     def has_channel(self, channel: str) -> bool:
         return channel in self._channels
@@ -66,7 +65,6 @@ class InMemoryData:
                 f"Channel {channel!r} (in-memory data) has {X.shape[1]} features per record; "
                 f"expected {feature_dim} (hyperparameter feature_dim)."
             )
-        self.passes[channel] += 1
         return self._iterate(X, y, w, batch_size)
 
     @staticmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smalgo.algorithms.data import InMemoryData
 from smalgo.containers.paths import JobPaths
 
 
@@ -23,6 +24,19 @@ def csv_text(X: np.ndarray, labels: np.ndarray | None = None) -> str:
     """X (with an optional label column first) as CSV, values written exactly (float32 repr)."""
     columns = X if labels is None else np.column_stack([labels, X])
     return "".join(",".join(repr(float(v)) for v in row) + "\n" for row in columns.astype(np.float32))
+
+
+class CountingData(InMemoryData):
+    """InMemoryData that counts the passes started over each channel."""
+
+    def __init__(self, channels) -> None:
+        super().__init__(channels)
+        self.passes = {name: 0 for name in channels}
+
+    def batches(self, channel, batch_size, feature_dim=None):
+        batches = super().batches(channel, batch_size, feature_dim)
+        self.passes[channel] += 1
+        return batches
 
 
 class SageMakerJob:

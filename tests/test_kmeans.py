@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from conftest import CountingData
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import InMemoryData, TrainingData
@@ -184,7 +185,7 @@ def test_half_life_lets_the_centers_follow_drifting_data():
 
 def test_each_epoch_is_one_pass_over_the_channel(caplog):
     X, _ = blobs(50, separated_centers(2, 3), std=1.0)
-    data = InMemoryData({"train": X})
+    data = CountingData({"train": X})
     with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
         kmeans.ALGORITHM.train(parse(k=2, feature_dim=3, epochs=3, mini_batch_size=40), data)
     assert data.passes["train"] == 3

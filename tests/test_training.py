@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import CountingData
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.data import InMemoryData
@@ -100,9 +101,9 @@ class RunningMean(StreamingAlgorithm):
 ALGORITHM = RunningMean()
 
 
-def data(**channels) -> InMemoryData:
+def data(**channels) -> CountingData:
     X = np.zeros((40, 2), dtype=np.float32)
-    return InMemoryData({name: (X, np.full(40, label, dtype=np.float32)) for name, label in channels.items()})
+    return CountingData({name: (X, np.full(40, label, dtype=np.float32)) for name, label in channels.items()})
 
 
 def metric_lines(caplog) -> list[str]:
