@@ -16,14 +16,13 @@ from smalgo import recordio
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.runtime import device
 from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
+from smalgo.algorithms.registry import ALGORITHMS
 from smalgo.serve.settings import available_cpus
 from test_serve_support import FEATURES, expected_outputs, train_sample_models
 
 ROWS = np.array([[1.5, 16.0, 14.0, 23.0],
                  [-3.25, 0.0, 7.5, 1e-3],
                  [10.0, -10.0, 2.0, 4.0]], dtype=np.float32)
-OUTPUT_NAMES = {"kmeans": ("closest_cluster", "distance_to_cluster"), "pca": ("projection",)}
-JSON_LIST_KEY = {"kmeans": "predictions", "pca": "projections"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def clients(model_dirs):
     return {name: make_client(path) for name, path in model_dirs.items()}
 
 
-@pytest.fixture(params=["kmeans", "pca"])
+@pytest.fixture(params=sorted(ALGORITHMS))
 def algorithm(request):
     return request.param
 
@@ -74,15 +73,15 @@ def recordio_sparse(rows) -> bytes:
 def outputs_of(response, algorithm: str) -> dict[str, np.ndarray]:
     """The response body as {output name: float32 array}, whatever its form."""
     assert response.status_code == 200, response.data
-    names = OUTPUT_NAMES[algorithm]
+    names = ALGORITHMS[algorithm].output_names
     media_type = response.headers["Content-Type"].split(";")[0]
     if media_type == "application/x-recordio-protobuf":
         return recordio.decode_response(response.data, vector_keys=("projection",))
     text = response.get_data(as_text=True)
     if media_type == "application/json":
         document = json.loads(text)
-        assert list(document) == [JSON_LIST_KEY[algorithm]]
-        rows = document[JSON_LIST_KEY[algorithm]]
+        assert list(document) == [ALGORITHMS[algorithm].json_response_key]
+        rows = document[ALGORITHMS[algorithm].json_response_key]
     elif media_type == "application/jsonlines":
         assert text.endswith("\n")
         rows = [json.loads(line) for line in text.split("\n")[:-1]]
