@@ -8,7 +8,8 @@ import numpy as np
 
 from . import codec, parallel, reference, uniform
 from .errors import RecordIOError
-from .framing import DEFAULT_CHUNK_SIZE, Sink, describe_source, iter_record_spans
+from .framing import DEFAULT_CHUNK_SIZE, Sink, iter_record_spans
+from .sources import describe_source
 from .table import StreamRules, combine, scan_fast
 
 # Writers encode this many output bytes at a time, so memory stays bounded for any input size.

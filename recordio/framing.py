@@ -11,9 +11,7 @@ between the parts. We read such records the same way and, like the SageMaker SDK
 
 from __future__ import annotations
 
-import mmap
 import os
-import stat
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -21,6 +19,7 @@ import numba
 import numpy as np
 
 from .errors import RecordIOError
+from .sources import ByteSource, describe_source
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = MAGIC.to_bytes(4, "little")
@@ -114,80 +113,29 @@ class RecordSpan:
         return self.buf[self.starts[i]:self.starts[i] + self.lengths[i]].tobytes()
 
 
-def describe_source(source) -> str | None:
-    """A name for error messages: the path, or the file object's name."""
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    name = getattr(source, "name", None)
-    return name if isinstance(name, str) else None
-
-
-class _ByteSource:
-    """Uniform chunked reading over a path, a binary file object or an in-memory buffer."""
-
-    def __init__(self, source):
-        self._owned = None
-        self.memory: np.ndarray | None = None
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            self.memory = np.frombuffer(source, dtype=np.uint8)
-            self._file = None
-        elif isinstance(source, np.ndarray):
-            self.memory = source.reshape(-1).view(np.uint8)
-            self._file = None
-        elif isinstance(source, (str, os.PathLike)):
-            try:
-                self._owned = open(source, "rb", buffering=0)
-                info = os.fstat(self._owned.fileno())
-            except OSError as e:
-                raise RecordIOError(f"cannot open: {e.strerror}", source=os.fspath(source)) from e
-            self._file = self._owned
-            if stat.S_ISREG(info.st_mode) and info.st_size > 0:
-                # A regular file is mapped rather than read: no copy, and the OS pages it in
-                # and out as the scan moves along, so a large file is never held whole.
-                self.memory = np.frombuffer(mmap.mmap(self._owned.fileno(), 0, access=mmap.ACCESS_READ),
-                                            dtype=np.uint8)
-        elif hasattr(source, "readinto") or hasattr(source, "read"):
-            self._file = source
-        else:
-            raise TypeError(f"cannot read RecordIO from {type(source).__name__}: "
-                            "give a path, a binary file object or bytes")
-
-    def readinto(self, view: memoryview) -> int:
-        """Fill as much of `view` as the source gives before EOF; returns the byte count."""
-        total = 0
-        target = len(view)
-        while total < target:
-            if hasattr(self._file, "readinto"):
-                got = self._file.readinto(view[total:])
-            else:
-                data = self._file.read(target - total)
-                got = len(data)
-                view[total:total + got] = data
-            if got is None:  # non-blocking file with nothing yet: wait like a blocking read
-                continue
-            if got == 0:
-                break
-            total += got
-        return total
-
-    def close(self) -> None:
-        if self._owned is not None:
-            self._owned.close()
-
-
 def iter_record_spans(source, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[RecordSpan]:
     """Yield the complete logical records of `source`, chunk by chunk, without reading the whole
     input at once (an in-memory source is scanned in place). A yielded span is valid only until
     the next one is requested."""
     name = describe_source(source)
-    src = _ByteSource(source)
+    src = open_source(source)
     try:
         yield from _spans(src, name, chunk_size)
     finally:
         src.close()
 
 
-def _spans(src: _ByteSource, name: str | None, chunk_size: int) -> Iterator[RecordSpan]:
+def open_source(source) -> ByteSource:
+    """`source` (a path, a binary file object or bytes) as RecordIO reads it: a path that
+    cannot be opened is a RecordIOError naming it."""
+    return ByteSource(source, "RecordIO", open_error=_cannot_open)
+
+
+def _cannot_open(error: OSError, path: str) -> RecordIOError:
+    return RecordIOError(f"cannot open: {error.strerror}", source=path)
+
+
+def _spans(src: ByteSource, name: str | None, chunk_size: int) -> Iterator[RecordSpan]:
     header_pos = np.empty(_FRAMES_PER_SCAN, np.int64)
     payload_pos = np.empty(_FRAMES_PER_SCAN, np.int64)
     payload_len = np.empty(_FRAMES_PER_SCAN, np.int64)
@@ -304,9 +252,14 @@ def _truncation_reason(rest: np.ndarray) -> str:
 def frame(payload: bytes) -> bytes:
     """One cflag-0 frame around `payload`, padded to 4 bytes."""
     n = len(payload)
+    return frame_header(n) + payload + b"\0" * (-n % 4)
+
+
+def frame_header(n: int) -> bytes:
+    """The header of a cflag-0 frame around an n-byte payload."""
     if n > MAX_PAYLOAD:
         raise RecordIOError(f"a record of {n} bytes is too large for RecordIO (at most {MAX_PAYLOAD})")
-    return MAGIC_BYTES + n.to_bytes(4, "little") + payload + b"\0" * (-n % 4)
+    return MAGIC_BYTES + n.to_bytes(4, "little")
 
 
 class Sink:

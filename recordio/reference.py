@@ -185,6 +185,21 @@ def write_sparse(dest, X, labels=None) -> None:
             sink.write(frame(record.SerializeToString()))
 
 
+def encode_response(outputs: dict[str, np.ndarray]) -> bytes:
+    """`smalgo.recordio.encode_response` the runtime's way, one Record object per row: the
+    bytes the fast encoder must write (up to the order of the label map's entries)."""
+    arrays = check_response_args(outputs)
+    columns = {name: a.tolist() for name, a in arrays.items()}
+    pieces = []
+    for i in range(next(iter(arrays.values())).shape[0]):
+        record = Record()
+        for name, column in columns.items():
+            value = column[i]
+            record.label[name].float32_tensor.values.extend(value if isinstance(value, list) else [value])
+        pieces.append(frame(record.SerializeToString()))
+    return b"".join(pieces)
+
+
 def read(source, feature_dim: int | None = None):
     """`smalgo.recordio.read` forced onto the protobuf-runtime path (for tests and benchmarks)."""
     from .arrays import read as _read
@@ -205,6 +220,19 @@ def check_sparse_args(X, labels):
     X = sp.csr_matrix(X)
     X.sort_indices()
     return X, _check_labels(labels, X.shape[0])
+
+
+def check_response_args(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An inference response's named outputs as float32 arrays, after checking that there is at
+    least one and that all are 1-D or 2-D with the same number of rows (ValueError otherwise)."""
+    if not outputs:
+        raise ValueError("encode_response needs at least one named output")
+    arrays = {name: np.asarray(a, dtype=np.float32) for name, a in outputs.items()}
+    n_rows = {a.shape[0] for a in arrays.values()}
+    if len(n_rows) != 1 or any(a.ndim not in (1, 2) for a in arrays.values()):
+        shapes = {name: a.shape for name, a in arrays.items()}
+        raise ValueError(f"outputs must be 1-D or 2-D with the same number of rows, got {shapes}")
+    return arrays
 
 
 def _check_labels(labels, n_rows: int):

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from . import parallel
-from .framing import HEADER_SIZE, MAGIC, _ByteSource, read_u32
+from .framing import HEADER_SIZE, MAGIC, open_source, read_u32
 
 # How often `read_uniform` returned arrays: lets tests see that the path was taken (it has no
 # other observable effect, by design).
@@ -121,7 +121,7 @@ def _stable_buffer(source) -> tuple[list, bool]:
     elif not isinstance(source, (bytes, bytearray, memoryview, np.ndarray)):
         return [], False
     try:
-        src = _ByteSource(source)
+        src = open_source(source)
     except (OSError, ValueError, TypeError):
         return [], False  # the general path raises the same error, with its own message
     src.close()  # a mapping outlives its file descriptor

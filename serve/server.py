@@ -27,9 +27,10 @@ import numba
 
 from .app import create_app
 from smalgo.algorithms.runtime.logs import configure_logging
+from smalgo.recordio.parallel import available_cpus
 
 from .model import ModelError
-from .settings import ServerSettings, SettingsError, available_cpus
+from .settings import ServerSettings, SettingsError
 
 logger = logging.getLogger(__name__)
 

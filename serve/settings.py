@@ -25,6 +25,7 @@ from typing import Mapping
 
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.errors import UserError
+from smalgo.recordio.parallel import available_cpus
 
 from .media import ACCEPTABLE_MEDIA_TYPES, parse_media_type
 
@@ -111,13 +112,6 @@ def _check_device(env: Mapping[str, str]) -> None:
     if problem:
         raise SettingsError(f"{device.ENV_VARIABLE}=gpu, but {problem}; serve on a GPU instance, or set "
                             f"{device.ENV_VARIABLE}=auto or cpu.")
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _text(env: Mapping[str, str], name: str) -> str:

@@ -342,14 +342,14 @@ def test_assignment_paths_agree_with_a_direct_computation(monkeypatch, blas):
 
 def test_a_pool_replaced_by_a_larger_one_still_runs_work(monkeypatch):
     # Two threads of a server: one got the pool, the other grew it before the first submitted.
-    from smalgo.algorithms.runtime import threads as row_threads
+    from smalgo.recordio import parallel
 
-    monkeypatch.setattr(row_threads, "_pool", None)
-    small = row_threads.helper_pool(1)
-    large = row_threads.helper_pool(small._max_workers + 2)
+    monkeypatch.setattr(parallel, "_pool", None)
+    small = parallel.shared_pool(1)
+    large = parallel.shared_pool(small._max_workers + 2)
     assert large is not small and large._max_workers == small._max_workers + 2
     assert small.submit(lambda: 42).result(timeout=10) == 42  # was RuntimeError: shut down
-    assert row_threads.helper_pool(1) is large
+    assert parallel.shared_pool(1) is large
 
 
 def test_the_pool_works_in_a_forked_child():
@@ -357,13 +357,13 @@ def test_the_pool_works_in_a_forked_child():
     the pool object but not its threads, and would wait on them forever."""
     import os
 
-    from smalgo.algorithms.runtime import threads as row_threads
+    from smalgo.recordio import parallel
 
-    assert row_threads.helper_pool(2).submit(lambda: 1).result(timeout=10) == 1  # used before the fork
+    assert parallel.shared_pool(2).submit(lambda: 1).result(timeout=10) == 1  # used before the fork
     pid = os.fork()
     if pid == 0:  # the child: report through the exit status, never return into pytest
         try:
-            ok = row_threads.helper_pool(2).submit(lambda: 7).result(timeout=10) == 7
+            ok = parallel.shared_pool(2).submit(lambda: 7).result(timeout=10) == 7
         except BaseException:
             ok = False
         os._exit(0 if ok else 1)

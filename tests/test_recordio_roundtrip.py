@@ -278,6 +278,18 @@ def test_responses_round_trip():
     assert list(record.label["closest_cluster"].float32_tensor.values) == [0.0]
 
 
+def test_response_encoder_checks_shapes_and_matches_the_runtime_at_the_edges():
+    with pytest.raises(ValueError, match="at least one named output"):
+        recordio.encode_response({})
+    with pytest.raises(ValueError, match="same number of rows"):
+        recordio.encode_response({"a": np.ones(3, np.float32), "b": np.ones(2, np.float32)})
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        recordio.encode_response({"a": np.ones((2, 2, 2), np.float32)})
+    for outputs in ({"a": np.ones(0, np.float32)}, {"a": np.ones((3, 0), np.float32)},
+                    {"a": np.array([1, 2], np.int64)}, {"a": np.ones((2, 40), np.float64)}):
+        assert recordio.encode_response(outputs) == reference.encode_response(outputs)
+
+
 def test_dense_records_of_varying_sizes_use_the_general_copy():
     # uids of different lengths put the values at irregular offsets (no strided shortcut)
     rows = RNG.standard_normal((40, 6)).astype(np.float32)

@@ -17,7 +17,7 @@ from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.runtime import device
 from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
 from smalgo.algorithms.registry import ALGORITHMS
-from smalgo.serve.settings import available_cpus
+from smalgo.recordio.parallel import available_cpus
 from test_serve_support import FEATURES, expected_outputs, train_sample_models
 
 ROWS = np.array([[1.5, 16.0, 14.0, 23.0],

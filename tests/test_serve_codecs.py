@@ -1,6 +1,7 @@
-"""The server's own fast paths against the references they stand in for: the small-CSV parser
-against the numba CSV decoder, the RecordIO response encoder against smalgo.recordio, and the
-JSON number formatting against json.dumps."""
+"""The server's fast paths against the references they stand in for: the small-CSV parser
+against the numba CSV decoder, the RecordIO response encoder the server calls
+(smalgo.recordio.encode_response) against the protobuf runtime's (smalgo.recordio.reference),
+and the JSON number formatting against json.dumps."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smalgo import recordio
+from smalgo.recordio import reference as recordio_reference
 from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.algorithms.errors import UserError
 from smalgo.serve import decoding
-from smalgo.serve.encoding import encode_recordio, encode_response
+from smalgo.serve.encoding import encode_response
 from smalgo.serve.media import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
 
 # Cells in the fast path's alphabet: plain decimals, exponents, and near misses of both.
@@ -93,8 +95,8 @@ output_arrays = st.integers(1, 20).flatmap(lambda n: st.dictionaries(
 @settings(max_examples=60, deadline=None)
 @given(output_arrays)
 def test_recordio_responses_decode_as_the_reference_encoder_writes_them(outputs):
-    ours = encode_recordio(outputs)
-    reference = recordio.encode_response(outputs)
+    ours = recordio.encode_response(outputs)
+    reference = recordio_reference.encode_response(outputs)
     assert len(ours) == len(reference)  # the same records; only the label map's order may differ
     vector_keys = tuple(name for name, array in outputs.items() if array.ndim == 2)
     decoded = recordio.decode_response(ours, vector_keys=vector_keys)
@@ -108,7 +110,7 @@ def test_recordio_responses_decode_as_the_reference_encoder_writes_them(outputs)
 
 def test_recordio_response_of_one_output_is_byte_identical():
     outputs = {"projection": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    assert encode_recordio(outputs) == recordio.encode_response(outputs)
+    assert recordio.encode_response(outputs) == recordio_reference.encode_response(outputs)
 
 
 @pytest.mark.parametrize("media_type", [JSON, JSONLINES, CSV])

@@ -25,17 +25,16 @@ payload), the 1-based line and column, and the cell.
 
 from __future__ import annotations
 
-import mmap
 import os
-import stat
 from typing import BinaryIO, Iterator
 
 import numpy as np
 from numba import njit
 
-from smalgo.algorithms.runtime import threads as row_threads
 from smalgo.algorithms.data import rebatch
 from smalgo.algorithms.errors import UserError
+from smalgo.recordio import parallel
+from smalgo.recordio.sources import ByteSource, describe_source, in_memory
 
 # Bytes read per read() call while streaming: large enough that per-call overhead vanishes,
 # small enough that a big file is never held whole.
@@ -358,7 +357,7 @@ def decode_csv(payload: bytes | bytearray | memoryview, label_size: int = 0, fea
     Returns (X, y): X float32 (rows, features) C-contiguous; y float32 (rows,) with label_size 1,
     else None. With `feature_dim`, every line must have feature_dim + label_size cells.
     """
-    blocks = list(_iter_blocks(_MemorySource(payload), CsvLayout(label_size, feature_dim), name))
+    blocks = list(_iter_blocks(_MemorySource(in_memory(payload)), CsvLayout(label_size, feature_dim), name))
     return _concatenate(blocks, label_size, feature_dim or 0)
 
 
@@ -389,16 +388,21 @@ def iter_csv_blocks(source: str | os.PathLike | BinaryIO | bytes, label_size: in
     from (default "hyperparameter feature_dim=N"); without it the first line sets the width.
     """
     layout = CsvLayout(label_size, feature_dim, feature_dim_source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        yield from _iter_blocks(_MemorySource(source), layout, name or "CSV payload")
-    elif isinstance(source, (str, os.PathLike)):
-        with open(source, "rb", buffering=0) as stream:
-            mapped = _map_regular_file(stream)
-            reader = _StreamSource(stream, chunk_bytes) if mapped is None else _MemorySource(mapped, chunk_bytes)
-            yield from _iter_blocks(reader, layout, name or os.fspath(source))
-    else:
-        yield from _iter_blocks(_StreamSource(source, chunk_bytes), layout,
-                                name or str(getattr(source, "name", "CSV stream")))
+    # A mapped file is parsed in place, without copying each chunk into a buffer first; the OS
+    # reads ahead and lets parsed pages go early.
+    src = ByteSource(source, "CSV", sequential=True)
+    try:
+        if src.memory is None:
+            reader = _StreamSource(src, chunk_bytes)
+        else:  # bytes in memory are parsed at once, a mapped file in chunks as a stream would be
+            reader = _MemorySource(src.memory, chunk_bytes if src.mapped else None)
+        if not name:
+            # A stream's name that is no path (an fd's number) still names it.
+            name = describe_source(source) or ("CSV payload" if src.memory is not None
+                                               else str(getattr(source, "name", "CSV stream")))
+        yield from _iter_blocks(reader, layout, name)
+    finally:
+        src.close()
 
 
 def read_csv(source: str | os.PathLike | BinaryIO | bytes, label_size: int = 0, feature_dim: int | None = None,
@@ -418,25 +422,13 @@ def _concatenate(blocks, label_size: int, width: int = 0) -> tuple[np.ndarray, n
     return X, (np.concatenate([y for _, y in blocks]) if label_size else None)
 
 
-def _map_regular_file(stream) -> mmap.mmap | None:
-    """A read-only memory map of a non-empty regular file, or None (pipes, empty files). The
-    kernel then parses the page cache in place, without copying each chunk into a buffer first.
-    The map is not closed explicitly: it lives while a view of it does, and goes with the last."""
-    info = os.fstat(stream.fileno())
-    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-        return None
-    mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mapped, "madvise"):
-        mapped.madvise(mmap.MADV_SEQUENTIAL)  # read ahead, and let parsed pages go early
-    return mapped
-
-
 class _MemorySource:
-    """Bytes already in memory (a payload, or a memory-mapped file), served in windows of about
-    `chunk_bytes` that end at a line end, as a stream would serve them (all at once if None)."""
+    """Bytes already in memory (a payload, or a memory-mapped file: a ByteSource's `memory`),
+    served in windows of about `chunk_bytes` that end at a line end, as a stream would serve
+    them (all at once if None)."""
 
-    def __init__(self, data, chunk_bytes: int | None = None):
-        self.buffer = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    def __init__(self, buffer: np.ndarray, chunk_bytes: int | None = None):
+        self.buffer = buffer
         self.chunk_bytes = max(chunk_bytes or len(self.buffer), 1)
         self.start = 0  # first byte not yet parsed
 
@@ -459,16 +451,16 @@ class _MemorySource:
 
 
 class _StreamSource:
-    """A growable byte buffer over a stream: refill() adds at least one whole line (or EOF).
-    `start` is the first byte the parser has not consumed; refill() drops what lies before it."""
+    """A growable byte buffer over a ByteSource's stream: refill() adds at least one whole line
+    (or EOF). `start` is the first byte the parser has not consumed; refill() drops what lies
+    before it."""
 
-    def __init__(self, stream: BinaryIO, chunk_bytes: int):
-        self.stream = stream
+    def __init__(self, source: ByteSource, chunk_bytes: int):
+        self.source = source
         self._bytes = bytearray(max(chunk_bytes, 1))
         self.start = 0
         self.filled = 0  # bytes of data in the buffer
         self.eof = False
-        self._readinto = getattr(stream, "readinto", None)
         self.refill()
 
     @property
@@ -477,9 +469,7 @@ class _StreamSource:
 
     def refill(self) -> int:
         """Drop the consumed bytes, then read until the buffer is full (and holds a whole line:
-        it grows for a longer line) or the stream ends; returns where parsing goes on (0).
-        Reading until full, rather than until the first line end, matters for pipes, whose reads
-        return at most 64 KiB each."""
+        it grows for a longer line) or the stream ends; returns where parsing goes on (0)."""
         if self.start:
             tail = self.filled - self.start
             self._bytes[:tail] = self._bytes[self.start:self.filled]
@@ -494,15 +484,9 @@ class _StreamSource:
                 grown[:self.filled] = self._bytes
                 self._bytes = grown
             with memoryview(self._bytes) as whole, whole[self.filled:] as view:
-                if self._readinto is not None:
-                    n = self._readinto(view)
-                else:
-                    data = self.stream.read(len(view))
-                    n = len(data)
-                    view[:n] = data
-            if not n:
-                self.eof = True
-            self.filled += n or 0
+                n = self.source.readinto(view)
+                self.eof = n < len(view)
+            self.filled += n
         return self.start
 
     def complete_end(self) -> int:
@@ -524,7 +508,7 @@ def _parse_threads() -> int:
     configured = os.environ.get("SMALGO_CSV_THREADS", "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return parallel.available_cpus()
 
 
 def _iter_blocks(source, layout: CsvLayout, name: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -554,7 +538,7 @@ def _iter_blocks(source, layout: CsvLayout, name: str) -> Iterator[tuple[np.ndar
             if len(segments) == 1:
                 results = [_parse_segment(buf, pos, end, layout)]
             else:
-                pool = row_threads.helper_pool(_parse_threads())
+                pool = parallel.shared_pool(_parse_threads())
                 results = list(pool.map(lambda se: _parse_segment(buf, se[0], se[1], layout), segments))
             for X, y, lines, failure in results:
                 if failure is not None:

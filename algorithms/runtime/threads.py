@@ -1,5 +1,5 @@
-"""Threads for the algorithms' hot loops: one fork-safe pool, row chunks spread over it, and
-single-threaded BLAS inside it.
+"""Threads for the algorithms' hot loops: row chunks spread over the process's one fork-safe
+pool (smalgo.recordio.parallel.shared_pool), and single-threaded BLAS inside it.
 
 numba kernels and BLAS calls release the GIL, so plain threads run them in parallel. BLAS runs
 one thread per worker of ours: OpenBLAS's own threads, on cores that other processes also use,
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
+
+from smalgo.recordio import parallel
 
 # Multiply-adds below which a call runs on the calling thread alone (about a millisecond of
 # work: handing chunks to another thread costs tens of microseconds, more on a busy machine).
@@ -59,29 +58,6 @@ def blas_controller():
     return _blas_controller
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
-_pool_lock = threading.Lock()
-
-
-def helper_pool(helpers: int) -> ThreadPoolExecutor:
-    """A pool of at least `helpers` threads (callers submit no more tasks than they asked for),
-    created on first use, grown when a caller needs more, and made again after a fork (a forked
-    child, e.g. a gunicorn worker, inherits the pool object but not its threads, and would wait
-    on them forever)."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        forked = _pool_pid != os.getpid()
-        if _pool is None or forked or _pool._max_workers < helpers:
-            # The pool being replaced is not shut down: another thread (a server's request) may
-            # have just got it and be about to submit, which a shut-down pool refuses with
-            # RuntimeError. Once nobody holds it, its idle threads exit by themselves.
-            size = helpers if _pool is None or forked else max(helpers, _pool._max_workers)
-            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="smalgo")
-            _pool_pid = os.getpid()
-        return _pool
-
-
 def run_in_row_chunks(rows_kernel, args, n_rows: int, work: int, make_scratch) -> None:
     """Call rows_kernel(*args, start, stop, scratch) over 0..n_rows in chunks, on this thread and
     on up to numba.get_num_threads() - 1 helpers (which respects NUMBA_NUM_THREADS);
@@ -107,7 +83,7 @@ def run_in_row_chunks(rows_kernel, args, n_rows: int, work: int, make_scratch) -
             start = starts[claim]
             rows_kernel(*args, start, min(n_rows, start + chunk), scratch)
 
-    pool = helper_pool(helpers)
+    pool = parallel.shared_pool(helpers)
     futures = [pool.submit(work_through_chunks) for _ in range(min(helpers, len(starts) - 1))]
     try:
         work_through_chunks()

@@ -37,6 +37,7 @@ import numpy as np
 
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.data import InMemoryData
+from smalgo.recordio.parallel import available_cpus
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers.py"
@@ -218,7 +219,7 @@ def print_table(results: dict) -> None:
 
 
 def cpu_note(env: dict) -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()  # what the server's default worker count is
     workers = env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or f"{cpus} (one per CPU)"
     worker_class = env.get("SMALGO_BENCH_WORKER_CLASS") or "the server's default worker class"
     return f"{cpus} CPUs, {workers} gunicorn workers, {worker_class}"
