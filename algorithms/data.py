@@ -26,7 +26,7 @@ class TrainingData(Protocol):
         """Whether the job was given this channel (e.g. an optional `test` channel)."""
         ...
 
-    def batches(self, channel: str, batch_size: int, feature_dim: int | None = None) -> Iterator[Batch]:
+    def batches(self, channel: str, batch_size: int, *, feature_dim: int | None = None) -> Iterator[Batch]:
         """One full pass over the channel, as mini-batches of at most batch_size rows. Each call
         starts a new pass (in Pipe mode the k-th call reads FIFO <channel>_<k>), so call it once
         per epoch. With feature_dim set, a batch of another width raises UserError naming the
@@ -54,7 +54,7 @@ class InMemoryData:
     def n_rows(self, channel: str) -> int:
         return self._channels[channel][0].shape[0]
 
-    def batches(self, channel: str, batch_size: int, feature_dim: int | None = None) -> Iterator[Batch]:
+    def batches(self, channel: str, batch_size: int, *, feature_dim: int | None = None) -> Iterator[Batch]:
         if channel not in self._channels:
             raise UserError(f"No data channel named {channel!r}; channels given: {', '.join(sorted(self._channels)) or 'none'}.")
         if batch_size < 1:

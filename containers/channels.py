@@ -154,7 +154,7 @@ class ChannelData:
     def has_channel(self, channel: str) -> bool:
         return channel in self.channels
 
-    def batches(self, channel: str, batch_size: int, feature_dim: int | None = None) -> Iterator[Batch]:
+    def batches(self, channel: str, batch_size: int, *, feature_dim: int | None = None) -> Iterator[Batch]:
         if channel not in self.channels:
             raise UserError(f"No data channel named {channel!r}; this job has: {', '.join(sorted(self.channels))}.")
         if batch_size < 1:
@@ -162,11 +162,11 @@ class ChannelData:
         # Counted at the call, not when iteration starts: the k-th call is pass k, FIFO <channel>_<k>.
         epoch = self.passes[channel]
         self.passes[channel] += 1
-        return self._one_pass(self.channels[channel], epoch, batch_size, feature_dim)
+        return self._one_pass(self.channels[channel], epoch, batch_size=batch_size, feature_dim=feature_dim)
 
-    def _one_pass(self, channel: Channel, epoch: int, batch_size: int, feature_dim: int | None) -> Iterator[Batch]:
+    def _one_pass(self, channel: Channel, epoch: int, *, batch_size: int, feature_dim: int | None) -> Iterator[Batch]:
         rows = 0
-        for X, y in rebatch(self._decode(channel, epoch, batch_size, feature_dim), batch_size):
+        for X, y in rebatch(self._decode(channel, epoch, batch_size=batch_size, feature_dim=feature_dim), batch_size):
             rows += X.shape[0]
             yield Batch(X, y)
         if rows == 0:
@@ -183,11 +183,11 @@ class ChannelData:
                 yield path, str(path)
             return
         pipe = channel.pipe(epoch)
-        _wait_for(pipe, self.pipe_wait_seconds, channel.name, epoch)
+        _wait_for(pipe, timeout=self.pipe_wait_seconds, channel=channel.name, epoch=epoch)
         with open(pipe, "rb", buffering=0) as stream:
             yield stream, str(pipe)
 
-    def _decode(self, channel: Channel, epoch: int, batch_size: int,
+    def _decode(self, channel: Channel, epoch: int, *, batch_size: int,
                 feature_dim: int | None) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]]:
         """(X, y) pieces of one pass, checked: every piece as wide as the channel (feature_dim
         when given, else the width of the first piece), labelled like the first, finite."""
@@ -198,7 +198,7 @@ class ChannelData:
             if channel.content_type.is_csv:
                 pieces = iter_csv_blocks(source, channel.content_type.label_size or 0, width, name, width_source)
             else:
-                pieces = _recordio_pieces(source, batch_size, feature_dim, channel.name)
+                pieces = _recordio_pieces(source, batch_size=batch_size, feature_dim=feature_dim, channel=channel.name)
             first_record = 0
             for X, y in pieces:
                 if width is None:
@@ -217,12 +217,12 @@ class ChannelData:
                         f"all files of a channel must agree."
                     )
                 if self.finite_values_only:
-                    _check_finite(X, name, first_record, channel.content_type)
+                    _check_finite(X, name=name, first_record=first_record, content_type=channel.content_type)
                 first_record += X.shape[0]
                 yield X, y
 
 
-def _recordio_pieces(source, batch_size: int, feature_dim: int | None, channel: str):
+def _recordio_pieces(source, *, batch_size: int, feature_dim: int | None, channel: str):
     try:
         yield from iter_recordio_batches(source, batch_size, feature_dim=feature_dim)
     except RecordIOError as exc:
@@ -230,7 +230,7 @@ def _recordio_pieces(source, batch_size: int, feature_dim: int | None, channel: 
         raise UserError(f"Channel {channel}: {exc}") from exc
 
 
-def _wait_for(pipe: Path, timeout: float, channel: str, epoch: int) -> None:
+def _wait_for(pipe: Path, *, timeout: float, channel: str, epoch: int) -> None:
     deadline = time.monotonic() + timeout
     while not pipe.exists():
         if time.monotonic() >= deadline:
@@ -241,7 +241,7 @@ def _wait_for(pipe: Path, timeout: float, channel: str, epoch: int) -> None:
         time.sleep(_PIPE_POLL_SECONDS)
 
 
-def _check_finite(X, name: str, first_record: int, content_type: ContentType) -> None:
+def _check_finite(X, *, name: str, first_record: int, content_type: ContentType) -> None:
     """UserError naming the first NaN or infinite feature value of a piece. The CSV decoder
     reads `nan`, `inf` and out-of-range numbers such as 1e39 (as inf), as numpy.loadtxt does,
     and RecordIO carries any float; k-means and PCA have no meaning for them and failed deep

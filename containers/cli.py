@@ -55,7 +55,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"--hyperparameters takes NAME=VALUE pairs, got {item!r}")
         hyperparameters[name] = value
     try:
-        paths = lay_out_job(Path(args.output), hyperparameters, channels, args.content_type)
+        paths = lay_out_job(Path(args.output), hyperparameters=hyperparameters, channels=channels,
+                            content_type=args.content_type)
     except UserError as exc:
         print(f"smalgo train: {exc}", file=sys.stderr)
         return EXIT_USAGE

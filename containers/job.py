@@ -147,7 +147,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _fail(paths: JobPaths, exit_code: int, message: str, already_logged: bool = False) -> int:
+def _fail(paths: JobPaths, exit_code: int, message: str, *, already_logged: bool = False) -> int:
     if not already_logged:
         logger.error("%s", message)
     if len(message.split("\n\n", 1)[0]) > _FAILURE_REASON_CHARS:

@@ -23,7 +23,7 @@ from .paths import JobPaths
 MARKER = ".smalgo-local-job"
 
 
-def lay_out_job(directory: Path, hyperparameters: dict[str, str], channels: dict[str, Path],
+def lay_out_job(directory: Path, *, hyperparameters: dict[str, str], channels: dict[str, Path],
                 content_type: str | None, pipe_channels: tuple[str, ...] = ()) -> JobPaths:
     """Write a job under `directory` (created if needed; a directory of an earlier local job is
     cleared first). `channels` maps a channel name to a file or a directory of files, in File

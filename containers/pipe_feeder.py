@@ -20,7 +20,7 @@ class PipeFeeder:
     """A context manager: a thread feeds `payload` through up to `max_passes` FIFOs under
     `data_dir` until the block exits. `passes_written` counts the passes read to the end."""
 
-    def __init__(self, data_dir: Path, channel: str, payload: bytes, max_passes: int = 10):
+    def __init__(self, data_dir: Path, channel: str, payload: bytes, *, max_passes: int = 10):
         self.data_dir, self.channel, self.payload, self.max_passes = Path(data_dir), channel, payload, max_passes
         self.passes_written = 0
         self.stopped = threading.Event()

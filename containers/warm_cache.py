@@ -51,7 +51,7 @@ def warm_up(algorithms: list[str], workdir: Path) -> None:
 
 def _warm_up_algorithm(algorithm: Algorithm, workdir: Path) -> None:
     X, inputs, bad_csv = _write_inputs(workdir / "data", labelled=algorithm.sample_job.labelled)
-    model_dir = _run_jobs(algorithm, workdir, inputs, bad_csv)
+    model_dir = _run_jobs(algorithm, workdir, inputs=inputs, bad_csv=bad_csv)
     _serve(algorithm, model_dir, X)
 
 
@@ -91,7 +91,7 @@ def _write_inputs(data_dir: Path, *, labelled: bool):
     return X, inputs, bad_csv
 
 
-def _run_jobs(algorithm: Algorithm, workdir: Path, inputs: dict, bad_csv: Path) -> Path:
+def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Path) -> Path:
     """Training jobs of the sample job and each of its variants, on every input and in both
     input modes; returns a model."""
     from .job import run_training
@@ -105,21 +105,23 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, inputs: dict, bad_csv: Path) 
     for number, variant in enumerate(variants):
         hyperparameters = sample.hyperparameters_for(algorithm, FEATURES, variant)
         for input_name, (content_type, train_file, test_file) in inputs.items():
-            job = lay_out_job(workdir / f"job-{number}-{input_name}", hyperparameters,
-                              {"train": train_file, "test": test_file}, content_type)
+            job = lay_out_job(workdir / f"job-{number}-{input_name}", hyperparameters=hyperparameters,
+                              channels={"train": train_file, "test": test_file}, content_type=content_type)
             _check(_quietly(run_training, job, name), job)
             model_dir = model_dir or job.model_dir
             if number == 0:
-                pipe_job = lay_out_job(workdir / f"pipe-{input_name}", hyperparameters, {}, content_type,
-                                       pipe_channels=("train",))
+                pipe_job = lay_out_job(workdir / f"pipe-{input_name}", hyperparameters=hyperparameters, channels={},
+                                       content_type=content_type, pipe_channels=("train",))
                 with PipeFeeder(pipe_job.data_dir, "train", train_file.read_bytes()):
                     _check(_quietly(run_training, pipe_job, name), pipe_job)
 
     # A job with a malformed CSV file, in both modes: its error report must fail the job, fast.
     bad_hyperparameters = sample.hyperparameters_for(algorithm, 3)
-    job = lay_out_job(workdir / "bad-file", bad_hyperparameters, {"train": bad_csv}, "text/csv;label_size=0")
+    job = lay_out_job(workdir / "bad-file", hyperparameters=bad_hyperparameters, channels={"train": bad_csv},
+                      content_type="text/csv;label_size=0")
     _check(_quietly(run_training, job, name), job, expect_failure="line 11")
-    job = lay_out_job(workdir / "bad-pipe", bad_hyperparameters, {}, "text/csv;label_size=0", pipe_channels=("train",))
+    job = lay_out_job(workdir / "bad-pipe", hyperparameters=bad_hyperparameters, channels={},
+                      content_type="text/csv;label_size=0", pipe_channels=("train",))
     with PipeFeeder(job.data_dir, "train", bad_csv.read_bytes()):
         _check(_quietly(run_training, job, name), job, expect_failure="line 11")
     assert model_dir is not None  # the sample job itself ran first

@@ -68,8 +68,8 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
             # nothing unread, and its keep-alive connection can carry the next one (gunicorn
             # closes it when more than 64 KiB of a body are left on the socket).
             body = read_body(environ, settings)
-            answer, content_type = invoke(model, settings, environ.get("CONTENT_TYPE"), environ.get("HTTP_ACCEPT"),
-                                          body)
+            answer, content_type = invoke(model, settings, content_type=environ.get("CONTENT_TYPE"),
+                                          accept=environ.get("HTTP_ACCEPT"), body=body)
         except RequestError as exc:
             return error_response(exc.status, exc.message)
         return Response(answer, status=200, content_type=content_type)
@@ -88,7 +88,7 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
     return app
 
 
-def invoke(model: LoadedModel, settings: ServerSettings, content_type: str | None, accept: str | None,
+def invoke(model: LoadedModel, settings: ServerSettings, *, content_type: str | None, accept: str | None,
            body: bytes) -> tuple[bytes, str]:
     """One /invocations request: (response body, its Content-Type), or RequestError."""
     media_type = request_media_type(content_type)

@@ -97,7 +97,7 @@ def _matrix(instances: list, feature_dim: int, where):
                       f"the model takes {feature_dim}.")
             entries.append(values)
         else:
-            entries.append(_sparse_entry(keys, values, feature_dim, where(i)))
+            entries.append(_sparse_entry(keys, values, feature_dim=feature_dim, where=where(i)))
     if all(isinstance(entry, list) for entry in entries):
         return _dense(entries, where)
     return _csr(entries, feature_dim, where)
@@ -136,7 +136,7 @@ def _dense(rows: list, where) -> np.ndarray:
         return np.ascontiguousarray(X, dtype=np.float32)
 
 
-def _sparse_entry(keys, values: list, feature_dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _sparse_entry(keys, values: list, *, feature_dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(keys, list):
         _fail(f'{where}: "keys" is {_json_type(keys)}; it must be a list of feature indices.')
     if len(keys) != len(values):

@@ -8,45 +8,17 @@ header values millions of times, and parsing them again is pure per-request over
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
+
+from smalgo.algorithms.formats.content_types import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF, parse_media_type
 
 from .errors import NOT_ACCEPTABLE, UNSUPPORTED_MEDIA_TYPE, RequestError
 
-CSV = "text/csv"
-JSON = "application/json"
-JSONLINES = "application/jsonlines"
-RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
-
-# Other spellings clients use for the same formats.
-_ALIASES = {
-    "application/x-jsonlines": JSONLINES,
-    "application/jsonl": JSONLINES,
-}
 REQUEST_MEDIA_TYPES = (CSV, JSON, JSONLINES, RECORDIO_PROTOBUF)
 ACCEPTABLE_MEDIA_TYPES = (JSON, JSONLINES, RECORDIO_PROTOBUF, CSV)
 # Text bodies are numbers and JSON punctuation: ASCII, which these charsets all read the same.
 _TEXT_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 _HEADER_CACHE_SIZE = 256
-
-
-@dataclass(frozen=True)
-class MediaType:
-    media_type: str  # lower-case type/subtype, aliases resolved
-    parameters: dict = field(default_factory=dict)  # lower-case names -> values
-
-
-def parse_media_type(raw: str) -> MediaType:
-    """`type/subtype; name=value; ...` -> MediaType. Malformed parameters are left out: a
-    parameter we do not know is ignored anyway, and one we need is checked by its reader."""
-    media, *parts = raw.split(";")
-    media = media.strip().lower()
-    parameters = {}
-    for part in parts:
-        name, sep, value = part.partition("=")
-        if sep:
-            parameters[name.strip().lower()] = value.strip().strip('"')
-    return MediaType(_ALIASES.get(media, media), parameters)
 
 
 @lru_cache(maxsize=_HEADER_CACHE_SIZE)

@@ -33,8 +33,8 @@ class CountingData(InMemoryData):
         super().__init__(channels)
         self.passes = {name: 0 for name in channels}
 
-    def batches(self, channel, batch_size, feature_dim=None):
-        batches = super().batches(channel, batch_size, feature_dim)
+    def batches(self, channel, batch_size, *, feature_dim=None):
+        batches = super().batches(channel, batch_size, feature_dim=feature_dim)
         self.passes[channel] += 1
         return batches
 

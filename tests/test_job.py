@@ -390,7 +390,7 @@ def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
     job.hyperparameters(**KMEANS_HP)
     job.channel("train", "application/x-recordio-protobuf",
                 files={"a.pbr": recordio_bytes(X[:60]), "b.pbr": sparse.getvalue()})
-    batches = list(ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)).batches("train", 45, 5))
+    batches = list(ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)).batches("train", 45, feature_dim=5))
     assert [b.n_rows for b in batches] == [45, 45, 10]
     assert not batches[0].is_sparse and batches[1].is_sparse  # rows 45..89 span both files
     np.testing.assert_array_equal(np.vstack([b.dense_X() for b in batches]), X)

@@ -1,4 +1,5 @@
-"""Content types of training channels (and request bodies): parsing a ContentType string.
+"""Media types: the one parser of `type/subtype; name=value` strings, and the content types of
+training channels on top of it (the server adds its request and Accept rules in smalgo.serve.media).
 
 SageMaker passes a channel's ContentType through unchanged, so the same media type arrives in the
 spellings users and SDKs write: `text/csv`, `text/CSV; label_size=0`, `csv` (the XGBoost image's
@@ -13,18 +14,62 @@ who followed the docs' `label_size=0`: sagemaker-xgboost-container#74).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smalgo.algorithms.errors import UserError
 
 CSV = "text/csv"
 RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
 
 # Other spellings of the canonical media types (compared lower-cased).
 ALIASES = {
     "csv": CSV,
     "recordio-protobuf": RECORDIO_PROTOBUF,
+    "application/x-jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
 }
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One `;name=value` part as written (`text`), its lower-case name and its value (blanks
+    and quotes stripped); `assigned` is False for a part without '='."""
+
+    text: str
+    name: str
+    value: str
+    assigned: bool
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """A parsed `type/subtype; name=value; ...` string.
+
+    media_type: lower-case type/subtype, aliases resolved to the canonical type.
+    parameter_list: every non-empty parameter part, in order, as written.
+    parameters: name -> value of the parts with a name and '=' (the last wins on repeats).
+    """
+
+    media_type: str
+    parameter_list: tuple[Parameter, ...] = ()
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+def parse_media_type(raw: str) -> MediaType:
+    """The one media-type parser: lenient, it only splits and normalises; what it refuses (a
+    malformed, repeated or unknown parameter) is each caller's rule on top."""
+    media_part, *parts = raw.split(";")
+    media = media_part.strip().lower()
+    parameter_list = []
+    for part in parts:
+        if not part.strip():
+            continue  # a trailing ';' as in "text/csv;" says nothing
+        name, sep, value = part.partition("=")
+        parameter_list.append(Parameter(part.strip(), name.strip().lower(), value.strip().strip('"'), bool(sep)))
+    parameters = {p.name: p.value for p in parameter_list if p.assigned and p.name}
+    return MediaType(ALIASES.get(media, media), tuple(parameter_list), parameters)
 
 # The parameters each media type accepts; anything else is refused rather than silently ignored.
 _PARAMETERS = {
@@ -62,6 +107,7 @@ def parse_content_type(
     raw: str | None,
     accepted: tuple[str, ...] | list[str],
     default: str,
+    *,
     channel: str | None = None,
 ) -> ContentType:
     """Parse `raw` (a ContentType header value, or None when the channel set none) into a
@@ -73,21 +119,17 @@ def parse_content_type(
     where = f"Channel {channel}: " if channel else ""
     if raw is None or not raw.strip():
         raw = default
-    media_part, *param_parts = raw.split(";")
-    media = media_part.strip().lower()
-    media = ALIASES.get(media, media)
+    parsed = parse_media_type(raw)
+    media = parsed.media_type
     if media not in accepted:
         raise UserError(f"{where}ContentType {raw!r} is not accepted; {_accepted_list(accepted)}.")
 
     params: dict[str, str] = {}
-    for part in param_parts:
-        if not part.strip():
-            continue  # a trailing ';' as in "text/csv;" says nothing
-        key, sep, value = part.partition("=")
-        key, value = key.strip().lower(), value.strip().strip('"')
-        if not sep or not key or not value or "=" in value:
+    for parameter in parsed.parameter_list:
+        key, value = parameter.name, parameter.value
+        if not parameter.assigned or not key or not value or "=" in value:
             raise UserError(
-                f"{where}ContentType {raw!r}: malformed parameter {part.strip()!r}; "
+                f"{where}ContentType {raw!r}: malformed parameter {parameter.text!r}; "
                 f"parameters are written as ';name=value' after the media type."
             )
         if key in params:
