@@ -65,10 +65,10 @@ class InMemoryData:
                 f"Channel {channel!r} (in-memory data) has {X.shape[1]} features per record; "
                 f"expected {feature_dim} (hyperparameter feature_dim)."
             )
-        return self._iterate(X, y, w, batch_size)
+        return self._iterate(X, y, w, batch_size=batch_size)
 
     @staticmethod
-    def _iterate(X, y, w, batch_size: int) -> Iterator[Batch]:
+    def _iterate(X, y, w, *, batch_size: int) -> Iterator[Batch]:
         n = X.shape[0]
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)

@@ -88,7 +88,7 @@ class Hyperparameter:
         if self.kind == "list":
             parsed = self._parse_list(raw, value)
         else:
-            parsed = self._parse_scalar(raw, value, self.kind)
+            parsed = self._parse_scalar(raw, value, kind=self.kind)
         return parsed
 
     def _parse_list(self, raw: Any, value: Any) -> list:
@@ -101,14 +101,14 @@ class Hyperparameter:
                 value = [part.strip().strip("'\"") for part in text.strip("[]").split(",") if part.strip()]
         if not isinstance(value, (list, tuple)) or not value:
             self._reject(raw, "expected a non-empty list")
-        items = [self._parse_scalar(raw, _unwrap_json_string(v), self.item_kind, check_choices=False) for v in value]
+        items = [self._parse_scalar(raw, _unwrap_json_string(v), kind=self.item_kind, check_choices=False) for v in value]
         if self.choices:
             for item in items:
                 if item not in self.choices:
                     self._reject(raw, f"{item!r} is not allowed")
         return items
 
-    def _parse_scalar(self, raw: Any, value: Any, kind: str, check_choices: bool = True) -> Any:
+    def _parse_scalar(self, raw: Any, value: Any, *, kind: str, check_choices: bool = True) -> Any:
         result: Any
         if kind == "bool":
             if isinstance(value, bool):

@@ -119,7 +119,7 @@ def train_streaming(algorithm: StreamingAlgorithm, hp: Hyperparameters, data: Tr
         metrics.progress(100.0 * (epoch + 1) / epochs)
         if validating:
             model, _ = state.finalize()
-            for metric in score(algorithm, model, hp, data, "validation"):
+            for metric in score(algorithm, model, hp=hp, data=data, channel="validation"):
                 metrics.quality("validation", metric, epoch=epoch)
                 epoch_metrics[f"validation:{metric.name}"] = metric.value
         # Every callback hears of every pass, even when an earlier one asks to stop.
@@ -136,12 +136,12 @@ def train_streaming(algorithm: StreamingAlgorithm, hp: Hyperparameters, data: Tr
     for callback in callbacks:
         callback.after_training(model)
     if data.has_channel("test"):
-        for metric in score(algorithm, model, hp, data, "test"):
+        for metric in score(algorithm, model, hp=hp, data=data, channel="test"):
             metrics.quality("test", metric)
     return model
 
 
-def score(algorithm: StreamingAlgorithm, model: Model, hp: Hyperparameters, data: TrainingData,
+def score(algorithm: StreamingAlgorithm, model: Model, *, hp: Hyperparameters, data: TrainingData,
           channel: str) -> list[Metric]:
     """`model`'s metrics on one pass over `channel`; none (with a warning) when it has no rows."""
     scorer = algorithm.scorer(model, hp, channel)

@@ -92,9 +92,9 @@ def test_auto_values_resolve_as_documented():
     assert kmeans._kmeans.resolve_extra_center_factor(1000, "auto") == 9
     assert kmeans._kmeans.resolve_extra_center_factor(10_000, "auto") == 10
     assert kmeans._kmeans.resolve_extra_center_factor(20, 3) == 3
-    assert kmeans._kmeans.resolve_num_trials("auto", 100, 20, 50) == 10
-    assert kmeans._kmeans.resolve_num_trials("auto", 10_000, 1_000, 1_000) == 1
-    assert kmeans._kmeans.resolve_num_trials(4, 10_000, 1_000, 1_000) == 4
+    assert kmeans._kmeans.resolve_num_trials("auto", n_centers=100, k=20, feature_dim=50) == 10
+    assert kmeans._kmeans.resolve_num_trials("auto", n_centers=10_000, k=1_000, feature_dim=1_000) == 1
+    assert kmeans._kmeans.resolve_num_trials(4, n_centers=10_000, k=1_000, feature_dim=1_000) == 4
 
 
 def test_validate_refuses_centers_that_cannot_fit_in_memory():

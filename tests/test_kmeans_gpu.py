@@ -307,7 +307,8 @@ _SIMULATOR_SCRIPT = textwrap.dedent("""
         arrays.update({f"{choice}_{k}": v for k, v in model.predict(Batch(X)).items()})
         labels, sq = kmeans._kmeans._CenterTable(model.centers, model.centers.mean(axis=0), seeded).nearest(X)
         arrays[f"{choice}_excluded_labels"], arrays[f"{choice}_excluded_sq"] = labels, sq
-        state = kmeans._kmeans.StreamingKMeans(12, 4, "random", 0, np.random.default_rng(7))
+        state = kmeans._kmeans.StreamingKMeans(12, 4, init_method="random", half_life_time_size=0,
+                                                  rng=np.random.default_rng(7))
         losses = [state.update(Batch(X)), state.update(Batch(X[::-1].copy()))]
         arrays[f"{choice}_losses"] = np.array(losses)
         arrays[f"{choice}_centers"], arrays[f"{choice}_counts"] = state.centers, state.counts

@@ -97,7 +97,7 @@ def resolve_extra_center_factor(k: int, value: Any) -> int:
     return int(min(10, max(4, math.ceil(math.log(k)) + 2)))
 
 
-def resolve_num_trials(value: Any, n_centers: int, k: int, feature_dim: int) -> int:
+def resolve_num_trials(value: Any, *, n_centers: int, k: int, feature_dim: int) -> int:
     """Local Lloyd trials; auto = 10, fewer when one trial on K x k x d is expensive."""
     if value != AUTO:
         return int(value)
@@ -176,7 +176,7 @@ class _CenterTable:
                                  labels, sq_distances)
 
 
-def _accumulate(X, weights: np.ndarray, labels: np.ndarray, n_centers: int) -> tuple[np.ndarray, np.ndarray]:
+def _accumulate(X, weights: np.ndarray, labels: np.ndarray, *, n_centers: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-center weighted sums of rows and per-center total weights, float64."""
     sums = np.zeros((n_centers, X.shape[1]), dtype=np.float64)
     totals = np.zeros(n_centers, dtype=np.float64)
@@ -201,7 +201,7 @@ def _row_shift(X) -> np.ndarray:
     return X.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def _kmeanspp(X, weights: np.ndarray, n_centers: int, rng: np.random.Generator) -> list[int]:
+def _kmeanspp(X, weights: np.ndarray, *, n_centers: int, rng: np.random.Generator) -> list[int]:
     """Greedy weighted k-means++ seeding among the rows of canonical X: each step draws
     2 + ln(n_centers) candidates by D^2 sampling and keeps the one that lowers the potential most
     (Arthur and Vassilvitskii's greedy variant, as scikit-learn uses). Plain k-means++ left the
@@ -280,7 +280,7 @@ def _weighted_sample_without_replacement(weights: np.ndarray, count: int, rng: n
 class StreamingKMeans:
     """The streaming state: K centers (float64) and their decayed weights ("counts")."""
 
-    def __init__(self, n_centers: int, feature_dim: int, init_method: str, half_life_time_size: int,
+    def __init__(self, n_centers: int, feature_dim: int, *, init_method: str, half_life_time_size: int,
                  rng: np.random.Generator) -> None:
         self.n_centers = n_centers
         self.feature_dim = feature_dim
@@ -298,7 +298,7 @@ class StreamingKMeans:
         self.shift = _row_shift(X)
         wanted = min(self.n_centers, X.shape[0])
         if self.init_method == "kmeans++":
-            rows = _kmeanspp(X, weights, wanted, self.rng)
+            rows = _kmeanspp(X, weights, n_centers=wanted, rng=self.rng)
         else:
             rows = list(_weighted_sample_without_replacement(weights, wanted, self.rng))
         self.centers[: len(rows)] = _dense_rows(X, rows)
@@ -318,7 +318,7 @@ class StreamingKMeans:
         batch_weight = float(weights.sum())
         if self.half_life_time_size > 0:
             self.counts *= 0.5 ** (batch_weight / self.half_life_time_size)
-        sums, totals = _accumulate(X, weights, labels, self.n_centers)
+        sums, totals = _accumulate(X, weights, labels, n_centers=self.n_centers)
         moved = totals > 0
         new_counts = self.counts + totals
         # (1 - p) c + p mean(new) with p = m / (n_prev + m) is (n_prev c + sum(new)) / (n_prev + m).
@@ -349,7 +349,7 @@ class StreamingKMeans:
 # --------------------------------------------------------------------------- local Lloyd
 
 
-def reduce_centers(points: np.ndarray, weights: np.ndarray, k: int, init_method: str, max_iter: int, tol: float,
+def reduce_centers(points: np.ndarray, weights: np.ndarray, *, k: int, init_method: str, max_iter: int, tol: float,
                    num_trials: int, rng: np.random.Generator) -> np.ndarray:
     """Weighted Lloyd from the streaming centers to k centers; returns k x d float32."""
     keep = weights > 0
@@ -364,7 +364,7 @@ def reduce_centers(points: np.ndarray, weights: np.ndarray, k: int, init_method:
     best_loss, best_centers = math.inf, None
     for trial in range(num_trials):
         if init_method == "kmeans++":
-            rows = _kmeanspp(points, weights, k, rng)
+            rows = _kmeanspp(points, weights, n_centers=k, rng=rng)
         else:
             rows = list(_weighted_sample_without_replacement(weights, k, rng))
         if len(rows) < k:
@@ -372,7 +372,7 @@ def reduce_centers(points: np.ndarray, weights: np.ndarray, k: int, init_method:
             others = np.setdiff1d(np.arange(points.shape[0]), rows)[: k - len(rows)]
             rows = list(rows) + list(others)
         centers = points[rows].astype(np.float64)
-        loss, centers = _lloyd(points, weights, centers, shift, max_iter, tol)
+        loss, centers = _lloyd(points, weights, centers, shift=shift, max_iter=max_iter, tol=tol)
         logger.info("local kmeans attempt #%d. Current mean square distance %.6g", trial, loss / total_weight)
         if loss < best_loss:
             best_loss, best_centers = loss, centers
@@ -382,12 +382,12 @@ def reduce_centers(points: np.ndarray, weights: np.ndarray, k: int, init_method:
     return best_centers.astype(np.float32)
 
 
-def _lloyd(points: np.ndarray, weights: np.ndarray, centers: np.ndarray, shift: np.ndarray, max_iter: int,
+def _lloyd(points: np.ndarray, weights: np.ndarray, centers: np.ndarray, *, shift: np.ndarray, max_iter: int,
            tol: float) -> tuple[float, np.ndarray]:
     labels, sq = _CenterTable(centers, shift).nearest(points)
     loss = float(np.dot(weights, sq))
     for _ in range(max_iter):
-        sums, totals = _accumulate(points, weights, labels, centers.shape[0])
+        sums, totals = _accumulate(points, weights, labels, n_centers=centers.shape[0])
         filled = totals > 0
         centers[filled] = sums[filled] / totals[filled, None]
         empty = np.flatnonzero(~filled)
@@ -467,12 +467,13 @@ class KMeansTraining:
         k, feature_dim = hp["k"], hp["feature_dim"]
         self.factor = resolve_extra_center_factor(k, hp["extra_center_factor"])
         self.n_centers = k * self.factor
-        self.num_trials = resolve_num_trials(hp["local_lloyd_num_trials"], self.n_centers, k, feature_dim)
+        self.num_trials = resolve_num_trials(hp["local_lloyd_num_trials"], n_centers=self.n_centers, k=k,
+                                             feature_dim=feature_dim)
         logger.info("k-means: k=%d, %d streaming centers (extra_center_factor=%d), %d local Lloyd trials",
                     k, self.n_centers, self.factor, self.num_trials)
         self.rng = np.random.default_rng(SEED)
-        self.stream = StreamingKMeans(self.n_centers, feature_dim, hp["init_method"], hp["half_life_time_size"],
-                                      self.rng)
+        self.stream = StreamingKMeans(self.n_centers, feature_dim, init_method=hp["init_method"],
+                                      half_life_time_size=hp["half_life_time_size"], rng=self.rng)
         self.rows_seen = 0
         self._loss_sum = self._weight_sum = 0.0
 
@@ -489,8 +490,9 @@ class KMeansTraining:
 
     def finalize(self) -> tuple[KMeansModel, list[Metric]]:
         hp = self.hp
-        centers = reduce_centers(self.stream.centers, self.stream.counts, hp["k"], hp["local_lloyd_init_method"],
-                                 hp["local_lloyd_max_iter"], hp["local_lloyd_tol"], self.num_trials, self.rng)
+        centers = reduce_centers(self.stream.centers, self.stream.counts, k=hp["k"],
+                                 init_method=hp["local_lloyd_init_method"], max_iter=hp["local_lloyd_max_iter"],
+                                 tol=hp["local_lloyd_tol"], num_trials=self.num_trials, rng=self.rng)
         return KMeansModel(centers, hp, {
             "extra_center_factor": self.factor,
             "streaming_centers": self.n_centers,

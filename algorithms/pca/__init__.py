@@ -87,8 +87,8 @@ class PCA(StreamingAlgorithm):
         components = files.array("components", shape=(feature_dim, num_components))
         singular_values = files.array("singular_values", shape=(num_components,))
         mean = files.array("mean", shape=(feature_dim,)) if files.has_array("mean") else None
-        return PCAModel(components, singular_values, mean, files.integer("n_rows"),
-                        files.metadata.get("hyperparameters"), files.metadata.get("details"))
+        return PCAModel(components, singular_values, mean=mean, n_rows=files.integer("n_rows"),
+                        hyperparameters=files.metadata.get("hyperparameters"), details=files.metadata.get("details"))
 
 
 ALGORITHM = PCA()

@@ -90,7 +90,8 @@ class PCAStatistics:
     """The streaming state: n, the shift, the sum of shifted rows and either the scatter matrix
     about the shift (exact) or its product with the random sign matrix (sketch)."""
 
-    def __init__(self, feature_dim: int, subtract_mean: bool, sketch_columns: int | None, rng: np.random.Generator) -> None:
+    def __init__(self, feature_dim: int, *, subtract_mean: bool, sketch_columns: int | None,
+                 rng: np.random.Generator) -> None:
         self.feature_dim = feature_dim
         self.subtract_mean = subtract_mean
         self.n = 0
@@ -148,7 +149,7 @@ class PCAStatistics:
                 self.sketch += partial.product
                 self.shifted_sq_sum += partial.sq_sum
 
-    def _accumulate_rows(self, X: np.ndarray, start: int, stop: int, partial: "_DensePartial") -> None:
+    def _accumulate_rows(self, X: np.ndarray, start: int, stop: int, partial: _DensePartial) -> None:  # noqa: PLR0917 (run_in_row_chunks' callback)
         assert self.shift is not None  # update() set it before the first rows
         for chunk_start in range(start, stop, partial.buffer.shape[0]):
             rows = X[chunk_start:min(stop, chunk_start + partial.buffer.shape[0])]
@@ -297,7 +298,7 @@ def _fix_signs(components: np.ndarray) -> np.ndarray:
 class PCAModel:
     """Projects rows onto num_components principal components, smallest first."""
 
-    def __init__(self, components: np.ndarray, singular_values: np.ndarray, mean: np.ndarray | None,
+    def __init__(self, components: np.ndarray, singular_values: np.ndarray, *, mean: np.ndarray | None,
                  n_rows: int, hyperparameters: dict | None = None, details: dict | None = None) -> None:
         self.components = np.ascontiguousarray(components, dtype=np.float32)
         self.singular_values = np.ascontiguousarray(singular_values, dtype=np.float32)
@@ -376,7 +377,8 @@ class PCATraining:
         self.hp = hp
         d = hp["feature_dim"]
         self.columns = sketch_size(hp) if hp["algorithm_mode"] == "randomized" else None
-        self.stats = PCAStatistics(d, hp["subtract_mean"], self.columns, np.random.default_rng(SEED))
+        self.stats = PCAStatistics(d, subtract_mean=hp["subtract_mean"], sketch_columns=self.columns,
+                                   rng=np.random.default_rng(SEED))
         if self.columns is not None and self.stats.exact:
             logger.info("PCA: sketch size %d >= feature_dim %d; randomized mode computes the exact scatter matrix",
                         self.columns, d)
@@ -389,7 +391,7 @@ class PCATraining:
 
     def finalize(self) -> tuple[PCAModel, list[Metric]]:
         components, singular_values, mean, train_error = self.stats.finalize(self.hp["num_components"])
-        model = PCAModel(components, singular_values, mean, self.stats.n, self.hp, {
+        model = PCAModel(components, singular_values, mean=mean, n_rows=self.stats.n, hyperparameters=self.hp, details={
             "sketch_columns": None if self.stats.exact else self.columns,
             "exact": self.stats.exact,
         })
