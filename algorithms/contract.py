@@ -124,8 +124,9 @@ class SampleJob:
     content_type: str = RECORDIO_PROTOBUF
     labelled: bool = False
 
-    def hyperparameters_for(self, algorithm: "Algorithm", feature_dim: int,
-                            variant: Mapping[str, str] | None = None) -> dict[str, str]:
+    def hyperparameters_for(
+        self, algorithm: Algorithm, feature_dim: int, variant: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """The sample's hyperparameters (plus `variant`) for data of `feature_dim` features, as
         SageMaker writes them: every value a string."""
         values = dict(self.hyperparameters)
@@ -158,9 +159,10 @@ class Algorithm(ABC):
     feature_dim_hyperparameter: ClassVar[str | None] = "feature_dim"
     sample_job: ClassVar[SampleJob]
 
-    def validate(self, hp: Hyperparameters) -> None:
+    def validate(self, hp: Hyperparameters) -> None:  # noqa: B027 (an optional hook, deliberately empty here)
         """Checks that involve several hyperparameters, before any data is read; UserError
-        naming them. `hp` is Schema.parse's result."""
+        naming them. `hp` is Schema.parse's result. This default checks nothing (a deliberate
+        no-op): an algorithm whose hyperparameters are independent need not override it."""
 
     def feature_dim(self, hp: Hyperparameters) -> int | None:
         """The number of features the data must have, when the hyperparameters say it."""
@@ -173,8 +175,14 @@ class Algorithm(ABC):
         return tuple(output.name for output in self.outputs)
 
     @abstractmethod
-    def train(self, hp: Hyperparameters, data: TrainingData, *, metrics: MetricWriter | None = None,
-              callbacks: Iterable[TrainingCallback] = ()) -> Model:
+    def train(
+        self,
+        hp: Hyperparameters,
+        data: TrainingData,
+        *,
+        metrics: MetricWriter | None = None,
+        callbacks: Iterable[TrainingCallback] = (),
+    ) -> Model:
         """Train on `data`'s channels with validated hyperparameters; report through `metrics`
         (a writer for this host, algo-1, by default)."""
 
@@ -211,8 +219,14 @@ class StreamingAlgorithm(Algorithm):
     def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> Scorer:
         """Scores `model` on a test or validation channel."""
 
-    def train(self, hp: Hyperparameters, data: TrainingData, *, metrics: MetricWriter | None = None,
-              callbacks: Iterable[TrainingCallback] = ()) -> Model:
+    def train(
+        self,
+        hp: Hyperparameters,
+        data: TrainingData,
+        *,
+        metrics: MetricWriter | None = None,
+        callbacks: Iterable[TrainingCallback] = (),
+    ) -> Model:
         from .training import train_streaming  # the driver imports this module
 
         return train_streaming(self, hp, data, metrics=metrics or MetricWriter(), callbacks=callbacks)

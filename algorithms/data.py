@@ -9,7 +9,8 @@ a decoder's blocks into those mini-batches.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,7 +57,9 @@ class InMemoryData:
 
     def batches(self, channel: str, batch_size: int, *, feature_dim: int | None = None) -> Iterator[Batch]:
         if channel not in self._channels:
-            raise UserError(f"No data channel named {channel!r}; channels given: {', '.join(sorted(self._channels)) or 'none'}.")
+            raise UserError(
+                f"No data channel named {channel!r}; channels given: {', '.join(sorted(self._channels)) or 'none'}."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         X, y, w = self._channels[channel]
@@ -112,7 +115,7 @@ def rebatch(pieces: Iterable[tuple], batch_size: int) -> Iterator[tuple]:
         start, rows = 0, X.shape[0]
         while start < rows:
             take = min(batch_size - pending_rows, rows - start)
-            part = (X[start:start + take], None if y is None else y[start:start + take])
+            part = (X[start : start + take], None if y is None else y[start : start + take])
             start += take
             if not pending and take == batch_size:
                 yield part

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import UserError
 
@@ -101,7 +102,9 @@ class Hyperparameter:
                 value = [part.strip().strip("'\"") for part in text.strip("[]").split(",") if part.strip()]
         if not isinstance(value, (list, tuple)) or not value:
             self._reject(raw, "expected a non-empty list")
-        items = [self._parse_scalar(raw, _unwrap_json_string(v), kind=self.item_kind, check_choices=False) for v in value]
+        items = [
+            self._parse_scalar(raw, _unwrap_json_string(v), kind=self.item_kind, check_choices=False) for v in value
+        ]
         if self.choices:
             for item in items:
                 if item not in self.choices:
@@ -152,10 +155,7 @@ class Hyperparameter:
     def _reject(self, raw: Any, why: str = "") -> None:
         shown = raw if isinstance(raw, str) else json.dumps(raw) if _jsonable(raw) else repr(raw)
         detail = f" ({why})" if why else ""
-        raise UserError(
-            f"Hyperparameter {self.name}: invalid value {shown!r}{detail}; "
-            f"expected {self.valid_values()}."
-        )
+        raise UserError(f"Hyperparameter {self.name}: invalid value {shown!r}{detail}; expected {self.valid_values()}.")
 
 
 @dataclass(frozen=True)
@@ -197,9 +197,7 @@ class Schema:
                 continue
             p = by_name[key]
             if p.name in given_as:
-                raise UserError(
-                    f"Hyperparameter {p.name} is given twice (as {given_as[p.name]} and as {key})."
-                )
+                raise UserError(f"Hyperparameter {p.name} is given twice (as {given_as[p.name]} and as {key}).")
             given_as[p.name] = key
             values[p.name] = p.parse(raw_value)
         missing = [p.name for p in self.parameters if p.required and p.name not in values]
@@ -215,8 +213,9 @@ class Schema:
 
 
 # Every algorithm that is told the width of its data declares it the same way.
-FEATURE_DIM = Hyperparameter("feature_dim", "int", required=True, minimum=1,
-                             description="Number of features in the input data.")
+FEATURE_DIM = Hyperparameter(
+    "feature_dim", "int", required=True, minimum=1, description="Number of features in the input data."
+)
 
 
 def _unwrap_json_string(raw: Any) -> Any:

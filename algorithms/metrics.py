@@ -46,8 +46,9 @@ class MetricWriter:
         return _emit(f"#progress_metric: host={self.host}, completed {percent_of_epochs:g} % of epochs")
 
     def throughput(self, channel: str, records_per_second: float) -> str:
-        return _emit(f"#throughput_metric: host={self.host}, {channel} throughput={records_per_second:.6g} "
-                     f"records/second")
+        return _emit(
+            f"#throughput_metric: host={self.host}, {channel} throughput={records_per_second:.6g} records/second"
+        )
 
 
 def _emit(line: str) -> str:

@@ -65,8 +65,10 @@ class ModelFiles:
             metadata = json.loads(path.read_text())
         except FileNotFoundError:
             present = sorted(p.name for p in model_dir.iterdir())[:10]
-            raise UserError(f"No smalgo model in {model_dir}: {METADATA_FILE} is missing (the directory holds: "
-                            f"{', '.join(present) or 'nothing'}).") from None
+            raise UserError(
+                f"No smalgo model in {model_dir}: {METADATA_FILE} is missing (the directory holds: "
+                f"{', '.join(present) or 'nothing'})."
+            ) from None
         except (OSError, ValueError) as exc:
             raise UserError(f"{path} cannot be read as JSON: {exc}") from None
         if not isinstance(metadata, dict):
@@ -82,8 +84,10 @@ class ModelFiles:
         """UserError unless the model's format is `format_version` (the one its algorithm, `title`,
         writes and reads)."""
         if self.metadata.get("format_version") != format_version:
-            raise UserError(f"{self.path} has format version {self.metadata.get('format_version')!r}; "
-                            f"this version of smalgo reads {title} models of version {format_version}.")
+            raise UserError(
+                f"{self.path} has format version {self.metadata.get('format_version')!r}; "
+                f"this version of smalgo reads {title} models of version {format_version}."
+            )
 
     def has_array(self, name: str) -> bool:
         arrays = self.metadata.get("arrays")

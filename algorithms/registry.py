@@ -28,9 +28,7 @@ def get_algorithm(name: str) -> Algorithm:
     try:
         return ALGORITHMS[name.strip().lower()]
     except KeyError:
-        raise UserError(
-            f"Unknown algorithm {name!r}; this smalgo provides: {', '.join(sorted(ALGORITHMS))}."
-        ) from None
+        raise UserError(f"Unknown algorithm {name!r}; this smalgo provides: {', '.join(sorted(ALGORITHMS))}.") from None
 
 
 if __name__ == "__main__":

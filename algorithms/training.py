@@ -75,8 +75,14 @@ class EarlyStopping(TrainingCallback):
             return False
         if epoch - self.best_epoch >= self.patience:
             self.stopped_epoch = epoch
-            logger.info("Early stopping after epoch %d: %s has not improved on %.6g (epoch %d) for %d epoch(s).",
-                        epoch, self.metric, self.best, self.best_epoch, self.patience)
+            logger.info(
+                "Early stopping after epoch %d: %s has not improved on %.6g (epoch %d) for %d epoch(s).",
+                epoch,
+                self.metric,
+                self.best,
+                self.best_epoch,
+                self.patience,
+            )
             return True
         return False
 
@@ -87,9 +93,15 @@ class SingleHost:
     hosts = 1
 
 
-def train_streaming(algorithm: StreamingAlgorithm, hp: Hyperparameters, data: TrainingData, *,
-                    metrics: MetricWriter, callbacks: Iterable[TrainingCallback] = (),
-                    collective: SingleHost | None = None) -> Model:
+def train_streaming(
+    algorithm: StreamingAlgorithm,
+    hp: Hyperparameters,
+    data: TrainingData,
+    *,
+    metrics: MetricWriter,
+    callbacks: Iterable[TrainingCallback] = (),
+    collective: SingleHost | None = None,
+) -> Model:
     """Run `algorithm` over `data` with validated hyperparameters; returns the model."""
     collective = collective or SingleHost()
     if collective.hosts != 1:
@@ -141,8 +153,9 @@ def train_streaming(algorithm: StreamingAlgorithm, hp: Hyperparameters, data: Tr
     return model
 
 
-def score(algorithm: StreamingAlgorithm, model: Model, *, hp: Hyperparameters, data: TrainingData,
-          channel: str) -> list[Metric]:
+def score(
+    algorithm: StreamingAlgorithm, model: Model, *, hp: Hyperparameters, data: TrainingData, channel: str
+) -> list[Metric]:
     """`model`'s metrics on one pass over `channel`; none (with a warning) when it has no rows."""
     scorer = algorithm.scorer(model, hp, channel)
     for batch in data.batches(channel, algorithm.batch_rows(hp), feature_dim=model.feature_dim):

@@ -1,10 +1,10 @@
 """smalgo.containers: the SageMaker job contract and the `smalgo` command.
 
-    paths.py      where a job keeps things (/opt/ml, or $SAGEMAKER_BASE_DIR)
-    config.py     reading input/config/*.json
-    channels.py   checking the data channels, reading them in File and Pipe mode (TrainingData)
-    job.py        the `train` command: configuration -> checks -> training -> model/ or failure
-    local_job.py  laying out a SageMaker-style job in a local directory
-    cli.py        the `smalgo` command line (`python -m smalgo.containers`)
-    demo.py       `make demo`
+paths.py      where a job keeps things (/opt/ml, or $SAGEMAKER_BASE_DIR)
+config.py     reading input/config/*.json
+channels.py   checking the data channels, reading them in File and Pipe mode (TrainingData)
+job.py        the `train` command: configuration -> checks -> training -> model/ or failure
+local_job.py  laying out a SageMaker-style job in a local directory
+cli.py        the `smalgo` command line (`python -m smalgo.containers`)
+demo.py       `make demo`
 """

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +31,8 @@ from smalgo.algorithms.data import rebatch
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import ContentType, parse_content_type
 from smalgo.algorithms.formats.csv import iter_csv_blocks
-from smalgo.recordio import RecordIOError, iter_batches as iter_recordio_batches
+from smalgo.recordio import RecordIOError
+from smalgo.recordio import iter_batches as iter_recordio_batches
 
 from .config import ChannelConfig
 from .paths import JobPaths
@@ -64,8 +66,11 @@ class Channel:
         return self.paths.channel_pipe(self.name, epoch)
 
     def describe(self) -> str:
-        where = (f"Pipe mode, one FIFO per pass: {self.pipe(0)}, {self.pipe(1).name}, ..." if self.pipe_mode
-                 else f"File mode, {len(self.files)} file(s) under {self.directory}")
+        where = (
+            f"Pipe mode, one FIFO per pass: {self.pipe(0)}, {self.pipe(1).name}, ..."
+            if self.pipe_mode
+            else f"File mode, {len(self.files)} file(s) under {self.directory}"
+        )
         return f"channel {self.name}: {self.content_type}, {where}"
 
 
@@ -89,8 +94,9 @@ def check_channels(algorithm: Algorithm, configs: dict[str, ChannelConfig], path
         )
     channels = {}
     for name, config in configs.items():
-        content_type = parse_content_type(config.content_type, algorithm.content_types,
-                                          algorithm.default_content_type, channel=name)
+        content_type = parse_content_type(
+            config.content_type, algorithm.content_types, algorithm.default_content_type, channel=name
+        )
         if config.input_mode not in INPUT_MODES:
             raise UserError(
                 f"Channel {name}: TrainingInputMode {config.input_mode!r} is not one of {', '.join(INPUT_MODES)}."
@@ -142,8 +148,9 @@ def list_data_files(directory: Path) -> list[Path]:
 class ChannelData:
     """`TrainingData` over the checked channels of a job (smalgo.algorithms.data.TrainingData)."""
 
-    def __init__(self, channels: dict[str, Channel], *, finite_values_only: bool = True,
-                 pipe_wait_seconds: float | None = None):
+    def __init__(
+        self, channels: dict[str, Channel], *, finite_values_only: bool = True, pipe_wait_seconds: float | None = None
+    ):
         self.channels = channels
         self.finite_values_only = finite_values_only
         if pipe_wait_seconds is None:
@@ -187,8 +194,9 @@ class ChannelData:
         with open(pipe, "rb", buffering=0) as stream:
             yield stream, str(pipe)
 
-    def _decode(self, channel: Channel, epoch: int, *, batch_size: int,
-                feature_dim: int | None) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]]:
+    def _decode(
+        self, channel: Channel, epoch: int, *, batch_size: int, feature_dim: int | None
+    ) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]]:
         """(X, y) pieces of one pass, checked: every piece as wide as the channel (feature_dim
         when given, else the width of the first piece), labelled like the first, finite."""
         width = feature_dim
@@ -196,7 +204,9 @@ class ChannelData:
         labelled: bool | None = None
         for source, name in self._sources(channel, epoch):
             if channel.content_type.is_csv:
-                pieces = iter_csv_blocks(source, channel.content_type.label_size or 0, width, name, width_source)
+                pieces = iter_csv_blocks(
+                    source, channel.content_type.label_size or 0, width, name=name, feature_dim_source=width_source
+                )
             else:
                 pieces = _recordio_pieces(source, batch_size=batch_size, feature_dim=feature_dim, channel=channel.name)
             first_record = 0
@@ -260,8 +270,10 @@ def _check_finite(X, *, name: str, first_record: int, content_type: ContentType)
         value = X[row, column]
     record = first_record + row
     if content_type.is_csv:
-        where = (f"{name}, data row {record + 1} (blank lines not counted), "
-                 f"column {column + 1 + (content_type.label_size or 0)}")
+        where = (
+            f"{name}, data row {record + 1} (blank lines not counted), "
+            f"column {column + 1 + (content_type.label_size or 0)}"
+        )
     else:
         where = f"{name}: record {record}, feature {column}"
     beyond = " (a number beyond the float32 range, about 3.4e38, reads as inf)" if np.isinf(value) else ""

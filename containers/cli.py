@@ -43,8 +43,10 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return run_training(JobPaths.from_environment(), args.algorithm)
 
     if "train" not in channels or not args.output:
-        parser.error("a local run needs --train PATH and --output DIR "
-                     "(without any of the local options, train runs the job under /opt/ml)")
+        parser.error(
+            "a local run needs --train PATH and --output DIR "
+            "(without any of the local options, train runs the job under /opt/ml)"
+        )
     algorithm = args.algorithm or os.environ.get(ALGORITHM_VARIABLE)
     if not algorithm:
         parser.error(f"a local run needs --algorithm NAME (or ${ALGORITHM_VARIABLE})")
@@ -55,8 +57,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"--hyperparameters takes NAME=VALUE pairs, got {item!r}")
         hyperparameters[name] = value
     try:
-        paths = lay_out_job(Path(args.output), hyperparameters=hyperparameters, channels=channels,
-                            content_type=args.content_type)
+        paths = lay_out_job(
+            Path(args.output), hyperparameters=hyperparameters, channels=channels, content_type=args.content_type
+        )
     except UserError as exc:
         print(f"smalgo train: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -66,8 +69,12 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         files = sorted(p.name for p in paths.model_dir.iterdir())
         print(f"Model written to {paths.model_dir}: {', '.join(files)}", flush=True)
     else:
-        print(f"Training failed (exit code {exit_code}); the reason is in {paths.failure_file}:\n"
-              f"{paths.failure_file.read_text().strip()}", file=sys.stderr, flush=True)
+        print(
+            f"Training failed (exit code {exit_code}); the reason is in {paths.failure_file}:\n"
+            f"{paths.failure_file.read_text().strip()}",
+            file=sys.stderr,
+            flush=True,
+        )
     return exit_code
 
 
@@ -75,23 +82,34 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smalgo", description="SageMaker-compatible built-in algorithms.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,serve}")
     train = commands.add_parser(
-        "train", help="run a training job",
+        "train",
+        help="run a training job",
         description="Run a training job: the one under /opt/ml ($SAGEMAKER_BASE_DIR) as SageMaker laid "
-                    "it out, or, with --train and --output, one laid out locally from your files.")
+        "it out, or, with --train and --output, one laid out locally from your files.",
+    )
     train.add_argument("--algorithm", help=f"algorithm name, e.g. kmeans or pca (default ${ALGORITHM_VARIABLE})")
     for name in LOCAL_CHANNELS:
         train.add_argument(f"--{name}", metavar="PATH", help=f"local run: file or directory for the {name} channel")
-    train.add_argument("--content-type", metavar="TYPE",
-                       help="local run: ContentType of every channel, e.g. 'text/csv;label_size=0' or "
-                            "application/x-recordio-protobuf (default: the algorithm's)")
-    train.add_argument("--hyperparameters", nargs="+", metavar="NAME=VALUE",
-                       help="local run: hyperparameters, e.g. k=10 feature_dim=50")
+    train.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="local run: ContentType of every channel, e.g. 'text/csv;label_size=0' or "
+        "application/x-recordio-protobuf (default: the algorithm's)",
+    )
+    train.add_argument(
+        "--hyperparameters",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="local run: hyperparameters, e.g. k=10 feature_dim=50",
+    )
     train.add_argument("--output", metavar="DIR", help="local run: directory to lay the job out in")
     serve = commands.add_parser(
-        "serve", help="run the inference server",
+        "serve",
+        help="run the inference server",
         description="Serve the model in /opt/ml/model ($SAGEMAKER_BASE_DIR/model) with gunicorn on "
-                    "0.0.0.0:${SAGEMAKER_BIND_TO_PORT:-8080}: GET /ping, POST /invocations, "
-                    "GET /execution-parameters.")
+        "0.0.0.0:${SAGEMAKER_BIND_TO_PORT:-8080}: GET /ping, POST /invocations, "
+        "GET /execution-parameters.",
+    )
     serve.add_argument("--model-dir", metavar="DIR", help="model directory (default: /opt/ml/model)")
     return parser
 

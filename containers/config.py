@@ -75,8 +75,7 @@ def load_channels(path: Path) -> dict[str, ChannelConfig]:
         if not isinstance(settings, dict):
             raise UserError(f"{path}: channel {name!r} must map to an object of settings, not {settings!r}.")
         fields = {}
-        for key in ("ContentType", "TrainingInputMode", "RecordWrapperType", "CompressionType",
-                    "S3DistributionType"):
+        for key in ("ContentType", "TrainingInputMode", "RecordWrapperType", "CompressionType", "S3DistributionType"):
             value = settings.get(key)
             if value is not None and not isinstance(value, str):
                 raise UserError(f"{path}: channel {name!r}: {key} must be a string, not {value!r}.")

@@ -39,8 +39,11 @@ def make_sample(directory: Path, seed: int = 7) -> tuple[dict[str, Path], np.nda
     cluster = rng.integers(0, CLUSTERS, ROWS)
     X = (centers[cluster] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
     labels = (cluster % 2).astype(np.float32)
-    paths = {"csv": directory / "sample.csv", "csv-labelled": directory / "sample-labelled.csv",
-             "recordio": directory / "sample.pbr"}
+    paths = {
+        "csv": directory / "sample.csv",
+        "csv-labelled": directory / "sample-labelled.csv",
+        "recordio": directory / "sample.pbr",
+    }
     np.savetxt(paths["csv"], X, delimiter=",", fmt="%.6g")
     np.savetxt(paths["csv-labelled"], np.column_stack([labels, X]), delimiter=",", fmt="%.6g")
     write_dense(str(paths["recordio"]), X, labels)
@@ -56,8 +59,14 @@ def sample_arguments(algorithm: Algorithm, paths: dict[str, Path]) -> list[str]:
     else:
         path = paths["recordio"]
     hyperparameters = sample.hyperparameters_for(algorithm, FEATURES)
-    return ["--train", str(path), "--content-type", sample.content_type,
-            "--hyperparameters", *(f"{name}={value}" for name, value in hyperparameters.items())]
+    return [
+        "--train",
+        str(path),
+        "--content-type",
+        sample.content_type,
+        "--hyperparameters",
+        *(f"{name}={value}" for name, value in hyperparameters.items()),
+    ]
 
 
 def run_job(arguments: list[str]) -> int:
@@ -84,8 +93,10 @@ def show_model(algorithm: Algorithm, model_dir: Path, rows: np.ndarray) -> None:
     outputs = model.predict(Batch(rows))
     print(f"  prediction for the first {len(rows)} rows (model.predict on a Batch):")
     for i in range(len(rows)):
-        shown = [f"{name} = {np.array2string(np.asarray(values[i]), precision=3, suppress_small=True)}"
-                 for name, values in outputs.items()]
+        shown = [
+            f"{name} = {np.array2string(np.asarray(values[i]), precision=3, suppress_small=True)}"
+            for name, values in outputs.items()
+        ]
         print(f"    row {i}: " + ", ".join(shown))
 
 
@@ -94,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="write the sample and the jobs here instead of a temp dir")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        directory = Path(args.keep) if args.keep else Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="smalgo-demo-")))
+        directory = (
+            Path(args.keep)
+            if args.keep
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="smalgo-demo-")))
+        )
         directory.mkdir(parents=True, exist_ok=True)
         paths, X = make_sample(directory)
-        print(f"Sample: {ROWS} rows x {FEATURES} features around {CLUSTERS} centers, written to\n"
-              f"  {paths['csv']} (CSV, no label column), {paths['csv-labelled']} (CSV, label first) and\n"
-              f"  {paths['recordio']} (RecordIO-protobuf, with labels)")
+        print(
+            f"Sample: {ROWS} rows x {FEATURES} features around {CLUSTERS} centers, written to\n"
+            f"  {paths['csv']} (CSV, no label column), {paths['csv-labelled']} (CSV, label first) and\n"
+            f"  {paths['recordio']} (RecordIO-protobuf, with labels)"
+        )
         for algorithm in ALGORITHMS.values():
             output = directory / f"{algorithm.name}-job"
             options = sample_arguments(algorithm, paths)

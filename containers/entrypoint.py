@@ -25,10 +25,25 @@ PORTABLE = "portable"
 PORTABLE_CPU_NAME = "x86-64-v3"
 FALLBACK_CPU_NAME = "generic"
 # /proc/cpuinfo flags of the x86-64-v3 micro-architecture level (which includes v2's).
-X86_64_V3_FLAGS = frozenset({
-    "cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3",  # v2
-    "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",  # v3 ("abm" is LZCNT)
-})
+X86_64_V3_FLAGS = frozenset(
+    {
+        "cx16",
+        "lahf_lm",
+        "popcnt",
+        "sse4_1",
+        "sse4_2",
+        "ssse3",  # v2
+        "avx",
+        "avx2",
+        "bmi1",
+        "bmi2",
+        "f16c",
+        "fma",
+        "abm",
+        "movbe",
+        "xsave",  # v3 ("abm" is LZCNT)
+    }
+)
 
 
 def host_cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:

@@ -65,15 +65,18 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
     try:
         model_files = _train(paths, algorithm)
     except TrainingStopped:
-        return _fail(paths, EXIT_STOPPED, "Training stopped: the job received SIGTERM (StopTrainingJob or "
-                     "docker stop) before it finished; no model was saved.")
+        return _fail(
+            paths,
+            EXIT_STOPPED,
+            "Training stopped: the job received SIGTERM (StopTrainingJob or "
+            "docker stop) before it finished; no model was saved.",
+        )
     except KeyboardInterrupt:
         return _fail(paths, EXIT_INTERRUPTED, "Training interrupted (SIGINT) before it finished; no model was saved.")
     except (UserError, RecordIOError) as exc:
         return _fail(paths, EXIT_FAILURE, str(exc))
     except Exception as exc:  # anything else is our bug: say so first, then give the traceback
-        summary = (f"Internal error in smalgo (a bug, not a problem with your input): "
-                   f"{type(exc).__name__}: {exc}")
+        summary = f"Internal error in smalgo (a bug, not a problem with your input): {type(exc).__name__}: {exc}"
         details = traceback.format_exc()
         logger.error("%s\n%s", summary, details)
         return _fail(paths, EXIT_FAILURE, f"{summary}\n\n{details}", already_logged=True)
@@ -95,19 +98,22 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     if not algorithm_name:
         algorithm_name = os.environ.get(ALGORITHM_VARIABLE, "")
     if not algorithm_name:
-        raise UserError(f"No algorithm chosen: pass --algorithm NAME or set {ALGORITHM_VARIABLE} "
-                        f"(an smalgo image sets it).")
+        raise UserError(
+            f"No algorithm chosen: pass --algorithm NAME or set {ALGORITHM_VARIABLE} (an smalgo image sets it)."
+        )
     algorithm = get_algorithm(algorithm_name)
     if device.requested_device() == "gpu":
         device.use_gpu()  # no GPU: fail now, naming SMALGO_DEVICE, not after reading data
         if not algorithm.has_gpu_path:
             logger.warning("SMALGO_DEVICE=gpu, but %s has no GPU kernels: it trains on the CPU.", algorithm.name)
     logger.info("Algorithm: %s", algorithm.name)
-    logger.info("Hyperparameters from %s: %s", paths.hyperparameters_file,
-                json.dumps(config.hyperparameters, sort_keys=True))
+    logger.info(
+        "Hyperparameters from %s: %s", paths.hyperparameters_file, json.dumps(config.hyperparameters, sort_keys=True)
+    )
     hyperparameters = algorithm.hyperparameters.parse(config.hyperparameters)
-    logger.info("Hyperparameters in effect (defaults filled in): %s",
-                json.dumps(hyperparameters, sort_keys=True, default=str))
+    logger.info(
+        "Hyperparameters in effect (defaults filled in): %s", json.dumps(hyperparameters, sort_keys=True, default=str)
+    )
     algorithm.validate(hyperparameters)
     channels = check_channels(algorithm, config.channels, paths)
 
@@ -151,8 +157,10 @@ def _fail(paths: JobPaths, exit_code: int, message: str, *, already_logged: bool
     if not already_logged:
         logger.error("%s", message)
     if len(message.split("\n\n", 1)[0]) > _FAILURE_REASON_CHARS:
-        logger.warning("The failure message is longer than the %d characters SageMaker shows as FailureReason.",
-                       _FAILURE_REASON_CHARS)
+        logger.warning(
+            "The failure message is longer than the %d characters SageMaker shows as FailureReason.",
+            _FAILURE_REASON_CHARS,
+        )
     # Written after the logging, as the platform asks: the failure file is the last word.
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     paths.failure_file.write_text(message + "\n")

@@ -23,8 +23,14 @@ from .paths import JobPaths
 MARKER = ".smalgo-local-job"
 
 
-def lay_out_job(directory: Path, *, hyperparameters: dict[str, str], channels: dict[str, Path],
-                content_type: str | None, pipe_channels: tuple[str, ...] = ()) -> JobPaths:
+def lay_out_job(
+    directory: Path,
+    *,
+    hyperparameters: dict[str, str],
+    channels: dict[str, Path],
+    content_type: str | None,
+    pipe_channels: tuple[str, ...] = (),
+) -> JobPaths:
     """Write a job under `directory` (created if needed; a directory of an earlier local job is
     cleared first). `channels` maps a channel name to a file or a directory of files, in File
     mode; `pipe_channels` names channels in Pipe mode."""
@@ -53,8 +59,9 @@ def lay_out_job(directory: Path, *, hyperparameters: dict[str, str], channels: d
 
     _write_json(paths.hyperparameters_file, hyperparameters)
     _write_json(paths.inputdataconfig_file, channel_settings)
-    _write_json(paths.resourceconfig_file,
-                {"current_host": LOCAL_HOST, "hosts": [LOCAL_HOST], "network_interface_name": "eth0"})
+    _write_json(
+        paths.resourceconfig_file, {"current_host": LOCAL_HOST, "hosts": [LOCAL_HOST], "network_interface_name": "eth0"}
+    )
     return paths
 
 

@@ -26,7 +26,7 @@ class PipeFeeder:
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"pipe-feeder-{channel}")
 
-    def __enter__(self) -> "PipeFeeder":
+    def __enter__(self) -> PipeFeeder:
         self.thread.start()
         return self
 
@@ -50,5 +50,5 @@ class PipeFeeder:
             os.set_blocking(fd, True)
             with os.fdopen(fd, "wb") as stream:
                 for start in range(0, len(self.payload), PIECE_BYTES):
-                    stream.write(self.payload[start:start + PIECE_BYTES])
+                    stream.write(self.payload[start : start + PIECE_BYTES])
             self.passes_written += 1

@@ -105,23 +105,41 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Pat
     for number, variant in enumerate(variants):
         hyperparameters = sample.hyperparameters_for(algorithm, FEATURES, variant)
         for input_name, (content_type, train_file, test_file) in inputs.items():
-            job = lay_out_job(workdir / f"job-{number}-{input_name}", hyperparameters=hyperparameters,
-                              channels={"train": train_file, "test": test_file}, content_type=content_type)
+            job = lay_out_job(
+                workdir / f"job-{number}-{input_name}",
+                hyperparameters=hyperparameters,
+                channels={"train": train_file, "test": test_file},
+                content_type=content_type,
+            )
             _check(_quietly(run_training, job, name), job)
             model_dir = model_dir or job.model_dir
             if number == 0:
-                pipe_job = lay_out_job(workdir / f"pipe-{input_name}", hyperparameters=hyperparameters, channels={},
-                                       content_type=content_type, pipe_channels=("train",))
+                pipe_job = lay_out_job(
+                    workdir / f"pipe-{input_name}",
+                    hyperparameters=hyperparameters,
+                    channels={},
+                    content_type=content_type,
+                    pipe_channels=("train",),
+                )
                 with PipeFeeder(pipe_job.data_dir, "train", train_file.read_bytes()):
                     _check(_quietly(run_training, pipe_job, name), pipe_job)
 
     # A job with a malformed CSV file, in both modes: its error report must fail the job, fast.
     bad_hyperparameters = sample.hyperparameters_for(algorithm, 3)
-    job = lay_out_job(workdir / "bad-file", hyperparameters=bad_hyperparameters, channels={"train": bad_csv},
-                      content_type="text/csv;label_size=0")
+    job = lay_out_job(
+        workdir / "bad-file",
+        hyperparameters=bad_hyperparameters,
+        channels={"train": bad_csv},
+        content_type="text/csv;label_size=0",
+    )
     _check(_quietly(run_training, job, name), job, expect_failure="line 11")
-    job = lay_out_job(workdir / "bad-pipe", hyperparameters=bad_hyperparameters, channels={},
-                      content_type="text/csv;label_size=0", pipe_channels=("train",))
+    job = lay_out_job(
+        workdir / "bad-pipe",
+        hyperparameters=bad_hyperparameters,
+        channels={},
+        content_type="text/csv;label_size=0",
+        pipe_channels=("train",),
+    )
     with PipeFeeder(job.data_dir, "train", bad_csv.read_bytes()):
         _check(_quietly(run_training, job, name), job, expect_failure="line 11")
     assert model_dir is not None  # the sample job itself ran first
@@ -134,8 +152,8 @@ def _serve(algorithm: Algorithm, model_dir: Path, X) -> None:
     import scipy.sparse as sp
 
     from smalgo.algorithms.batch import Batch
-    from smalgo.algorithms.formats.csv import decode_csv
     from smalgo.algorithms.errors import UserError
+    from smalgo.algorithms.formats.csv import decode_csv
     from smalgo.recordio import RecordIOError
     from smalgo.serve.decoding import decode_request
     from smalgo.serve.errors import RequestError
@@ -147,8 +165,10 @@ def _serve(algorithm: Algorithm, model_dir: Path, X) -> None:
         model.predict(Batch(rows))
         model.predict(Batch(sp.csr_matrix(rows)))
     csv_line = ",".join(["1"] * FEATURES)
-    for media_type, body in ((CSV, f"{csv_line}\n{csv_line},x\n".encode()),
-                             (RECORDIO_PROTOBUF, b"\x0a\x23\xd7\xce" + bytes(12))):
+    for media_type, body in (
+        (CSV, f"{csv_line}\n{csv_line},x\n".encode()),
+        (RECORDIO_PROTOBUF, b"\x0a\x23\xd7\xce" + bytes(12)),
+    ):
         try:
             decode_request(body, media_type, FEATURES)
         except (RequestError, UserError, RecordIOError):
@@ -186,8 +206,10 @@ def _check(exit_code: int, job, expect_failure: str | None = None) -> None:
     if expect_failure is None and exit_code != 0:
         raise SystemExit(f"warm_cache: the warm-up job under {job.base} failed (exit code {exit_code}):\n{failure}")
     if expect_failure is not None and (exit_code == 0 or expect_failure not in failure):
-        raise SystemExit(f"warm_cache: the job under {job.base} should have failed naming {expect_failure!r}; "
-                         f"exit code {exit_code}, failure file: {failure!r}")
+        raise SystemExit(
+            f"warm_cache: the job under {job.base} should have failed naming {expect_failure!r}; "
+            f"exit code {exit_code}, failure file: {failure!r}"
+        )
 
 
 def uncompiled_kernels(package: str = "smalgo") -> list[str]:
@@ -234,15 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     from smalgo.algorithms.registry import ALGORITHMS
 
     cpu = numba.core.config.CPU_NAME or "the host CPU (not portable to other CPU models)"
-    print(f"warm_cache: compiling for {cpu}{' (chosen by SMALGO_NUMBA_CPU)' if target else ''}, "
-          f"numba {numba.__version__}", flush=True)
+    print(
+        f"warm_cache: compiling for {cpu}{' (chosen by SMALGO_NUMBA_CPU)' if target else ''}, "
+        f"numba {numba.__version__}",
+        flush=True,
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="smalgo-warm-cache-") as workdir:
         warm_up(args.algorithms or sorted(ALGORITHMS), Path(workdir))
     missing = uncompiled_kernels()
     if missing:
-        print("warm_cache: these cached kernels were never compiled, so they would compile on first use:\n  "
-              + "\n  ".join(missing), file=sys.stderr)
+        print(
+            "warm_cache: these cached kernels were never compiled, so they would compile on first use:\n  "
+            + "\n  ".join(missing),
+            file=sys.stderr,
+        )
         return 1
     print(f"warm_cache: done in {time.perf_counter() - started:.1f} s", flush=True)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -29,8 +29,7 @@ def _check_feature_dim(feature_dim):
     return None if feature_dim is None else int(feature_dim)
 
 
-def read(source, feature_dim: int | None = None, *, fast: bool = True,
-         chunk_size: int = DEFAULT_CHUNK_SIZE):
+def read(source, feature_dim: int | None = None, *, fast: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE):
     """Read every record of `source` (a path, a binary file object or pipe, or bytes).
 
     Returns (X, y): X a float32 ndarray when every record is dense, else a float32 CSR matrix;
@@ -58,26 +57,27 @@ def read(source, feature_dim: int | None = None, *, fast: bool = True,
         if table.stable and not parts:
             deferred.append((table, is_sparse))
             continue
-        parts += [rules.rows(t, s, 0, len(t)) for t, s in deferred]
+        parts += [rules.rows(t, s, lo=0, hi=len(t)) for t, s in deferred]
         deferred = []
-        parts.append(rules.rows(table, is_sparse, 0, len(table)))
+        parts.append(rules.rows(table, is_sparse, lo=0, hi=len(table)))
     if deferred and rules.all_dense:
         n = sum(len(t) for t, _ in deferred)
         X = np.empty((n, rules.output_width), np.float32)
         y = np.empty(n, np.float32) if rules.labelled else None
         row = 0
         for t, _ in deferred:
-            rules.fill_dense_rows(t, X[row:row + len(t)], None if y is None else y[row:row + len(t)])
+            rules.fill_dense_rows(t, X[row : row + len(t)], None if y is None else y[row : row + len(t)])
             row += len(t)
         return X, y
-    parts += [rules.rows(t, s, 0, len(t)) for t, s in deferred]
+    parts += [rules.rows(t, s, lo=0, hi=len(t)) for t, s in deferred]
     if not parts:
         return np.empty((0, rules.output_width), np.float32), None
     return combine(parts, rules.output_width)
 
 
-def iter_batches(source, batch_size: int, feature_dim: int | None = None, *, fast: bool = True,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[tuple]:
+def iter_batches(
+    source, batch_size: int, feature_dim: int | None = None, *, fast: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[tuple]:
     """Like `read`, lazily: (X, y) batches of at most `batch_size` records, in order. Each batch
     is dense when its records are. Without `feature_dim`, a sparse batch is as wide as the widest
     record seen so far (records with a shape fix the width for the whole stream)."""
@@ -93,7 +93,7 @@ def iter_batches(source, batch_size: int, feature_dim: int | None = None, *, fas
         lo = 0
         while lo < len(table):
             hi = min(len(table), lo + batch_size - pending_rows)
-            pending.append(rules.rows(table, is_sparse, lo, hi))
+            pending.append(rules.rows(table, is_sparse, lo=lo, hi=hi))
             pending_rows += hi - lo
             lo = hi
             if pending_rows == batch_size:
@@ -117,12 +117,12 @@ def _label_columns(labels):
     return kind, np.ascontiguousarray(labels, dtype=dtype).view(np.uint8), no_ints
 
 
-def _label_slices(kind: int, label_bytes: np.ndarray, i32: np.ndarray, first: int, last: int):
+def _label_slices(kind: int, label_bytes: np.ndarray, i32: np.ndarray, *, first: int, last: int):
     """The label columns of rows first..last-1."""
     if kind == codec.LABEL_I32:
         return label_bytes, i32[first:last]
     width = 4 if kind == codec.LABEL_F32 else 8
-    return (label_bytes[first * width:last * width] if kind != codec.LABEL_NONE else label_bytes), i32
+    return (label_bytes[first * width : last * width] if kind != codec.LABEL_NONE else label_bytes), i32
 
 
 def _value_tag(values: np.ndarray):
@@ -151,9 +151,15 @@ def write_dense(dest, X, labels=None) -> None:
         raise RecordIOError(f"a row of {X.shape[1]} values is too large for one RecordIO record")
     sizes = codec.dense_frame_sizes(X.shape[0], rows.shape[1], kind, i32)
 
-    def encode(first: int, last: int, offsets: np.ndarray, out: np.ndarray) -> None:
-        codec.encode_dense(rows[first:last], value_tag, kind, *_label_slices(kind, label_bytes, i32, first, last),
-                           offsets, out)
+    def encode(first: int, last: int, offsets: np.ndarray, out: np.ndarray) -> None:  # noqa: PLR0917 (_write_frames' callback)
+        codec.encode_dense(
+            rows[first:last],
+            value_tag,
+            kind,
+            *_label_slices(kind, label_bytes, i32, first=first, last=last),
+            offsets,
+            out,
+        )
 
     _write_frames(dest, sizes, encode)
 
@@ -176,9 +182,19 @@ def write_sparse(dest, X, labels=None) -> None:
     if sizes.size and sizes.max() > (1 << 29):
         raise RecordIOError("a row is too large for one RecordIO record (2**29 bytes at most)")
 
-    def encode(first: int, last: int, offsets: np.ndarray, out: np.ndarray) -> None:
-        codec.encode_sparse(indptr[first:last + 1], indices, data, value_size, value_tag, X.shape[1], kind,
-                            *_label_slices(kind, label_bytes, i32, first, last), offsets, out)
+    def encode(first: int, last: int, offsets: np.ndarray, out: np.ndarray) -> None:  # noqa: PLR0917 (_write_frames' callback)
+        codec.encode_sparse(
+            indptr[first : last + 1],
+            indices,
+            data,
+            value_size,
+            value_tag,
+            X.shape[1],
+            kind,
+            *_label_slices(kind, label_bytes, i32, first=first, last=last),
+            offsets,
+            out,
+        )
 
     _write_frames(dest, sizes, encode)
 
@@ -201,7 +217,14 @@ def _write_frames(dest, sizes: np.ndarray, encode) -> None:
             if buffers[which].shape[0] < size:
                 buffers[which] = np.empty(size, np.uint8)
             out = buffers[which][:size]
-            parallel.over_rows(hi - lo, lambda a, b: encode(lo + a, lo + b, offsets[a:b], out))
+
+            # over_rows returns once every range is done: the defaults only pin this turn's values.
+            def encode_rows(
+                a: int, b: int, *, lo: int = lo, offsets: np.ndarray = offsets, out: np.ndarray = out
+            ) -> None:
+                encode(lo + a, lo + b, offsets[a:b], out)
+
+            parallel.over_rows(hi - lo, encode_rows)
             if pending is not None:
                 pending[0].result()
             pending = (parallel.submit_io(sink.write, out), which)
@@ -221,7 +244,7 @@ def _blocks(sizes: np.ndarray):
         before = int(ends[lo - 1]) if lo else 0
         hi = min(n, max(lo + 1, int(np.searchsorted(ends, before + _WRITE_BLOCK_BYTES, side="right"))))
         offsets = np.zeros(hi - lo, np.int64)
-        np.cumsum(sizes[lo:hi - 1], out=offsets[1:])
+        np.cumsum(sizes[lo : hi - 1], out=offsets[1:])
         yield lo, hi, offsets
         lo = hi
 

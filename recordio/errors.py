@@ -11,8 +11,9 @@ class RecordIOError(ValueError):
     problem is not tied to one record (an unsupported dtype given to a writer, say).
     """
 
-    def __init__(self, reason: str, record_index: int | None = None, byte_offset: int | None = None,
-                 source: str | None = None):
+    def __init__(
+        self, reason: str, record_index: int | None = None, *, byte_offset: int | None = None, source: str | None = None
+    ):
         self.reason = reason
         self.record_index = record_index
         self.byte_offset = byte_offset
@@ -21,7 +22,9 @@ class RecordIOError(ValueError):
         if source:
             where.append(source)
         if record_index is not None:
-            where.append(f"record {record_index}" + (f" at byte offset {byte_offset}" if byte_offset is not None else ""))
+            where.append(
+                f"record {record_index}" + (f" at byte offset {byte_offset}" if byte_offset is not None else "")
+            )
         elif byte_offset is not None:
             where.append(f"byte offset {byte_offset}")
         super().__init__(": ".join(where + [reason]))

@@ -12,8 +12,9 @@ between the parts. We read such records the same way and, like the SageMaker SDK
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numba
 import numpy as np
@@ -45,13 +46,16 @@ def read_u32(buf, pos):
     """The little-endian word at offset pos (any alignment: LLVM makes it one load). The
     offsets added are uint8 so that pos keeps its type, signed or unsigned (uint64 + int64 is
     float64 in numba, which cannot index)."""
-    return (np.uint32(buf[pos]) | (np.uint32(buf[pos + np.uint8(1)]) << np.uint32(8))
-            | (np.uint32(buf[pos + np.uint8(2)]) << np.uint32(16))
-            | (np.uint32(buf[pos + np.uint8(3)]) << np.uint32(24)))
+    return (
+        np.uint32(buf[pos])
+        | (np.uint32(buf[pos + np.uint8(1)]) << np.uint32(8))
+        | (np.uint32(buf[pos + np.uint8(2)]) << np.uint32(16))
+        | (np.uint32(buf[pos + np.uint8(3)]) << np.uint32(24))
+    )
 
 
 @numba.njit(cache=True, nogil=True)
-def scan_frames(buf, end, header_pos, payload_pos, payload_len, cflags):
+def scan_frames(buf, end, header_pos, payload_pos, payload_len, cflags):  # noqa: PLR0917 (numba kernel: positional arguments only)
     """Scan the frames in buf[0:end]; fill the arrays (one entry per frame) and return
     (n_frames, consumed, status, status_pos). Only frames of logical records that end inside
     buf[0:end] are reported; `consumed` is where the first unfinished logical record starts."""
@@ -110,7 +114,7 @@ class RecordSpan:
         return self.starts.shape[0]
 
     def payload(self, i: int) -> bytes:
-        return self.buf[self.starts[i]:self.starts[i] + self.lengths[i]].tobytes()
+        return self.buf[self.starts[i] : self.starts[i] + self.lengths[i]].tobytes()
 
 
 def iter_record_spans(source, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[RecordSpan]:
@@ -149,7 +153,8 @@ def _spans(src: ByteSource, name: str | None, chunk_size: int) -> Iterator[Recor
     start = 0  # where unscanned data begins in buf
     while True:
         if not eof and filled < buf.shape[0]:
-            got = src.readinto(memoryview(buf)[filled:])
+            # buf.data is memoryview(buf); numpy's stubs declare ndarray a Buffer only from Python 3.12.
+            got = src.readinto(buf.data[filled:])
             filled += got
             eof = filled < buf.shape[0]
         view_start = start
@@ -157,29 +162,42 @@ def _spans(src: ByteSource, name: str | None, chunk_size: int) -> Iterator[Recor
         # Kernels see every buffer as read-only, whatever its origin (bytes, a mapping, a chunk
         # buffer), so numba compiles each of them once instead of once per buffer kind.
         view.flags.writeable = False
-        n, consumed, status, status_pos = scan_frames(view, view.shape[0], header_pos, payload_pos,
-                                                      payload_len, cflags)
+        n, consumed, status, status_pos = scan_frames(view, view.shape[0], header_pos, payload_pos, payload_len, cflags)
         if n:
-            span = _logical_records(view, header_pos[:n], payload_pos[:n], payload_len[:n], cflags[:n],
-                                    base + start, record_index)
+            span = _logical_records(
+                view,
+                header_pos[:n],
+                payload_pos[:n],
+                payload_len=payload_len[:n],
+                cflags=cflags[:n],
+                view_offset=base + start,
+                first_index=record_index,
+            )
             span.stable = span.stable or src.memory is not None
             record_index += len(span)
             yield span
             start += consumed
         if status in (_BAD_MAGIC, _BAD_CFLAG, _BAD_SEQUENCE):
-            raise RecordIOError(_FRAME_ERRORS[status](buf, view_start + status_pos),
-                                record_index, base + view_start + status_pos, name)
+            raise RecordIOError(
+                _FRAME_ERRORS[status](buf, view_start + status_pos),
+                record_index,
+                byte_offset=base + view_start + status_pos,
+                source=name,
+            )
         if status == _FRAMES_FULL:
             if n == 0:  # one logical record with more parts than the arrays hold
                 header_pos, payload_pos, payload_len, cflags = (
-                    np.empty(2 * a.shape[0], np.int64) for a in (header_pos, payload_pos, payload_len, cflags))
+                    np.empty(2 * a.shape[0], np.int64) for a in (header_pos, payload_pos, payload_len, cflags)
+                )
             continue
         if start == filled and eof:
             return
         if eof:
             if n:
                 continue
-            raise RecordIOError(_truncation_reason(buf[start:filled]), record_index, base + start, name)
+            raise RecordIOError(
+                _truncation_reason(buf[start:filled]), record_index, byte_offset=base + start, source=name
+            )
         # Keep the unfinished record, drop what was consumed; grow only when it fills the buffer.
         remaining = filled - start
         if start == 0 and remaining == buf.shape[0]:
@@ -192,7 +210,7 @@ def _spans(src: ByteSource, name: str | None, chunk_size: int) -> Iterator[Recor
         start, filled = 0, remaining
 
 
-def _logical_records(view, header_pos, payload_pos, payload_len, cflags, view_offset, first_index) -> RecordSpan:
+def _logical_records(view, header_pos, payload_pos, *, payload_len, cflags, view_offset, first_index) -> RecordSpan:
     if not cflags.any():
         return RecordSpan(view, payload_pos.copy(), payload_len.copy(), header_pos + view_offset, first_index)
     # Multi-part records (rare): rebuild every payload of this span into one new buffer, putting
@@ -200,10 +218,10 @@ def _logical_records(view, header_pos, payload_pos, payload_len, cflags, view_of
     pieces, starts, lengths, offsets = [], [], [], []
     pos = 0
     record: list[bytes] = []
-    for h, p, ln, cf in zip(header_pos, payload_pos, payload_len, cflags):
+    for h, p, ln, cf in zip(header_pos, payload_pos, payload_len, cflags, strict=True):
         if cf in (0, 1):
             offsets.append(int(h) + view_offset)
-        record.append(view[p:p + ln].tobytes())
+        record.append(view[p : p + ln].tobytes())
         if cf in (0, 3):
             payload = MAGIC_BYTES.join(record)
             pieces.append(payload)
@@ -212,22 +230,28 @@ def _logical_records(view, header_pos, payload_pos, payload_len, cflags, view_of
             pos += len(payload)
             record = []
     buf = np.frombuffer(b"".join(pieces), np.uint8)
-    return RecordSpan(buf, np.array(starts, np.int64), np.array(lengths, np.int64),
-                      np.array(offsets, np.int64), first_index, stable=True)
+    return RecordSpan(
+        buf,
+        np.array(starts, np.int64),
+        np.array(lengths, np.int64),
+        np.array(offsets, np.int64),
+        first_index,
+        stable=True,
+    )
 
 
 def _bad_magic(buf, pos) -> str:
-    found = bytes(buf[pos:pos + 4]).hex(" ")
+    found = bytes(buf[pos : pos + 4]).hex(" ")
     return f"bad magic number {found} (expected 0a 23 d7 ce, RecordIO magic 0xCED7230A): not RecordIO, or misaligned"
 
 
 def _bad_cflag(buf, pos) -> str:
-    lrecord = int.from_bytes(bytes(buf[pos + 4:pos + 8]), "little")
+    lrecord = int.from_bytes(bytes(buf[pos + 4 : pos + 8]), "little")
     return f"invalid continuation flag {lrecord >> 29} in frame header (valid: 0-3)"
 
 
 def _bad_sequence(buf, pos) -> str:
-    lrecord = int.from_bytes(bytes(buf[pos + 4:pos + 8]), "little")
+    lrecord = int.from_bytes(bytes(buf[pos + 4 : pos + 8]), "little")
     cflag = lrecord >> 29
     if cflag in (0, 1):
         return f"continuation flag {cflag} starts a new record inside an unfinished multi-part record"
@@ -244,8 +268,10 @@ def _truncation_reason(rest: np.ndarray) -> str:
     length = lrecord & MAX_PAYLOAD
     needed = HEADER_SIZE + ((length + 3) & ~3)
     if rest.shape[0] < needed:
-        return (f"truncated: the frame header announces a {length}-byte payload "
-                f"({needed} bytes with header and padding) but the input ends after {rest.shape[0]} bytes")
+        return (
+            f"truncated: the frame header announces a {length}-byte payload "
+            f"({needed} bytes with header and padding) but the input ends after {rest.shape[0]} bytes"
+        )
     return "truncated: the input ends inside a multi-part record (no frame with continuation flag 3)"
 
 
@@ -282,10 +308,8 @@ class Sink:
         if self._owned is not None:
             self._owned.close()
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-

@@ -14,8 +14,9 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -64,12 +65,11 @@ def over_rows(n_rows: int, work: Callable[[int, int], T]) -> list[T]:
         return [work(0, n_rows)]
     pool = shared_pool(parts)
     bounds = [n_rows * i // parts for i in range(parts + 1)]
-    futures = [pool.submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    futures = [pool.submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
     return [f.result() for f in futures]
 
 
-def over_row_pieces(n_rows: int, work: Callable[[int, int], T], min_rows: int,
-                    stop: Callable[[T], bool]) -> list[T]:
+def over_row_pieces(n_rows: int, work: Callable[[int, int], T], min_rows: int, *, stop: Callable[[T], bool]) -> list[T]:
     """Like `over_rows`, for memory-bound work with a cost per call: threads (one per
     `min_rows` rows, at most one per core) take small consecutive pieces of at least
     min_rows / 4 rows in turn, each its next piece as soon as it finishes one. On a shared
@@ -110,7 +110,7 @@ _writer: ThreadPoolExecutor | None = None
 _writer_pid = -1
 
 
-def submit_io(fn: Callable[..., T], *args) -> "Future[T]":
+def submit_io(fn: Callable[..., T], *args) -> Future[T]:
     """Run fn(*args) on a thread of its own, beside the row threads (for a write that overlaps
     the encoding of the next block); made again after a fork, as the shared pool is."""
     global _writer, _writer_pid

@@ -20,13 +20,17 @@ from .table import RecordTable
 _TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
 
 
-def parse_record(payload: bytes, index: int, offset: int, source: str | None) -> Record:
+def parse_record(payload: bytes, index: int, offset: int, *, source: str | None) -> Record:
     record = Record()
     try:
         record.ParseFromString(payload)
     except DecodeError as e:
-        raise RecordIOError(f"payload is not a valid aialgs.data.Record protobuf message ({e})",
-                            index, offset, source) from None
+        raise RecordIOError(
+            f"payload is not a valid aialgs.data.Record protobuf message ({e})",
+            index,
+            byte_offset=offset,
+            source=source,
+        ) from None
     return record
 
 
@@ -51,12 +55,12 @@ def scan_reference(span: RecordSpan, source: str | None) -> RecordTable:
     cannot be decoded ends the table and is kept as its `error`."""
     n = len(span)
     pieces: list[bytes] = []
-    t = RecordTable.empty_for(n, np.empty(0, np.uint8), span.offsets, span.first_index)
+    t = RecordTable.empty_for(n, np.empty(0, np.uint8), offsets=span.offsets, first_index=span.first_index)
     t.stable = True  # its buffer is built here, for this table alone
     pos = 0
     for i in range(n):
         try:
-            pos = _scan_one(span, i, t, pieces, pos, source)
+            pos = _scan_one(span, i, t, pieces=pieces, pos=pos, source=source)
         except RecordIOError as e:
             t = t.select(0, i)
             t.error = e
@@ -65,14 +69,14 @@ def scan_reference(span: RecordSpan, source: str | None) -> RecordTable:
     return t
 
 
-def _scan_one(span: RecordSpan, i: int, t: RecordTable, pieces: list, pos: int, source: str | None) -> int:
+def _scan_one(span: RecordSpan, i: int, t: RecordTable, *, pieces: list, pos: int, source: str | None) -> int:
     """Decode record i of the span into row i of the table; returns the new buffer length."""
     index, offset = span.first_index + i, int(span.offsets[i])
 
     def fail(reason: str) -> None:
-        raise RecordIOError(reason, index, offset, source)
+        raise RecordIOError(reason, index, byte_offset=offset, source=source)
 
-    record = parse_record(span.payload(i), index, offset, source)
+    record = parse_record(span.payload(i), index, offset, source=source)
     if "values" not in record.features:
         found = ", ".join(repr(k) for k in sorted(record.features)) or "none"
         fail(f"record has no 'values' feature (feature keys: {found})")
@@ -94,9 +98,11 @@ def _scan_one(span: RecordSpan, i: int, t: RecordTable, pieces: list, pos: int, 
             fail(f"record's label has no 'values' entry (label keys: {found})")
         label = _tensor(record.label["values"], "label['values']", fail)
         if len(label.values) != 1 or len(label.keys):
-            fail(f"label must be a single value, found {len(label.values)} values"
-                 + (f" and {len(label.keys)} keys" if len(label.keys) else ""))
-        t.labels[i:i + 1].view(np.uint8)[:] = np.frombuffer(_float32_bytes(label), np.uint8)
+            fail(
+                f"label must be a single value, found {len(label.values)} values"
+                + (f" and {len(label.keys)} keys" if len(label.keys) else "")
+            )
+        t.labels[i : i + 1].view(np.uint8)[:] = np.frombuffer(_float32_bytes(label), np.uint8)
         t.has_label[i] = True
     return pos + len(values) + len(encoded_keys)
 
@@ -117,7 +123,7 @@ def _float32_bytes(tensor) -> bytes:
             shift += 7
             if byte < 0x80:
                 break
-        return wire[pos:pos + length]
+        return wire[pos : pos + length]
     dtype = np.int64 if tensor.DESCRIPTOR.name == "Int32Tensor" else np.float64
     with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range becomes inf
         return np.asarray(tensor.values, dtype=dtype).astype("<f4").tobytes()
@@ -136,6 +142,7 @@ def _varints(keys: np.ndarray) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # Writing, the SDK's way: one Record object per row.
 
+
 def tensor_field(array: np.ndarray) -> str:
     """The Value field a numpy dtype maps to (the SageMaker SDK's mapping)."""
     if array.dtype == np.float32:
@@ -148,11 +155,12 @@ def tensor_field(array: np.ndarray) -> str:
             lo, hi = int(array.min()), int(array.max())
             if lo < info.min or hi > info.max:
                 bad = lo if lo < info.min else hi
-                raise RecordIOError(f"integer value {bad} does not fit in int32 (Int32Tensor); "
-                                    "convert the array to float32 or float64 first")
+                raise RecordIOError(
+                    f"integer value {bad} does not fit in int32 (Int32Tensor); "
+                    "convert the array to float32 or float64 first"
+                )
         return "int32_tensor"
-    raise RecordIOError(f"unsupported dtype {array.dtype}: RecordIO-protobuf holds float32, float64 "
-                        "and int32 values")
+    raise RecordIOError(f"unsupported dtype {array.dtype}: RecordIO-protobuf holds float32, float64 and int32 values")
 
 
 def write_dense(dest, X, labels=None) -> None:
@@ -242,4 +250,3 @@ def _check_labels(labels, n_rows: int):
     if labels.ndim != 1 or labels.shape[0] != n_rows:
         raise RecordIOError(f"labels must be 1-D with one label per row ({n_rows}), got shape {labels.shape}")
     return labels
-

@@ -43,9 +43,9 @@ def encode_response(outputs: dict[str, np.ndarray]) -> bytes:
     frames[:, :HEADER_SIZE] = np.frombuffer(frame_header(payload_size), dtype=np.uint8)
     offset = HEADER_SIZE
     for prefix, values in pieces:
-        frames[:, offset:offset + len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+        frames[:, offset : offset + len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
         offset += len(prefix)
-        frames[:, offset:offset + values.shape[1]] = values
+        frames[:, offset : offset + values.shape[1]] = values
         offset += values.shape[1]
     return frames.tobytes()
 
@@ -68,24 +68,29 @@ def decode_response(source, vector_keys: tuple[str, ...] = ()) -> dict[str, np.n
     for span in iter_record_spans(source):
         for i in range(len(span)):
             index, offset = span.first_index + i, int(span.offsets[i])
-            record = parse_record(span.payload(i), index, offset, name)
+            record = parse_record(span.payload(i), index, offset, source=name)
             keys = set(record.label)
             if n and keys != set(columns):
-                raise RecordIOError(f"outputs {sorted(keys)} differ from earlier records' {sorted(columns)}",
-                                    index, offset, name)
+                raise RecordIOError(
+                    f"outputs {sorted(keys)} differ from earlier records' {sorted(columns)}",
+                    index,
+                    byte_offset=offset,
+                    source=name,
+                )
             for key in record.label:
                 value = record.label[key]
                 kind = value.WhichOneof("value")
                 if kind not in ("float32_tensor", "float64_tensor", "int32_tensor"):
-                    raise RecordIOError(f"output {key!r} holds no numeric tensor", index, offset, name)
+                    raise RecordIOError(
+                        f"output {key!r} holds no numeric tensor", index, byte_offset=offset, source=name
+                    )
                 columns.setdefault(key, []).append(np.asarray(getattr(value, kind).values, np.float32))
             n += 1
     result = {}
     for key, rows in columns.items():
         widths = {r.shape[0] for r in rows}
         if len(widths) != 1:
-            raise RecordIOError(f"output {key!r} has different lengths across records: {sorted(widths)}",
-                                source=name)
+            raise RecordIOError(f"output {key!r} has different lengths across records: {sorted(widths)}", source=name)
         stacked = np.stack(rows)
         result[key] = stacked[:, 0] if widths == {1} and key not in vector_keys else stacked
     return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,8 +59,14 @@ class ByteSource:
     a path cannot be opened (else the OSError itself is raised). close() closes a file opened
     here (a memory map outlives it)."""
 
-    def __init__(self, source, what: str, *, sequential: bool = False,
-                 open_error: Callable[[OSError, str], Exception] | None = None):
+    def __init__(
+        self,
+        source,
+        what: str,
+        *,
+        sequential: bool = False,
+        open_error: Callable[[OSError, str], Exception] | None = None,
+    ):
         self._owned = None
         self._file = None
         self.memory: np.ndarray | None = None
@@ -86,22 +92,25 @@ class ByteSource:
         elif hasattr(source, "readinto") or hasattr(source, "read"):
             self._file = source
         else:
-            raise TypeError(f"cannot read {what} from {type(source).__name__}: "
-                            "give a path, a binary file object or bytes")
+            raise TypeError(
+                f"cannot read {what} from {type(source).__name__}: give a path, a binary file object or bytes"
+            )
 
     def readinto(self, view: memoryview) -> int:
         """Fill as much of `view` as the stream gives before EOF; returns the byte count (less
         than len(view) only at EOF). Reading until full, rather than once, matters for pipes,
         whose reads return at most 64 KiB each."""
+        file = self._file
+        assert file is not None, "readinto() is for a stream; this source's bytes are in `memory`"
         total = 0
         target = len(view)
         while total < target:
-            if hasattr(self._file, "readinto"):
-                got = self._file.readinto(view[total:])
+            if hasattr(file, "readinto"):
+                got = file.readinto(view[total:])
             else:
-                data = self._file.read(target - total)
+                data = file.read(target - total)
                 got = len(data)
-                view[total:total + got] = data
+                view[total : total + got] = data
             if got is None:  # non-blocking file with nothing yet: wait like a blocking read
                 continue
             if got == 0:

@@ -51,19 +51,41 @@ class RecordTable:
     def __len__(self) -> int:
         return self.val_off.shape[0]
 
-    def select(self, lo: int, hi: int) -> "RecordTable":
+    def select(self, lo: int, hi: int) -> RecordTable:
         """Records lo..hi-1 (views, not copies)."""
-        cut = {name: getattr(self, name)[lo:hi] for name in ("val_off", "n_vals", "key_off", "n_keys", "max_key",
-                                                             "shape_width", "has_shape", "labels", "has_label",
-                                                             "offsets")}
-        return RecordTable(buf=self.buf, first_index=self.first_index + lo, stable=self.stable, error=self.error,
-                           **cut)
+        cut = {
+            name: getattr(self, name)[lo:hi]
+            for name in (
+                "val_off",
+                "n_vals",
+                "key_off",
+                "n_keys",
+                "max_key",
+                "shape_width",
+                "has_shape",
+                "labels",
+                "has_label",
+                "offsets",
+            )
+        }
+        return RecordTable(buf=self.buf, first_index=self.first_index + lo, stable=self.stable, error=self.error, **cut)
 
     @classmethod
-    def empty_for(cls, n: int, buf: np.ndarray, offsets: np.ndarray, first_index: int) -> "RecordTable":
-        return cls(buf, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                   np.zeros(n, np.int64), np.zeros(n, np.uint64), np.zeros(n, np.uint64),
-                   np.zeros(n, bool), np.zeros(n, np.float32), np.zeros(n, bool), offsets, first_index)
+    def empty_for(cls, n: int, buf: np.ndarray, *, offsets: np.ndarray, first_index: int) -> RecordTable:
+        return cls(
+            buf,
+            np.zeros(n, np.int64),
+            np.zeros(n, np.int64),
+            np.zeros(n, np.int64),
+            np.zeros(n, np.int64),
+            np.zeros(n, np.uint64),
+            np.zeros(n, np.uint64),
+            np.zeros(n, bool),
+            np.zeros(n, np.float32),
+            np.zeros(n, bool),
+            offsets,
+            first_index,
+        )
 
 
 def scan_fast(span: RecordSpan) -> RecordTable | None:
@@ -71,16 +93,27 @@ def scan_fast(span: RecordSpan) -> RecordTable | None:
     if not _LITTLE_ENDIAN:
         return None
     n = len(span)
-    t = RecordTable.empty_for(n, span.buf, span.offsets, span.first_index)
+    t = RecordTable.empty_for(n, span.buf, offsets=span.offsets, first_index=span.first_index)
     t.stable = span.stable
     n_shape = np.zeros(n, np.int64)
     label_bits = t.labels.view(np.uint32)
 
     def scan(lo: int, hi: int) -> int:
         r = slice(lo, hi)
-        return codec.scan_payloads(span.buf, span.starts[r], span.lengths[r], t.val_off[r], t.n_vals[r],
-                                   t.key_off[r], t.n_keys[r], t.max_key[r], n_shape[r], t.shape_width[r],
-                                   label_bits[r], t.has_label[r])
+        return codec.scan_payloads(
+            span.buf,
+            span.starts[r],
+            span.lengths[r],
+            t.val_off[r],
+            t.n_vals[r],
+            t.key_off[r],
+            t.n_keys[r],
+            t.max_key[r],
+            n_shape[r],
+            t.shape_width[r],
+            label_bits[r],
+            t.has_label[r],
+        )
 
     if any(bad >= 0 for bad in parallel.over_rows(n, scan)):
         return None
@@ -123,39 +156,60 @@ class StreamRules:
 
         # (problem mask, message for record i), in the order they are reported for one record.
         problems = [
-            (is_sparse & (t.n_keys > 0) & (t.n_keys != t.n_vals),
-             lambda i: f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values"),
-            (~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)),
-             lambda i: f"dense tensor has {t.n_vals[i]} values but its shape says {t.shape_width[i]}"),
-            (t.has_shape & (t.shape_width > np.uint64(MAX_FEATURE_DIM)),
-             lambda i: f"shape of {t.shape_width[i]} features exceeds the largest supported "
-                       f"feature dimension ({MAX_FEATURE_DIM})"),
-            (t.has_shape & (t.n_keys > 0) & (t.max_key >= t.shape_width),
-             lambda i: f"key {t.max_key[i]} is outside the record's shape [{t.shape_width[i]}]"),
-            (~t.has_shape & (t.max_key >= np.uint64(MAX_FEATURE_DIM)),
-             lambda i: f"key {t.max_key[i]} exceeds the largest supported feature dimension "
-                       f"({MAX_FEATURE_DIM})"),
+            (
+                is_sparse & (t.n_keys > 0) & (t.n_keys != t.n_vals),
+                lambda i: f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values",
+            ),
+            (
+                ~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)),
+                lambda i: f"dense tensor has {t.n_vals[i]} values but its shape says {t.shape_width[i]}",
+            ),
+            (
+                t.has_shape & (t.shape_width > np.uint64(MAX_FEATURE_DIM)),
+                lambda i: f"shape of {t.shape_width[i]} features exceeds the largest supported "
+                f"feature dimension ({MAX_FEATURE_DIM})",
+            ),
+            (
+                t.has_shape & (t.n_keys > 0) & (t.max_key >= t.shape_width),
+                lambda i: f"key {t.max_key[i]} is outside the record's shape [{t.shape_width[i]}]",
+            ),
+            (
+                ~t.has_shape & (t.max_key >= np.uint64(MAX_FEATURE_DIM)),
+                lambda i: f"key {t.max_key[i]} exceeds the largest supported feature dimension ({MAX_FEATURE_DIM})",
+            ),
         ]
         if width is not None:
             problems += [
-                (declares & (declared != width),
-                 lambda i: (f"has {t.n_vals[i]} dense values" if not is_sparse[i]
-                            else f"declares shape [{t.shape_width[i]}]")
-                 + f", but the width is {width} (set by {width_from}); "
-                   "all records of one input must have the same number of features"),
-                (~t.has_shape & (t.n_keys > 0) & (t.max_key >= np.uint64(width)),
-                 lambda i: f"key {t.max_key[i]} is outside the width {width} (set by {width_from})"),
+                (
+                    declares & (declared != width),
+                    lambda i: (
+                        f"has {t.n_vals[i]} dense values"
+                        if not is_sparse[i]
+                        else f"declares shape [{t.shape_width[i]}]"
+                    )
+                    + f", but the width is {width} (set by {width_from}); "
+                    "all records of one input must have the same number of features",
+                ),
+                (
+                    ~t.has_shape & (t.n_keys > 0) & (t.max_key >= np.uint64(width)),
+                    lambda i: f"key {t.max_key[i]} is outside the width {width} (set by {width_from})",
+                ),
             ]
-        problems.append((t.has_label != labelled,
-                         lambda i: "has no label but earlier records do" if labelled
-                         else "has a label but earlier records do not"))
+        problems.append(
+            (
+                t.has_label != labelled,
+                lambda i: "has no label but earlier records do"
+                if labelled
+                else "has a label but earlier records do not",
+            )
+        )
         bad = np.zeros(n, bool)
         for mask, _ in problems:
             bad |= mask
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             reason = next(message(i) for mask, message in problems if mask[i])
-            raise RecordIOError(reason, t.first_index + i, int(t.offsets[i]), self.source)
+            raise RecordIOError(reason, t.first_index + i, byte_offset=int(t.offsets[i]), source=self.source)
 
         self.width, self.width_from, self.labelled = width, width_from, labelled
         keyed = ~t.has_shape & (t.n_keys > 0)
@@ -182,12 +236,13 @@ class StreamRules:
                 start = int(t.val_off[0])
                 out[:] = np.lib.stride_tricks.as_strided(t.buf[start:], shape=(n, 4 * width), strides=(stride, 1))
             else:
-                parallel.over_rows(n, lambda lo, hi: codec.fill_dense(t.buf, t.val_off[lo:hi], width,
-                                                                      out[lo:hi].reshape(-1)))
+                parallel.over_rows(
+                    n, lambda lo, hi: codec.fill_dense(t.buf, t.val_off[lo:hi], width, out[lo:hi].reshape(-1))
+                )
         if y is not None:
             y[:] = t.labels
 
-    def rows(self, t: RecordTable, is_sparse: np.ndarray, lo: int, hi: int):
+    def rows(self, t: RecordTable, is_sparse: np.ndarray, *, lo: int, hi: int):
         """Records lo..hi-1 of a checked table as (X, y)."""
         y = t.labels[lo:hi].copy() if self.labelled else None
         n = hi - lo
@@ -203,8 +258,9 @@ class StreamRules:
         nnz = int(indptr[-1])
         indices = np.empty(nnz, np.int32)
         data = np.empty(nnz, np.float32)
-        codec.fill_csr(t.buf, t.val_off[lo:hi], counts, t.key_off[lo:hi], is_sparse[lo:hi],
-                       indptr, indices, data.view(np.uint8))
+        codec.fill_csr(
+            t.buf, t.val_off[lo:hi], counts, t.key_off[lo:hi], is_sparse[lo:hi], indptr, indices, data.view(np.uint8)
+        )
         X = sp.csr_matrix((data, indices, indptr), shape=(n, self.output_width))
         return X, y
 
@@ -224,8 +280,10 @@ def combine(parts: list, width: int):
     for m in csr:
         indptr.append(m.indptr[1:].astype(np.int64) + total)
         total += m.nnz
-    X = sp.csr_matrix((np.concatenate([m.data for m in csr]), np.concatenate([m.indices for m in csr]),
-                       np.concatenate(indptr)), shape=(sum(m.shape[0] for m in csr), width))
+    X = sp.csr_matrix(
+        (np.concatenate([m.data for m in csr]), np.concatenate([m.indices for m in csr]), np.concatenate(indptr)),
+        shape=(sum(m.shape[0] for m in csr), width),
+    )
     return X, y
 
 

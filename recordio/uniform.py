@@ -82,9 +82,9 @@ def _read_in_place(buf: np.ndarray, feature_dim: int | None):
     # The 32-bit words of a frame that hold any byte other than feature or label values, with
     # masks of those bytes: ~11 words per record instead of a wire-format parse.
     structural = np.ones(frame_size, bool)
-    structural[value_at:value_at + value_bytes] = False
+    structural[value_at : value_at + value_bytes] = False
     if label_at >= 0:
-        structural[label_at:label_at + 4] = False
+        structural[label_at : label_at + 4] = False
     word_masks = np.where(structural, np.uint8(0xFF), np.uint8(0)).view(np.uint32)
     check_at = np.flatnonzero(word_masks).astype(np.int64)
     check_mask = word_masks[check_at]
@@ -97,8 +97,9 @@ def _read_in_place(buf: np.ndarray, feature_dim: int | None):
     label_out = y.view(np.uint8) if y is not None else np.empty(0, np.uint8)
 
     def copy(lo: int, hi: int) -> int:
-        return _check_and_copy_rows(buf, lo, hi, frame_size, check_at, check_ref, check_mask, value_at,
-                                    value_bytes, label_at, out, label_out)
+        return _check_and_copy_rows(
+            buf, lo, hi, frame_size, check_at, check_ref, check_mask, value_at, value_bytes, label_at, out, label_out
+        )
 
     min_rows = max(1, _MIN_BYTES_PER_THREAD // frame_size)
     if any(bad >= 0 for bad in parallel.over_row_pieces(n, copy, min_rows, stop=lambda bad: bad >= 0)):
@@ -144,7 +145,7 @@ def _first_record_layout(buf: np.ndarray) -> tuple[int, int, int, int] | None:
     from codec's inlined field parsers) took 14 s to compile. Accepting only this one field
     order, never an unknown or repeated field, keeps it a strict subset of what codec's
     `_scan_one` and the protobuf runtime read as a dense row with an optional label."""
-    data = memoryview(buf)
+    data = buf.data  # memoryview(buf); numpy's stubs declare ndarray a Buffer only from Python 3.12
     if len(data) < HEADER_SIZE:
         return None
     magic, lrecord = struct.unpack_from("<II", data, 0)
@@ -154,14 +155,14 @@ def _first_record_layout(buf: np.ndarray) -> tuple[int, int, int, int] | None:
     frame_size = HEADER_SIZE + ((lrecord + 3) & ~3)
     if frame_size > len(data):
         return None
-    features = _float32_values_entry(data, HEADER_SIZE, end, _FEATURES_TAG)
+    features = _float32_values_entry(data, HEADER_SIZE, end, tag=_FEATURES_TAG)
     # No values at all (an empty tensor) leaves no value bytes to stride over: the general path.
     if features is None or features[1] == 0:
         return None
     value_at, value_bytes, pos = features
     label_at = -1
     if pos < end:
-        label = _float32_values_entry(data, pos, end, _LABEL_TAG)
+        label = _float32_values_entry(data, pos, end, tag=_LABEL_TAG)
         if label is None or label[1] != 4:
             return None
         label_at, _, pos = label
@@ -192,7 +193,7 @@ def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
     return 0, -1
 
 
-def _length_delimited(data: memoryview, pos: int, end: int, tag: int) -> tuple[int, int]:
+def _length_delimited(data: memoryview, pos: int, end: int, *, tag: int) -> tuple[int, int]:
     """(start, stop) of the contents of the length-delimited field with one-byte tag `tag` at
     pos, which must fit before `end`; (-1, -1) for anything else."""
     if pos >= end or data[pos] != tag:
@@ -203,26 +204,34 @@ def _length_delimited(data: memoryview, pos: int, end: int, tag: int) -> tuple[i
     return pos, pos + length
 
 
-def _float32_values_entry(data: memoryview, pos: int, end: int, tag: int) -> tuple[int, int, int] | None:
+def _float32_values_entry(data: memoryview, pos: int, end: int, *, tag: int) -> tuple[int, int, int] | None:
     """(values offset, values byte count, end of the entry) of a map entry "values" -> Value ->
     Float32Tensor with only packed values, at pos and tagged `tag`; None for any other bytes."""
-    start, stop = _length_delimited(data, pos, end, tag)
-    if start < 0 or bytes(data[start:start + len(_VALUES_KEY)]) != _VALUES_KEY:
+    start, stop = _length_delimited(data, pos, end, tag=tag)
+    if start < 0 or bytes(data[start : start + len(_VALUES_KEY)]) != _VALUES_KEY:
         return None
-    value_start, value_stop = _length_delimited(data, start + len(_VALUES_KEY), stop, 0x12)
-    tensor_start, tensor_stop = _length_delimited(data, value_start, value_stop, 0x12)
-    values_start, values_stop = _length_delimited(data, tensor_start, tensor_stop, 0x0A)
+    value_start, value_stop = _length_delimited(data, start + len(_VALUES_KEY), stop, tag=0x12)
+    tensor_start, tensor_stop = _length_delimited(data, value_start, value_stop, tag=0x12)
+    values_start, values_stop = _length_delimited(data, tensor_start, tensor_stop, tag=0x0A)
     # Each field must be the only thing in its message (nothing after it), and the values whole
     # float32s.
-    if (value_start < 0 or value_stop != stop or tensor_start < 0 or tensor_stop != value_stop
-            or values_start < 0 or values_stop != tensor_stop or (values_stop - values_start) % 4):
+    if (
+        value_start < 0
+        or value_stop != stop
+        or tensor_start < 0
+        or tensor_stop != value_stop
+        or values_start < 0
+        or values_stop != tensor_stop
+        or (values_stop - values_start) % 4
+    ):
         return None
     return values_start, values_stop - values_start, stop
 
 
 @numba.njit(cache=True, nogil=True)
-def _check_and_copy_rows(buf, lo, hi, frame_size, check_at, check_ref, check_mask, value_at, value_bytes,
-                         label_at, out, label_out):
+def _check_and_copy_rows(  # noqa: PLR0917 (numba kernel: positional arguments only)
+    buf, lo, hi, frame_size, check_at, check_ref, check_mask, value_at, value_bytes, label_at, out, label_out
+):
     """For records lo..hi-1 at stride frame_size: check the masked words at check_at against
     record 0's (check_ref), then copy the feature value bytes to row i of `out` and the label's
     4 bytes to `label_out` (when label_at >= 0). Returns the first record whose checked bytes

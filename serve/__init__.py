@@ -15,5 +15,14 @@ from .model import LoadedModel, ModelError, load_model
 from .server import main, serve
 from .settings import ServerSettings, SettingsError
 
-__all__ = ["LoadedModel", "ModelError", "RequestError", "ServerSettings", "SettingsError", "create_app",
-           "load_model", "main", "serve"]
+__all__ = [
+    "LoadedModel",
+    "ModelError",
+    "RequestError",
+    "ServerSettings",
+    "SettingsError",
+    "create_app",
+    "load_model",
+    "main",
+    "serve",
+]

@@ -45,11 +45,13 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
     app = Flask(__name__)
     app.extensions["smalgo.model"] = model
 
-    execution_parameters = json.dumps({
-        "MaxConcurrentTransforms": settings.max_concurrent_transforms,
-        "BatchStrategy": settings.batch_strategy,
-        "MaxPayloadInMB": settings.max_payload_mb,
-    })
+    execution_parameters = json.dumps(
+        {
+            "MaxConcurrentTransforms": settings.max_concurrent_transforms,
+            "BatchStrategy": settings.batch_strategy,
+            "MaxPayloadInMB": settings.max_payload_mb,
+        }
+    )
 
     @app.get("/ping")
     def ping():
@@ -68,8 +70,9 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
             # nothing unread, and its keep-alive connection can carry the next one (gunicorn
             # closes it when more than 64 KiB of a body are left on the socket).
             body = read_body(environ, settings)
-            answer, content_type = invoke(model, settings, content_type=environ.get("CONTENT_TYPE"),
-                                          accept=environ.get("HTTP_ACCEPT"), body=body)
+            answer, content_type = invoke(
+                model, settings, content_type=environ.get("CONTENT_TYPE"), accept=environ.get("HTTP_ACCEPT"), body=body
+            )
         except RequestError as exc:
             return error_response(exc.status, exc.message)
         return Response(answer, status=200, content_type=content_type)
@@ -82,14 +85,16 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
     @app.errorhandler(Exception)
     def internal_error(exc: Exception):
         logger.exception("Internal error on %s %s", request.method, request.path)
-        return error_response(500, f"Internal server error ({type(exc).__name__}); the traceback is in the "
-                                   f"server's log.")
+        return error_response(
+            500, f"Internal server error ({type(exc).__name__}); the traceback is in the server's log."
+        )
 
     return app
 
 
-def invoke(model: LoadedModel, settings: ServerSettings, *, content_type: str | None, accept: str | None,
-           body: bytes) -> tuple[bytes, str]:
+def invoke(
+    model: LoadedModel, settings: ServerSettings, *, content_type: str | None, accept: str | None, body: bytes
+) -> tuple[bytes, str]:
     """One /invocations request: (response body, its Content-Type), or RequestError."""
     media_type = request_media_type(content_type)
     answer_type = response_media_type(accept, settings.default_accept)
@@ -101,10 +106,12 @@ def invoke(model: LoadedModel, settings: ServerSettings, *, content_type: str | 
     except (UserError, RecordIOError, ValueError) as exc:
         # Decoders raise RequestError for everything they know of; this is the model refusing
         # a batch it was given, which is still about the request.
-        raise RequestError(BAD_REQUEST, f"The {model.algorithm.name} model cannot score this {media_type} "
-                                        f"request: {exc}") from None
-    return encode_response(outputs, answer_type, json_key=model.algorithm.json_response_key,
-                           batch_mode=settings.batch_mode)
+        raise RequestError(
+            BAD_REQUEST, f"The {model.algorithm.name} model cannot score this {media_type} request: {exc}"
+        ) from None
+    return encode_response(
+        outputs, answer_type, json_key=model.algorithm.json_response_key, batch_mode=settings.batch_mode
+    )
 
 
 def read_body(environ: dict, settings: ServerSettings) -> bytes:
@@ -147,10 +154,12 @@ def _discard(stream, n_bytes: int) -> None:
 
 
 def _too_large(settings: ServerSettings, size: str) -> RequestError:
-    return RequestError(PAYLOAD_TOO_LARGE,
-                        f"The request body{size} is over the {settings.max_payload_mb} MB "
-                        f"({settings.max_payload_bytes:,}-byte) limit on request bodies "
-                        f"(SAGEMAKER_MAX_PAYLOAD_IN_MB); split the records over several requests.")
+    return RequestError(
+        PAYLOAD_TOO_LARGE,
+        f"The request body{size} is over the {settings.max_payload_mb} MB "
+        f"({settings.max_payload_bytes:,}-byte) limit on request bodies "
+        f"(SAGEMAKER_MAX_PAYLOAD_IN_MB); split the records over several requests.",
+    )
 
 
 def error_response(status: int, message: str) -> Response:

@@ -13,8 +13,8 @@ import numpy as np
 
 from smalgo import recordio
 from smalgo.algorithms.batch import Batch
-from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.csv import iter_csv_blocks
 
 from .errors import BAD_REQUEST, RequestError
 from .json_instances import decode_json, decode_jsonlines
@@ -52,8 +52,16 @@ def decode_csv(body: bytes, feature_dim: int) -> np.ndarray:
     if X is not None:
         return X
     try:
-        blocks = [X for X, _ in iter_csv_blocks(body, label_size=0, feature_dim=feature_dim, name="text/csv body",
-                                                feature_dim_source="the model's feature_dim")]
+        blocks = [
+            X
+            for X, _ in iter_csv_blocks(
+                body,
+                label_size=0,
+                feature_dim=feature_dim,
+                name="text/csv body",
+                feature_dim_source="the model's feature_dim",
+            )
+        ]
     except UserError as exc:
         raise RequestError(BAD_REQUEST, str(exc)) from None
     if not blocks:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import chain
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
@@ -32,13 +32,16 @@ from .media import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
 # Outputs of at most this many numbers (a single record's) are formatted number by number.
 _SMALL_OUTPUT = 64
 
-def encode_response(outputs: dict[str, np.ndarray], media_type: str, *, json_key: str,
-                    batch_mode: bool) -> tuple[bytes, str]:
+
+def encode_response(
+    outputs: dict[str, np.ndarray], media_type: str, *, json_key: str, batch_mode: bool
+) -> tuple[bytes, str]:
     """(body, Content-Type) for `outputs` in `media_type` (a canonical type from media.py);
     `json_key` is the algorithm's key of the list in an application/json answer."""
     # float32 is what every form carries (RecordIO has nothing else); a no-op for the algorithms.
-    outputs = {name: array if array.dtype == np.float32 else array.astype(np.float32)
-               for name, array in outputs.items()}
+    outputs = {
+        name: array if array.dtype == np.float32 else array.astype(np.float32) for name, array in outputs.items()
+    }
     if media_type == RECORDIO_PROTOBUF:
         return recordio.encode_response(outputs), RECORDIO_PROTOBUF
     if media_type == CSV:
@@ -56,7 +59,7 @@ def _json_rows(outputs: dict[str, np.ndarray]) -> list[str]:
     json.dumps spends more on walking a list of dicts than on the numbers."""
     template = _row_template(tuple(outputs))
     columns = [_column_strings(array, ", ") for array in outputs.values()]
-    return [template % values for values in zip(*columns)]
+    return [template % values for values in zip(*columns, strict=True)]
 
 
 @lru_cache(maxsize=64)
@@ -87,4 +90,4 @@ def _column_strings(array: np.ndarray, separator: str) -> list[str]:
 
 def _csv(outputs: dict[str, np.ndarray]) -> bytes:
     columns = [_column_strings(array, ",") for array in outputs.values()]
-    return "".join(",".join(values) + "\n" for values in zip(*columns)).encode()
+    return "".join(",".join(values) + "\n" for values in zip(*columns, strict=True)).encode()

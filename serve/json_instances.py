@@ -25,8 +25,10 @@ import scipy.sparse as sp
 
 from .errors import BAD_REQUEST, RequestError
 
-_INSTANCE_FORMS = ('{"features": [...]}, {"data": {"features": {"values": [...]}}}, '
-                   '{"data": {"features": {"keys": [...], "shape": [N], "values": [...]}}} or a list of numbers')
+_INSTANCE_FORMS = (
+    '{"features": [...]}, {"data": {"features": {"values": [...]}}}, '
+    '{"data": {"features": {"keys": [...], "shape": [N], "values": [...]}}} or a list of numbers'
+)
 _JSON_BODY = "application/json body"
 _JSONLINES_BODY = "application/jsonlines body"
 
@@ -43,16 +45,20 @@ def decode_json(body: bytes, feature_dim: int):
             return _matrix(instances, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}")
         if "features" in document or "data" in document:
             return _matrix([document], feature_dim, lambda i: _JSON_BODY)
-        _fail(f'{_JSON_BODY}: an object with keys {_keys(document)}; expected {{"instances": [...]}} '
-              f"or one instance: {_INSTANCE_FORMS}.")
+        _fail(
+            f'{_JSON_BODY}: an object with keys {_keys(document)}; expected {{"instances": [...]}} '
+            f"or one instance: {_INSTANCE_FORMS}."
+        )
     if isinstance(document, list):
         if not document:
             _fail(f"{_JSON_BODY}: an empty list; send at least one instance.")
         if _is_number(document[0]):
             return _matrix([document], feature_dim, lambda i: _JSON_BODY)
         return _matrix(document, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}")
-    _fail(f'{_JSON_BODY}: {_json_type(document)}; expected {{"instances": [...]}}, a list of instances, '
-          f"or one instance: {_INSTANCE_FORMS}.")
+    _fail(
+        f'{_JSON_BODY}: {_json_type(document)}; expected {{"instances": [...]}}, a list of instances, '
+        f"or one instance: {_INSTANCE_FORMS}."
+    )
 
 
 def decode_jsonlines(body: bytes, feature_dim: int):
@@ -89,12 +95,16 @@ def _matrix(instances: list, feature_dim: int, where):
             if not isinstance(values, list):
                 _fail(f'{where(i)}: "values" is {_json_type(values)}; it must be a list of numbers.')
             if shape is not None and shape != [feature_dim]:
-                _fail(f'{where(i)}: "shape" is {json.dumps(shape)}, but the model takes {feature_dim} features '
-                      f"(shape [{feature_dim}]).")
+                _fail(
+                    f'{where(i)}: "shape" is {json.dumps(shape)}, but the model takes {feature_dim} features '
+                    f"(shape [{feature_dim}])."
+                )
         if keys is None:
             if len(values) != feature_dim:
-                _fail(f"{where(i)}: {len(values)} feature{'s' if len(values) != 1 else ''}; "
-                      f"the model takes {feature_dim}.")
+                _fail(
+                    f"{where(i)}: {len(values)} feature{'s' if len(values) != 1 else ''}; "
+                    f"the model takes {feature_dim}."
+                )
             entries.append(values)
         else:
             entries.append(_sparse_entry(keys, values, feature_dim=feature_dim, where=where(i)))
@@ -112,12 +122,13 @@ def _features_of(instance, where, i):
         elif isinstance(instance.get("data"), dict) and "features" in instance["data"]:
             features = instance["data"]["features"]
         else:
-            _fail(f'{where(i)}: an object with keys {_keys(instance)} and no "features"; '
-                  f"expected {_INSTANCE_FORMS}.")
+            _fail(f'{where(i)}: an object with keys {_keys(instance)} and no "features"; expected {_INSTANCE_FORMS}.')
         if isinstance(features, (list, dict)):
             return features
-        _fail(f'{where(i)}: "features" is {_json_type(features)}; it must be a list of numbers or '
-              f'{{"values": [...]}} (with "keys" and "shape" when sparse).')
+        _fail(
+            f'{where(i)}: "features" is {_json_type(features)}; it must be a list of numbers or '
+            f'{{"values": [...]}} (with "keys" and "shape" when sparse).'
+        )
     _fail(f"{where(i)}: {_json_type(instance)}; expected {_INSTANCE_FORMS}.")
 
 
@@ -145,8 +156,10 @@ def _sparse_entry(keys, values: list, *, feature_dim: int, where: str) -> tuple[
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     for index, key in enumerate(keys):
         if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key < feature_dim:
-            _fail(f'{where}: keys[{index}] is {json.dumps(key)}; keys are feature indices from 0 to '
-                  f"{feature_dim - 1} (the model takes {feature_dim} features).")
+            _fail(
+                f"{where}: keys[{index}] is {json.dumps(key)}; keys are feature indices from 0 to "
+                f"{feature_dim - 1} (the model takes {feature_dim} features)."
+            )
     _check_numbers(values, where, "values")
     key_array = np.array(keys, dtype=np.int64)
     order = np.argsort(key_array, kind="stable")
@@ -163,13 +176,14 @@ def _csr(entries: list, feature_dim: int, where) -> sp.csr_matrix:
     keys, values = [], []
     for i, entry in enumerate(entries):
         if isinstance(entry, list):  # a dense instance among sparse ones: keep its non-zeros
-            row = _dense([entry], lambda _: where(i))[0]
+            row = _dense([entry], lambda _, i=i: where(i))[0]
             entry = (np.flatnonzero(row), row[row != 0])
         keys.append(entry[0])
         values.append(entry[1])
         indptr[i + 1] = indptr[i] + entry[0].shape[0]
-    return sp.csr_matrix((np.concatenate(values), np.concatenate(keys), indptr),
-                         shape=(len(entries), feature_dim), dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(values), np.concatenate(keys), indptr), shape=(len(entries), feature_dim), dtype=np.float32
+    )
 
 
 def _check_numbers(values: list, where: str, name: str) -> None:
@@ -180,7 +194,7 @@ def _check_numbers(values: list, where: str, name: str) -> None:
             shown = json.dumps(value)
             shown = shown if len(shown) <= 40 else shown[:40] + "..."
             _fail(f"{where}: {name}[{j}] is {shown}, not a number.")
-        if isinstance(value, int) and not -2**1023 < value < 2**1023:
+        if isinstance(value, int) and not -(2**1023) < value < 2**1023:
             _fail(f"{where}: {name}[{j}] is an integer too large for a number.")
 
 

@@ -26,23 +26,29 @@ def request_media_type(content_type: str | None) -> str:
     """The canonical media type of a request's Content-Type; RequestError 415 when the server
     cannot read it (an unknown type, `label_size` other than 0, a charset other than UTF-8)."""
     if content_type is None or not content_type.strip():
-        raise RequestError(UNSUPPORTED_MEDIA_TYPE,
-                           f"The request has no Content-Type header; send one of {_listing(REQUEST_MEDIA_TYPES)}.")
+        raise RequestError(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"The request has no Content-Type header; send one of {_listing(REQUEST_MEDIA_TYPES)}.",
+        )
     parsed = parse_media_type(content_type)
     if parsed.media_type not in REQUEST_MEDIA_TYPES:
-        raise RequestError(UNSUPPORTED_MEDIA_TYPE,
-                           f"Content-Type {content_type!r} is not supported; send one of "
-                           f"{_listing(REQUEST_MEDIA_TYPES)}.")
+        raise RequestError(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {content_type!r} is not supported; send one of {_listing(REQUEST_MEDIA_TYPES)}.",
+        )
     label_size = parsed.parameters.get("label_size")
     if parsed.media_type == CSV and label_size is not None and label_size != "0":
-        raise RequestError(UNSUPPORTED_MEDIA_TYPE,
-                           f"Content-Type {content_type!r}: inference CSV has no label column, so "
-                           f"label_size must be 0 (or left out), not {label_size!r}.")
+        raise RequestError(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {content_type!r}: inference CSV has no label column, so "
+            f"label_size must be 0 (or left out), not {label_size!r}.",
+        )
     charset = parsed.parameters.get("charset")
     if charset is not None and parsed.media_type != RECORDIO_PROTOBUF and charset.lower() not in _TEXT_CHARSETS:
-        raise RequestError(UNSUPPORTED_MEDIA_TYPE,
-                           f"Content-Type {content_type!r}: charset {charset!r} is not supported; "
-                           f"send UTF-8 (or US-ASCII).")
+        raise RequestError(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {content_type!r}: charset {charset!r} is not supported; send UTF-8 (or US-ASCII).",
+        )
     return parsed.media_type
 
 
@@ -67,9 +73,11 @@ def response_media_type(accept: str | None, default: str) -> str:
         chosen = _match(media, default)
         if chosen is not None:
             return chosen
-    raise RequestError(NOT_ACCEPTABLE,
-                       f"Accept {accept!r} names no type this server writes; accept one of "
-                       f"{_listing(ACCEPTABLE_MEDIA_TYPES)} (or */* for {default}).")
+    raise RequestError(
+        NOT_ACCEPTABLE,
+        f"Accept {accept!r} names no type this server writes; accept one of "
+        f"{_listing(ACCEPTABLE_MEDIA_TYPES)} (or */* for {default}).",
+    )
 
 
 def _match(media_range: str, default: str) -> str | None:

@@ -62,27 +62,38 @@ def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> 
     try:
         files = ModelFiles.read(model_dir)
     except UserError as exc:
-        raise ModelError(f"{exc} SageMaker extracts ModelDataUrl (model.tar.gz) there before the container "
-                         f"starts; serve the model.tar.gz a smalgo training job wrote.") from None
+        raise ModelError(
+            f"{exc} SageMaker extracts ModelDataUrl (model.tar.gz) there before the container "
+            f"starts; serve the model.tar.gz a smalgo training job wrote."
+        ) from None
     algorithm = ALGORITHMS.get(files.algorithm)
     if algorithm is None:
-        raise ModelError(f"{files.path} names algorithm {files.metadata.get('algorithm')!r}; this server serves "
-                         f"{', '.join(sorted(ALGORITHMS))}.")
+        raise ModelError(
+            f"{files.path} names algorithm {files.metadata.get('algorithm')!r}; this server serves "
+            f"{', '.join(sorted(ALGORITHMS))}."
+        )
     if expected_algorithm and algorithm.name != expected_algorithm.strip().lower():
-        raise ModelError(f"This image serves {expected_algorithm} models, but {model_dir} holds a "
-                         f"{algorithm.name} model.")
+        raise ModelError(
+            f"This image serves {expected_algorithm} models, but {model_dir} holds a {algorithm.name} model."
+        )
     try:
         model = algorithm.load_model(files)
     except UserError as exc:
         raise ModelError(str(exc)) from None
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"The {algorithm.name} model in {model_dir} cannot be loaded: "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise ModelError(
+            f"The {algorithm.name} model in {model_dir} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
     loaded = LoadedModel(algorithm, model, model_dir)
     warm_up(loaded)
-    logger.info("Loaded the %s model in %s (%d features; outputs %s) and warmed it up in %.2f s.",
-                algorithm.name, model_dir, loaded.feature_dim, ", ".join(algorithm.output_names),
-                time.perf_counter() - started)
+    logger.info(
+        "Loaded the %s model in %s (%d features; outputs %s) and warmed it up in %.2f s.",
+        algorithm.name,
+        model_dir,
+        loaded.feature_dim,
+        ", ".join(algorithm.output_names),
+        time.perf_counter() - started,
+    )
     return loaded
 
 
@@ -100,8 +111,17 @@ def warm_up(model: LoadedModel) -> None:
         (CSV, f"{csv_line}\n{csv_line}\n".encode()),
         # Longer than the CSV fast path takes, so the numba decoder is compiled too.
         (CSV, f"{csv_line}\n".encode() * (SMALL_CSV_BYTES // len(csv_line) + 1)),
-        (JSON, json.dumps({"instances": [{"features": json_row}, {"data": {"features": {
-            "keys": [0], "values": [1.5], "shape": [model.feature_dim]}}}]}).encode()),
+        (
+            JSON,
+            json.dumps(
+                {
+                    "instances": [
+                        {"features": json_row},
+                        {"data": {"features": {"keys": [0], "values": [1.5], "shape": [model.feature_dim]}}},
+                    ]
+                }
+            ).encode(),
+        ),
         (JSONLINES, (json.dumps({"features": json_row}) + "\n").encode()),
         (RECORDIO_PROTOBUF, dense.getvalue()),
         (RECORDIO_PROTOBUF, sparse.getvalue()),

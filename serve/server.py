@@ -25,10 +25,10 @@ from pathlib import Path
 import gunicorn.app.base
 import numba
 
-from .app import create_app
 from smalgo.algorithms.runtime.logs import configure_logging
 from smalgo.recordio.parallel import available_cpus
 
+from .app import create_app
 from .model import ModelError
 from .settings import ServerSettings, SettingsError
 
@@ -112,9 +112,14 @@ def serve(model_dir: str | Path | None = None) -> None:
     configure_logging(per_process=True)
     settings = ServerSettings.from_environment(model_dir)
     app = create_app(settings=settings)
-    logger.info("Serving on port %d with %d worker(s), request timeout %d s, payload limit %d MB%s.",
-                settings.port, settings.workers, settings.timeout_seconds, settings.max_payload_mb,
-                ", batch mode" if settings.batch_mode else "")
+    logger.info(
+        "Serving on port %d with %d worker(s), request timeout %d s, payload limit %d MB%s.",
+        settings.port,
+        settings.workers,
+        settings.timeout_seconds,
+        settings.max_payload_mb,
+        ", batch mode" if settings.batch_mode else "",
+    )
     run_gunicorn(app, gunicorn_options(settings))
 
 
@@ -132,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m smalgo.serve [MODEL_DIR]`."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0].startswith("-")):
-        print("usage: python -m smalgo.serve [MODEL_DIR]   (default: $SAGEMAKER_BASE_DIR/model, /opt/ml/model)",
-              file=sys.stderr)
+        print(
+            "usage: python -m smalgo.serve [MODEL_DIR]   (default: $SAGEMAKER_BASE_DIR/model, /opt/ml/model)",
+            file=sys.stderr,
+        )
         return 2
     return run_server(args[0] if args else None)
 

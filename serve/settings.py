@@ -19,12 +19,12 @@ a typo in an endpoint's Environment should fail CreateEndpoint, not serve with o
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-from smalgo.algorithms.runtime import device
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.runtime import device
 from smalgo.recordio.parallel import available_cpus
 
 from .media import ACCEPTABLE_MEDIA_TYPES, parse_media_type
@@ -62,8 +62,9 @@ class ServerSettings:
         return self.max_payload_mb << 20
 
     @classmethod
-    def from_environment(cls, model_dir: str | os.PathLike | None = None,
-                         environ: Mapping[str, str] | None = None) -> "ServerSettings":
+    def from_environment(
+        cls, model_dir: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServerSettings:
         env = os.environ if environ is None else environ
         if model_dir is None:
             model_dir = Path(_text(env, "SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR) / "model"
@@ -77,13 +78,15 @@ class ServerSettings:
             )
         strategy = (_text(env, "SAGEMAKER_BATCH_STRATEGY") or "MULTI_RECORD").upper().replace("-", "_")
         if strategy not in BATCH_STRATEGIES:
-            raise SettingsError(f"SAGEMAKER_BATCH_STRATEGY={env['SAGEMAKER_BATCH_STRATEGY']!r} must be "
-                                f"MULTI_RECORD or SINGLE_RECORD.")
+            raise SettingsError(
+                f"SAGEMAKER_BATCH_STRATEGY={env['SAGEMAKER_BATCH_STRATEGY']!r} must be MULTI_RECORD or SINGLE_RECORD."
+            )
         _check_device(env)
         max_payload_mb = _positive_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
         if max_payload_mb > MAX_PAYLOAD_MB_LIMIT:
-            raise SettingsError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload_mb} is above SageMaker's limit "
-                                f"of {MAX_PAYLOAD_MB_LIMIT}.")
+            raise SettingsError(
+                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload_mb} is above SageMaker's limit of {MAX_PAYLOAD_MB_LIMIT}."
+            )
         return cls(
             model_dir=Path(model_dir),
             port=_port(env),
@@ -110,8 +113,10 @@ def _check_device(env: Mapping[str, str]) -> None:
         raise SettingsError(str(exc)) from None
     problem = device.driver_problem() if choice == "gpu" else None
     if problem:
-        raise SettingsError(f"{device.ENV_VARIABLE}=gpu, but {problem}; serve on a GPU instance, or set "
-                            f"{device.ENV_VARIABLE}=auto or cpu.")
+        raise SettingsError(
+            f"{device.ENV_VARIABLE}=gpu, but {problem}; serve on a GPU instance, or set "
+            f"{device.ENV_VARIABLE}=auto or cpu."
+        )
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -136,8 +141,9 @@ def _port(env: Mapping[str, str]) -> int:
     if not text:
         return DEFAULT_PORT
     if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise SettingsError(f"SAGEMAKER_BIND_TO_PORT={env['SAGEMAKER_BIND_TO_PORT']!r} must be a port "
-                            f"number between 1 and 65535.")
+        raise SettingsError(
+            f"SAGEMAKER_BIND_TO_PORT={env['SAGEMAKER_BIND_TO_PORT']!r} must be a port number between 1 and 65535."
+        )
     return int(text)
 
 

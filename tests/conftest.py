@@ -50,13 +50,19 @@ class SageMakerJob:
         self.paths.output_dir.mkdir()
         self.channels: dict[str, dict] = {}
 
-    def hyperparameters(self, **values) -> "SageMakerJob":
+    def hyperparameters(self, **values) -> SageMakerJob:
         """As SageMaker writes them: every value a string."""
         self.write_config("hyperparameters.json", {k: str(v) for k, v in values.items()})
         return self
 
-    def channel(self, name: str, content_type: str | None = "text/csv;label_size=0", mode: str = "File",
-                files: dict[str, str | bytes] | None = None, **settings) -> "SageMakerJob":
+    def channel(
+        self,
+        name: str,
+        content_type: str | None = "text/csv;label_size=0",
+        mode: str = "File",
+        files: dict[str, str | bytes] | None = None,
+        **settings,
+    ) -> SageMakerJob:
         """Declare a channel in inputdataconfig.json; in File mode write `files` (relative
         path -> content) under input/data/<name>/."""
         entry = {"TrainingInputMode": mode, "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}

@@ -18,7 +18,7 @@ def frame(payload: bytes, cflag: int = 0) -> bytes:
 def dmlc_frames(payload: bytes) -> bytes:
     """Frame a payload the way dmlc-core's writer does: split wherever the magic word sits at a
     4-aligned offset, drop it, and write the pieces with continuation flags 1, 2, ..., 3."""
-    cuts = [i for i in range(0, len(payload) - 3, 4) if payload[i:i + 4] == MAGIC]
+    cuts = [i for i in range(0, len(payload) - 3, 4) if payload[i : i + 4] == MAGIC]
     if not cuts:
         return frame(payload)
     pieces, start = [], 0
@@ -27,11 +27,12 @@ def dmlc_frames(payload: bytes) -> bytes:
         start = cut + 4
     pieces.append(payload[start:])
     flags = [1] + [2] * (len(pieces) - 2) + [3]
-    return b"".join(frame(p, f) for p, f in zip(pieces, flags))
+    return b"".join(frame(p, f) for p, f in zip(pieces, flags, strict=True))
 
 
-def record_bytes(values=None, keys=None, shape=None, label=None, dtype="float32", label_dtype="float32",
-                 uid=None) -> bytes:
+def record_bytes(
+    values=None, keys=None, shape=None, label=None, dtype="float32", label_dtype="float32", uid=None
+) -> bytes:
     """One serialized Record built with the protobuf runtime."""
     record = Record()
     field = {"float32": "float32_tensor", "float64": "float64_tensor", "int32": "int32_tensor"}

@@ -34,8 +34,12 @@ def invoke(url: str, serializer, deserializer, data):
     body = serializer.serialize(data)
     if isinstance(body, str):
         body = body.encode("utf-8")
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": serializer.CONTENT_TYPE, "Accept": deserializer.ACCEPT[0]})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": serializer.CONTENT_TYPE, "Accept": deserializer.ACCEPT[0]},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         content_type = response.headers["Content-Type"]
         return deserializer.deserialize(io.BytesIO(response.read()), content_type)

@@ -10,16 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import clustered_rows, csv_text
+
 from smalgo.containers import cli
 
 SMALGO = Path(sys.executable).with_name("smalgo")
 
 
 def run_module(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "smalgo.containers", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smalgo.containers", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -31,16 +36,30 @@ def data_csv(tmp_path):
 
 def test_local_training_lays_out_a_sagemaker_job(tmp_path, data_csv):
     out = tmp_path / "job"
-    result = run_module("train", "--algorithm", "kmeans", "--train", str(data_csv),
-                        "--content-type", "text/csv;label_size=0", "--hyperparameters", "k=3", "feature_dim=5",
-                        "--output", str(out))
+    result = run_module(
+        "train",
+        "--algorithm",
+        "kmeans",
+        "--train",
+        str(data_csv),
+        "--content-type",
+        "text/csv;label_size=0",
+        "--hyperparameters",
+        "k=3",
+        "feature_dim=5",
+        "--output",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert f"Model written to {out / 'model'}: centers.npy, model.json" in result.stdout
     config = out / "input" / "config"
     assert json.loads((config / "hyperparameters.json").read_text()) == {"k": "3", "feature_dim": "5"}
     assert json.loads((config / "inputdataconfig.json").read_text())["train"] == {
-        "ContentType": "text/csv;label_size=0", "TrainingInputMode": "File",
-        "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        "ContentType": "text/csv;label_size=0",
+        "TrainingInputMode": "File",
+        "S3DistributionType": "FullyReplicated",
+        "RecordWrapperType": "None",
+    }
     assert json.loads((config / "resourceconfig.json").read_text())["current_host"] == "algo-1"
     assert (out / "input" / "data" / "train" / "data.csv").resolve() == data_csv.resolve()
     assert (out / "output" / "success").exists()
@@ -55,12 +74,19 @@ def test_console_script_inside_an_image(tmp_path, data_csv):
     (base / "input" / "data" / "train").mkdir(parents=True)
     (base / "input" / "data" / "train" / "part-0.csv").write_text(data_csv.read_text())
     (base / "input" / "config" / "hyperparameters.json").write_text(
-        json.dumps({"num_components": "2", "feature_dim": "5", "mini_batch_size": "100"}))
+        json.dumps({"num_components": "2", "feature_dim": "5", "mini_batch_size": "100"})
+    )
     (base / "input" / "config" / "inputdataconfig.json").write_text(
-        json.dumps({"train": {"ContentType": "text/csv;label_size=0", "TrainingInputMode": "File"}}))
+        json.dumps({"train": {"ContentType": "text/csv;label_size=0", "TrainingInputMode": "File"}})
+    )
     command = [str(SMALGO)] if SMALGO.exists() else [sys.executable, "-m", "smalgo.containers"]
-    result = subprocess.run([*command, "train"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SMALGO_ALGORITHM": "pca"})
+    result = subprocess.run(
+        [*command, "train"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SMALGO_ALGORITHM": "pca"},
+    )
     assert result.returncode == 0, result.stderr
     assert "Docker entrypoint called with argument(s): train" in result.stderr
     assert {"components.npy", "model.json"} <= {p.name for p in (base / "model").iterdir()}
@@ -69,9 +95,20 @@ def test_console_script_inside_an_image(tmp_path, data_csv):
 
 def test_failed_local_run_prints_the_reason(tmp_path, data_csv):
     out = tmp_path / "job"
-    result = run_module("train", "--algorithm", "kmeans", "--train", str(data_csv),
-                        "--content-type", "text/csv;label_size=0", "--hyperparameters", "k=abc", "feature_dim=5",
-                        "--output", str(out))
+    result = run_module(
+        "train",
+        "--algorithm",
+        "kmeans",
+        "--train",
+        str(data_csv),
+        "--content-type",
+        "text/csv;label_size=0",
+        "--hyperparameters",
+        "k=abc",
+        "feature_dim=5",
+        "--output",
+        str(out),
+    )
     assert result.returncode == 1
     assert "Hyperparameter k: invalid value 'abc'; expected an integer >= 1." in result.stderr
     assert (out / "output" / "failure").read_text().startswith("Hyperparameter k: invalid value 'abc'")
@@ -87,8 +124,9 @@ def test_serve_command_serves_the_trained_model_and_stops_on_sigterm(tmp_path):
         server.wait_until_ready()
         rows = np.array([[0.5] * FEATURES, [-3.0] * FEATURES], np.float32)
         body = "\n".join(",".join(f"{v:g}" for v in row) for row in rows).encode()
-        status, _, answer = server.request("POST", "/invocations", body,
-                                           {"Content-Type": "text/csv", "Accept": "application/json"})
+        status, _, answer = server.request(
+            "POST", "/invocations", body, {"Content-Type": "text/csv", "Accept": "application/json"}
+        )
         assert status == 200
         expected = expected_outputs(model_dir, rows)
         predictions = json.loads(answer)["predictions"]
@@ -114,14 +152,18 @@ def test_sigterm_stops_training_without_a_partial_model(tmp_path):
     (base / "model").mkdir()
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"k": "3", "feature_dim": "5"}))
     (base / "input" / "config" / "inputdataconfig.json").write_text(
-        json.dumps({"train": {"ContentType": "text/csv;label_size=0", "TrainingInputMode": "Pipe"}}))
+        json.dumps({"train": {"ContentType": "text/csv;label_size=0", "TrainingInputMode": "Pipe"}})
+    )
     fifo = base / "input" / "data" / "train_0"
     os.mkfifo(fifo)
     log = tmp_path / "log.txt"
     with open(log, "w") as log_stream:
-        process = subprocess.Popen([sys.executable, "-m", "smalgo.containers", "train"], stdout=log_stream,
-                                   stderr=subprocess.STDOUT,
-                                   env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SMALGO_ALGORITHM": "kmeans"})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "smalgo.containers", "train"],
+            stdout=log_stream,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SMALGO_ALGORITHM": "kmeans"},
+        )
     try:
         writer = _open_when_read(fifo, process, deadline=time.monotonic() + 60)
         rows = csv_text(clustered_rows(n_rows=20_000)).encode()
@@ -137,9 +179,14 @@ def test_sigterm_stops_training_without_a_partial_model(tmp_path):
         pass
     output = log.read_text()
     assert exit_code == 143, output
-    assert (base / "output" / "failure").read_text().startswith(
-        "Training stopped: the job received SIGTERM (StopTrainingJob or docker stop) before it finished; "
-        "no model was saved.")
+    assert (
+        (base / "output" / "failure")
+        .read_text()
+        .startswith(
+            "Training stopped: the job received SIGTERM (StopTrainingJob or docker stop) before it finished; "
+            "no model was saved."
+        )
+    )
     assert list((base / "model").iterdir()) == []
     assert not (base / "output" / "success").exists()
     assert sorted(p.name for p in base.iterdir()) == ["input", "model", "output"]  # no staging left
@@ -152,7 +199,7 @@ def _open_when_read(fifo: Path, process: subprocess.Popen, deadline: float):
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:  # ENXIO: nobody reads yet
             if process.poll() is not None:
-                raise AssertionError(f"the job ended (exit {process.returncode}) before reading its pipe")
+                raise AssertionError(f"the job ended (exit {process.returncode}) before reading its pipe") from None
             time.sleep(0.05)
             continue
         os.set_blocking(fd, True)
@@ -162,10 +209,22 @@ def _open_when_read(fifo: Path, process: subprocess.Popen, deadline: float):
 
 # In-process: argument handling.
 
+
 def test_a_second_run_replaces_the_first(tmp_path, data_csv, capsys):
     out = tmp_path / "job"
-    args = ["train", "--algorithm", "kmeans", "--train", str(data_csv), "--content-type", "text/csv;label_size=0",
-            "--output", str(out), "--hyperparameters", "feature_dim=5"]
+    args = [
+        "train",
+        "--algorithm",
+        "kmeans",
+        "--train",
+        str(data_csv),
+        "--content-type",
+        "text/csv;label_size=0",
+        "--output",
+        str(out),
+        "--hyperparameters",
+        "feature_dim=5",
+    ]
     assert cli.main(args + ["k=3"]) == 0
     assert cli.main(args + ["k=4"]) == 0
     assert np.load(out / "model" / "centers.npy").shape == (4, 5)
@@ -176,16 +235,29 @@ def test_output_directory_of_something_else_is_left_alone(tmp_path, data_csv, ca
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
-    code = cli.main(["train", "--algorithm", "kmeans", "--train", str(data_csv), "--hyperparameters", "k=3",
-                     "feature_dim=5", "--output", str(out)])
+    code = cli.main(
+        [
+            "train",
+            "--algorithm",
+            "kmeans",
+            "--train",
+            str(data_csv),
+            "--hyperparameters",
+            "k=3",
+            "feature_dim=5",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 2
     assert "is not empty and was not made by smalgo train" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
 
 
 def test_missing_train_file(tmp_path, capsys):
-    code = cli.main(["train", "--algorithm", "kmeans", "--train", str(tmp_path / "nope.csv"),
-                     "--output", str(tmp_path / "job")])
+    code = cli.main(
+        ["train", "--algorithm", "kmeans", "--train", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "job")]
+    )
     assert code == 2
     assert f"--train {tmp_path / 'nope.csv'}: no such file or directory." in capsys.readouterr().err
 
@@ -194,8 +266,10 @@ def test_missing_train_file(tmp_path, capsys):
     "args, message",
     [
         (["train", "--train", "x.csv"], "a local run needs --train PATH and --output DIR"),
-        (["train", "--algorithm", "kmeans", "--train", "x.csv", "--output", "o", "--hyperparameters", "k"],
-         "--hyperparameters takes NAME=VALUE pairs, got 'k'"),
+        (
+            ["train", "--algorithm", "kmeans", "--train", "x.csv", "--output", "o", "--hyperparameters", "k"],
+            "--hyperparameters takes NAME=VALUE pairs, got 'k'",
+        ),
         ([], "the following arguments are required"),
     ],
 )
@@ -225,8 +299,25 @@ def test_a_directory_as_the_train_channel(tmp_path, capsys):
     (data / "2024" / "part-1.csv").write_text(csv_text(X[300:]))
     (data / "_SUCCESS").write_text("")
     out = tmp_path / "job"
-    assert cli.main(["train", "--algorithm", "pca", "--train", str(data), "--content-type", "text/csv;label_size=0",
-                     "--hyperparameters", "num_components=2", "feature_dim=5", "mini_batch_size=128",
-                     "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--algorithm",
+                "pca",
+                "--train",
+                str(data),
+                "--content-type",
+                "text/csv;label_size=0",
+                "--hyperparameters",
+                "num_components=2",
+                "feature_dim=5",
+                "mini_batch_size=128",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "File mode, 2 file(s) under" in capsys.readouterr().err
     assert (out / "model" / "components.npy").exists()

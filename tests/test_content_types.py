@@ -2,8 +2,8 @@
 
 import pytest
 
-from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF, ContentType, parse_content_type
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF, ContentType, parse_content_type
 
 BOTH = (RECORDIO_PROTOBUF, CSV)
 
@@ -52,23 +52,34 @@ def test_unsupported_type_names_the_channel_and_the_accepted_types(raw):
 
 
 def test_a_type_the_algorithm_does_not_take_is_refused_even_if_known():
-    with pytest.raises(UserError, match=r"ContentType 'text/csv' is not accepted; accepted: application/x-recordio-protobuf"):
+    with pytest.raises(
+        UserError, match=r"ContentType 'text/csv' is not accepted; accepted: application/x-recordio-protobuf"
+    ):
         parse_content_type("text/csv", (RECORDIO_PROTOBUF,), RECORDIO_PROTOBUF, channel="train")
 
 
 @pytest.mark.parametrize(
     "raw, fragment",
     [
-        ("text/csv;label_size=5", "label_size must be 0 (no label column) or 1 (the label is the first column), not '5'"),
+        (
+            "text/csv;label_size=5",
+            "label_size must be 0 (no label column) or 1 (the label is the first column), not '5'",
+        ),
         ("text/csv;label_size=-1", "label_size must be 0"),
         ("text/csv;label_size=one", "label_size must be 0"),
         ("text/csv;label_size=1=1", "malformed parameter 'label_size=1=1'"),
         ("text/csv;label_size", "malformed parameter 'label_size'"),
         ("text/csv;label_size=", "malformed parameter 'label_size='"),
         ("text/csv;label_size=1;label_size=1", "parameter label_size is given more than once"),
-        ("text/csv;header=present", "unknown parameter 'header' for text/csv; accepted parameters: label_size, charset"),
+        (
+            "text/csv;header=present",
+            "unknown parameter 'header' for text/csv; accepted parameters: label_size, charset",
+        ),
         ("text/csv;charset=utf-16", "charset 'utf-16' is not supported"),
-        ("application/x-recordio-protobuf;label_size=1", "unknown parameter 'label_size' for application/x-recordio-protobuf; accepted parameters: none"),
+        (
+            "application/x-recordio-protobuf;label_size=1",
+            "unknown parameter 'label_size' for application/x-recordio-protobuf; accepted parameters: none",
+        ),
     ],
 )
 def test_bad_parameters_name_the_channel_and_the_problem(raw, fragment):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import clustered_rows
+
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.contract import Algorithm, Model, StreamingAlgorithm
 from smalgo.algorithms.data import InMemoryData
@@ -47,12 +47,20 @@ def test_declarations_are_complete_and_consistent(name):
     assert algorithm.json_response_key and algorithm.output_names == tuple(o.name for o in algorithm.outputs)
     # Every accepted content type parses as itself; the default is one of them.
     for content_type in algorithm.content_types:
-        assert parse_content_type(content_type, algorithm.content_types, algorithm.default_content_type).media_type \
+        assert (
+            parse_content_type(content_type, algorithm.content_types, algorithm.default_content_type).media_type
             == content_type
-    assert parse_content_type(None, algorithm.content_types, algorithm.default_content_type).media_type \
+        )
+    assert (
+        parse_content_type(None, algorithm.content_types, algorithm.default_content_type).media_type
         in algorithm.content_types
-    assert parse_content_type(algorithm.sample_job.content_type, algorithm.content_types,
-                              algorithm.default_content_type).media_type in algorithm.content_types
+    )
+    assert (
+        parse_content_type(
+            algorithm.sample_job.content_type, algorithm.content_types, algorithm.default_content_type
+        ).media_type
+        in algorithm.content_types
+    )
     if algorithm.feature_dim_hyperparameter:
         assert algorithm.hyperparameters[algorithm.feature_dim_hyperparameter].required
 
@@ -115,7 +123,8 @@ def test_streaming_algorithms_report_through_the_writer_they_are_given(caplog):
         hp = algorithm.hyperparameters.parse(algorithm.sample_job.hyperparameters_for(algorithm, FEATURES))
         caplog.clear()
         with caplog.at_level("INFO", logger="smalgo.metrics"):
-            algorithm.train(hp, InMemoryData({"train": clustered_rows(300, FEATURES, 3)}),
-                            metrics=MetricWriter("algo-7"))
+            algorithm.train(
+                hp, InMemoryData({"train": clustered_rows(300, FEATURES, 3)}), metrics=MetricWriter("algo-7")
+            )
         lines = [m for m in caplog.messages if "_metric:" in m]
         assert lines and all("host=algo-7," in line for line in lines), lines

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats import csv as csv_module
 from smalgo.algorithms.formats.csv import decode_csv, iter_csv_batches, iter_csv_blocks, read_csv
-from smalgo.algorithms.errors import UserError
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 TRANSFORM_INPUT = TESTDATA / "sagemaker-python-sdk" / "transform_input.csv"
@@ -32,25 +32,66 @@ def assert_same_bits(ours: np.ndarray, path: Path) -> None:
 
 # Cells that exercise every path of the number parser, and what loadtxt makes of them.
 TRICKY_CELLS = [
-    "0", "-0", "+0", "-0.0", "0.000", "1", "+1.5", "-1.5", " 2.25 ", "\t-3\t", "1.", ".5", "-.5",
-    "1e5", "1E+05", "-2.5e-3", "6.02214076e23", "1.6e-19", "9.99999e-01",
-    "nan", "NaN", "-nan", "+nan", "inf", "-Inf", "INFINITY", "-infinity",
-    "3.4028235e38", "3.4028236e38", "-3.40282357e38",  # float32 max, and just past its rounding edge
-    "1e39", "1e400", "-1e400", "1e-400", "1.4e-45", "7e-46", "7.1e-46", "1.1754942e-38",  # range edges
-    "0.1", "0.2", "0.30000000000000004", "123456789012345678901234567890",
+    "0",
+    "-0",
+    "+0",
+    "-0.0",
+    "0.000",
+    "1",
+    "+1.5",
+    "-1.5",
+    " 2.25 ",
+    "\t-3\t",
+    "1.",
+    ".5",
+    "-.5",
+    "1e5",
+    "1E+05",
+    "-2.5e-3",
+    "6.02214076e23",
+    "1.6e-19",
+    "9.99999e-01",
+    "nan",
+    "NaN",
+    "-nan",
+    "+nan",
+    "inf",
+    "-Inf",
+    "INFINITY",
+    "-infinity",
+    "3.4028235e38",
+    "3.4028236e38",
+    "-3.40282357e38",  # float32 max, and just past its rounding edge
+    "1e39",
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "1.4e-45",
+    "7e-46",
+    "7.1e-46",
+    "1.1754942e-38",  # range edges
+    "0.1",
+    "0.2",
+    "0.30000000000000004",
+    "123456789012345678901234567890",
     "0.000000000000000000000000000000000000000000001401298464324817",  # the smallest subnormal
     "1.00000005960464477539062500",  # exactly between two float32: ties to even
     "1.000000059604644775390625000000001",  # a hair above the midpoint: rounds up
-    "16777217", "16777217.0000000001",  # 2**24 + 1: float32 ties, then just above
+    "16777217",
+    "16777217.0000000001",  # 2**24 + 1: float32 ties, then just above
     "9007199254740993",  # 2**53 + 1: not an exact double
-    "1.7976931348623157e308", "2.2250738585072014e-308", "4.9e-324",
-    "00001.5000", "1234567890123456789", "12345678901234567890.5",
+    "1.7976931348623157e308",
+    "2.2250738585072014e-308",
+    "4.9e-324",
+    "00001.5000",
+    "1234567890123456789",
+    "12345678901234567890.5",
 ]
 
 
 @pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
 def test_tricky_cells_are_bit_identical_to_loadtxt(tmp_path, line_end):
-    rows = [TRICKY_CELLS[i:i + 4] for i in range(0, len(TRICKY_CELLS) - 3, 4)]
+    rows = [TRICKY_CELLS[i : i + 4] for i in range(0, len(TRICKY_CELLS) - 3, 4)]
     text = line_end.join(",".join(row) for row in rows) + line_end
     path = tmp_path / "tricky.csv"
     path.write_bytes(text.encode())
@@ -82,7 +123,7 @@ def test_random_values_are_bit_identical_to_loadtxt(tmp_path, values, style, col
             cells = [repr(float(np.float32(v))) for v in values]
     else:
         cells = [style % v for v in values]
-    text = "\n".join(",".join(cells[i:i + columns]) for i in range(0, len(cells), columns))
+    text = "\n".join(",".join(cells[i : i + columns]) for i in range(0, len(cells), columns))
     path = tmp_path / "random.csv"
     path.write_text(text)
     X, _ = read_csv(path)
@@ -189,6 +230,7 @@ def test_threads_split_a_chunk_at_line_boundaries(tmp_path, monkeypatch):
 
 # Errors: the file, the 1-based line and column, the cell.
 
+
 def write(tmp_path, text: str) -> Path:
     path = tmp_path / "data.csv"
     path.write_bytes(text.encode())
@@ -204,7 +246,9 @@ def test_a_non_numeric_cell_names_file_line_and_column(tmp_path):
 
 def test_a_header_row_is_reported_as_such(tmp_path):
     path = write(tmp_path, "sepal_length,sepal_width\n5.1,3.5\n")
-    with pytest.raises(UserError, match=r"line 1, column 1: 'sepal_length' is not a number \(CSV training data has no header row\)"):
+    with pytest.raises(
+        UserError, match=r"line 1, column 1: 'sepal_length' is not a number \(CSV training data has no header row\)"
+    ):
         read_csv(path)
 
 
@@ -213,11 +257,15 @@ def test_a_byte_order_mark_is_reported_as_such(tmp_path):
     path.write_bytes("5.1,3.5\n4.9,3.0\n".encode("utf-8-sig"))
     with pytest.raises(UserError) as error:
         read_csv(path)
-    assert str(error.value) == (f"{path}, line 1, column 1: '\\ufeff5.1' is not a number (it begins with a "
-                                f"UTF-8 byte order mark: save the file as CSV without one).")
+    assert str(error.value) == (
+        f"{path}, line 1, column 1: '\\ufeff5.1' is not a number (it begins with a "
+        f"UTF-8 byte order mark: save the file as CSV without one)."
+    )
 
 
-@pytest.mark.parametrize("cell", ["1_000", "0x10", "1e", "1e+", ".", "-", "1.2.3", "nan(1)", "infinit", '"1"', "# 1", "1 2", "١"])
+@pytest.mark.parametrize(
+    "cell", ["1_000", "0x10", "1e", "1e+", ".", "-", "1.2.3", "nan(1)", "infinit", '"1"', "# 1", "1 2", "١"]
+)
 def test_what_loadtxt_refuses_we_refuse(tmp_path, cell):
     path = write(tmp_path, f"1,{cell}\n")
     with pytest.raises(ValueError):
@@ -254,7 +302,9 @@ def test_feature_dim_that_disagrees_explains_the_label_column(tmp_path):
         f"label column first, because ContentType text/csv means label_size=1 unless it says "
         f"text/csv;label_size=0."
     )
-    with pytest.raises(UserError, match=r"line 1: 3 columns, expected 2: 2 features \(hyperparameter feature_dim=2\)\.$"):
+    with pytest.raises(
+        UserError, match=r"line 1: 3 columns, expected 2: 2 features \(hyperparameter feature_dim=2\)\.$"
+    ):
         read_csv(path, label_size=0, feature_dim=2)
 
 

@@ -22,16 +22,18 @@ def test_portable_target_on_an_x86_64_v3_cpu():
     assert env["NUMBA_CPU_NAME"] == "x86-64-v3" and env["NUMBA_CPU_FEATURES"] == ""
 
 
-@pytest.mark.parametrize("machine, flags", [("x86_64", V3_FLAGS - {"avx2"}), ("x86_64", frozenset()),
-                                            ("aarch64", V3_FLAGS)])
+@pytest.mark.parametrize(
+    "machine, flags", [("x86_64", V3_FLAGS - {"avx2"}), ("x86_64", frozenset()), ("aarch64", V3_FLAGS)]
+)
 def test_portable_target_falls_back_to_generic(machine, flags):
     env = {"SMALGO_NUMBA_CPU": "portable"}
     assert entrypoint.choose_cpu_target(env, machine, flags) == "generic"
     assert env["NUMBA_CPU_NAME"] == "generic" and env["NUMBA_CPU_FEATURES"] == ""
 
 
-@pytest.mark.parametrize("env", [{}, {"SMALGO_NUMBA_CPU": "native"},
-                                 {"SMALGO_NUMBA_CPU": "portable", "NUMBA_CPU_NAME": "skylake-avx512"}])
+@pytest.mark.parametrize(
+    "env", [{}, {"SMALGO_NUMBA_CPU": "native"}, {"SMALGO_NUMBA_CPU": "portable", "NUMBA_CPU_NAME": "skylake-avx512"}]
+)
 def test_no_portable_request_or_the_users_own_choice_is_left_alone(env):
     before = dict(env)
     assert entrypoint.choose_cpu_target(env, "x86_64", V3_FLAGS) is None
@@ -72,7 +74,8 @@ def test_uncompiled_kernels_names_cached_kernels_never_compiled(tmp_path, monkey
     package = tmp_path / "warmcheckpkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "kernels.py").write_text(textwrap.dedent("""
+    (package / "kernels.py").write_text(
+        textwrap.dedent("""
         from numba import njit
 
         @njit(cache=True)
@@ -90,10 +93,13 @@ def test_uncompiled_kernels_names_cached_kernels_never_compiled(tmp_path, monkey
         @njit
         def not_cached(x):
             return x
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("warmcheckpkg.kernels")
-    assert sorted(uncompiled_kernels("warmcheckpkg")) == ["warmcheckpkg.kernels.never_called",
-                                                          "warmcheckpkg.kernels.used"]
+    assert sorted(uncompiled_kernels("warmcheckpkg")) == [
+        "warmcheckpkg.kernels.never_called",
+        "warmcheckpkg.kernels.used",
+    ]
     module.used(1)
     assert uncompiled_kernels("warmcheckpkg") == ["warmcheckpkg.kernels.never_called"]

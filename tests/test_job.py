@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import clustered_rows, csv_text
+
 from smalgo.algorithms import kmeans, pca
-from smalgo.algorithms.runtime import device
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.runtime import device
 from smalgo.containers import job as job_module
 from smalgo.containers.channels import ChannelData, check_channels
 from smalgo.containers.job import commit_model, run_training
@@ -78,14 +78,19 @@ def test_csv_label_column_is_the_default(make_job):
     # model is the one trained on the features alone.
     X = clustered_rows()
     labels = np.arange(len(X)) % 3
-    labelled = make_job().hyperparameters(**KMEANS_HP).channel("train", "text/csv",
-                                                                files={"train.csv": csv_text(X, labels)})
-    features_only = make_job().hyperparameters(**KMEANS_HP).channel("train", "text/csv;label_size=0",
-                                                                     files={"train.csv": csv_text(X)})
+    labelled = (
+        make_job().hyperparameters(**KMEANS_HP).channel("train", "text/csv", files={"train.csv": csv_text(X, labels)})
+    )
+    features_only = (
+        make_job()
+        .hyperparameters(**KMEANS_HP)
+        .channel("train", "text/csv;label_size=0", files={"train.csv": csv_text(X)})
+    )
     assert run_training(labelled.paths, "kmeans") == 0
     assert run_training(features_only.paths, "kmeans") == 0
-    np.testing.assert_array_equal(np.load(labelled.paths.model_dir / "centers.npy"),
-                                  np.load(features_only.paths.model_dir / "centers.npy"))
+    np.testing.assert_array_equal(
+        np.load(labelled.paths.model_dir / "centers.npy"), np.load(features_only.paths.model_dir / "centers.npy")
+    )
 
 
 def test_a_channel_without_content_type_is_read_as_the_algorithms_default(job):
@@ -153,18 +158,24 @@ def test_sdk_v2_hyperparameters_train_unchanged(make_job, caplog):
 def test_file_mode_reads_nested_files_in_order_and_skips_hidden_ones(job):
     X = clustered_rows(n_rows=90)
     job.hyperparameters(k=3, feature_dim=5, mini_batch_size=40)
-    job.channel("train", files={
-        "b/part-1.csv": csv_text(X[30:60]),
-        "a.csv": csv_text(X[:30]),
-        "b/c/part-2.csv": csv_text(X[60:]),
-        ".hidden.csv": "not,numbers\n",
-        "_SUCCESS": "",
-        "_tmp/part-9.csv": "garbage\n",
-        "b/.cache/x.csv": "garbage\n",
-    })
+    job.channel(
+        "train",
+        files={
+            "b/part-1.csv": csv_text(X[30:60]),
+            "a.csv": csv_text(X[:30]),
+            "b/c/part-2.csv": csv_text(X[60:]),
+            ".hidden.csv": "not,numbers\n",
+            "_SUCCESS": "",
+            "_tmp/part-9.csv": "garbage\n",
+            "b/.cache/x.csv": "garbage\n",
+        },
+    )
     channels = check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)
     assert [p.relative_to(job.paths.channel_dir("train")).as_posix() for p in channels["train"].files] == [
-        "a.csv", "b/c/part-2.csv", "b/part-1.csv"]
+        "a.csv",
+        "b/c/part-2.csv",
+        "b/part-1.csv",
+    ]
     batches = list(ChannelData(channels).batches("train", 40, feature_dim=5))
     # One stream across the files: batches of exactly 40 rows, whatever the file boundaries.
     assert [b.n_rows for b in batches] == [40, 40, 10]
@@ -174,6 +185,7 @@ def test_file_mode_reads_nested_files_in_order_and_skips_hidden_ones(job):
 
 def _channel_configs(job):
     from smalgo.containers.config import load_channels
+
     return load_channels(job.paths.inputdataconfig_file)
 
 
@@ -188,12 +200,16 @@ def test_several_files_give_the_model_of_one_file(make_job):
     X = clustered_rows(n_rows=700)
     hp = dict(KMEANS_HP, mini_batch_size=64)
     one = make_job().hyperparameters(**hp).channel("train", files={"all.csv": csv_text(X)})
-    many = make_job().hyperparameters(**hp).channel(
-        "train", files={f"part-{i}.csv": csv_text(X[i * 100:(i + 1) * 100]) for i in range(7)})
+    many = (
+        make_job()
+        .hyperparameters(**hp)
+        .channel("train", files={f"part-{i}.csv": csv_text(X[i * 100 : (i + 1) * 100]) for i in range(7)})
+    )
     assert run_training(one.paths, "kmeans") == 0
     assert run_training(many.paths, "kmeans") == 0
-    np.testing.assert_array_equal(np.load(one.paths.model_dir / "centers.npy"),
-                                  np.load(many.paths.model_dir / "centers.npy"))
+    np.testing.assert_array_equal(
+        np.load(one.paths.model_dir / "centers.npy"), np.load(many.paths.model_dir / "centers.npy")
+    )
 
 
 @pytest.mark.parametrize("content_type", ["text/csv;label_size=0", "application/x-recordio-protobuf"])
@@ -209,16 +225,20 @@ def test_pipe_mode_gives_the_model_of_file_mode(make_job, content_type):
     with PipeFeeder(pipe_job.paths.data_dir, "train", payload) as feeder:
         assert run_training(pipe_job.paths, "kmeans") == 0, pipe_job.failure()
     assert feeder.passes_written == 2  # train_0 and train_1: one FIFO per epoch
-    np.testing.assert_array_equal(np.load(file_job.paths.model_dir / "centers.npy"),
-                                  np.load(pipe_job.paths.model_dir / "centers.npy"))
+    np.testing.assert_array_equal(
+        np.load(file_job.paths.model_dir / "centers.npy"), np.load(pipe_job.paths.model_dir / "centers.npy")
+    )
 
 
 def test_pipe_that_never_appears(job, monkeypatch):
     monkeypatch.setenv("SMALGO_PIPE_WAIT_SECONDS", "0.2")
     job.hyperparameters(**KMEANS_HP).channel("train", mode="Pipe")
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"Channel train is in Pipe mode, but its pipe {job.paths.data_dir / 'train_0'} "
-                        f"for pass 1 did not appear within 0.2 s.")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"Channel train is in Pipe mode, but its pipe {job.paths.data_dir / 'train_0'} "
+        f"for pass 1 did not appear within 0.2 s.",
+    )
 
 
 # --------------------------------------------------------------------------- user errors
@@ -234,7 +254,10 @@ def good_csv():
         ({"feature_dim": 5}, "Missing required hyperparameter: k (an integer >= 1)."),
         ({"k": "abc", "feature_dim": 5}, "Hyperparameter k: invalid value 'abc'; expected an integer >= 1."),
         ({"k": 0, "feature_dim": 5}, "Hyperparameter k: invalid value '0'; expected an integer >= 1."),
-        ({"k": 3, "feature_dim": 5, "mini_batch_siz": 10}, "Unknown hyperparameter mini_batch_siz; this algorithm accepts: "),
+        (
+            {"k": 3, "feature_dim": 5, "mini_batch_siz": 10},
+            "Unknown hyperparameter mini_batch_siz; this algorithm accepts: ",
+        ),
     ],
     ids=["k-missing", "k-abc", "k-zero", "unknown"],
 )
@@ -251,8 +274,9 @@ def test_a_gpu_job_without_a_gpu_fails_before_reading_data(job, monkeypatch):
     monkeypatch.setattr(job_module, "ChannelData", None)  # reading data would be a TypeError
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
     try:
-        assert_user_failure(job, run_training(job.paths, "kmeans"),
-                            "SMALGO_DEVICE=gpu, but no CUDA GPU can be used: no CUDA driver")
+        assert_user_failure(
+            job, run_training(job.paths, "kmeans"), "SMALGO_DEVICE=gpu, but no CUDA GPU can be used: no CUDA driver"
+        )
     finally:
         device.forget_gpu_probe()
 
@@ -266,43 +290,54 @@ def test_a_bad_device_value_is_a_user_error(job, monkeypatch):
 def test_num_components_larger_than_feature_dim(job):
     job.hyperparameters(num_components=10, feature_dim=5, mini_batch_size=100)
     job.channel("train", files={"train.csv": good_csv()})
-    assert_user_failure(job, run_training(job.paths, "pca"),
-                        "Hyperparameter num_components (10) must not exceed feature_dim (5)")
+    assert_user_failure(
+        job, run_training(job.paths, "pca"), "Hyperparameter num_components (10) must not exceed feature_dim (5)"
+    )
 
 
 def test_text_plain_channel(job):
     job.hyperparameters(**KMEANS_HP).channel("train", "text/plain", files={"train.txt": good_csv()})
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        "Channel train: ContentType 'text/plain' is not accepted; accepted: "
-                        "application/x-recordio-protobuf (or recordio-protobuf), text/csv (or csv).")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        "Channel train: ContentType 'text/plain' is not accepted; accepted: "
+        "application/x-recordio-protobuf (or recordio-protobuf), text/csv (or csv).",
+    )
 
 
 def test_empty_train_channel(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={".keep": ""})
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"Channel train has no data: {job.paths.channel_dir('train')} holds no data files "
-                        f"(names beginning with '.' or '_' are skipped).")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"Channel train has no data: {job.paths.channel_dir('train')} holds no data files "
+        f"(names beginning with '.' or '_' are skipped).",
+    )
 
 
 def test_train_channel_whose_files_have_no_rows(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"a.csv": "", "b.csv": "\n\n"})
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"Channel train has no data: the 2 file(s) under {job.paths.channel_dir('train')} "
-                        f"hold no records.")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"Channel train has no data: the 2 file(s) under {job.paths.channel_dir('train')} hold no records.",
+    )
 
 
 def test_csv_with_a_non_numeric_cell(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": "1,2,3,4,5\n\n1,abc,3,4,5\n"})
     path = job.paths.channel_dir("train") / "train.csv"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"{path}, line 3, column 2: 'abc' is not a number.")
+    assert_user_failure(job, run_training(job.paths, "kmeans"), f"{path}, line 3, column 2: 'abc' is not a number.")
 
 
 def test_csv_rows_of_different_widths(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": "1,2,3,4,5\n1,2,3,4\n"})
     path = job.paths.channel_dir("train") / "train.csv"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"{path}, line 2: 4 columns, expected 5: 5 features (hyperparameter feature_dim=5).")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"{path}, line 2: 4 columns, expected 5: 5 features (hyperparameter feature_dim=5).",
+    )
 
 
 def test_csv_files_of_different_widths_without_feature_dim(job):
@@ -316,16 +351,22 @@ def test_csv_files_of_different_widths_without_feature_dim(job):
 def test_feature_dim_that_disagrees_with_csv_data(job):
     job.hyperparameters(k=3, feature_dim=6).channel("train", files={"train.csv": good_csv()})
     path = job.paths.channel_dir("train") / "train.csv"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"{path}, line 1: 5 columns, expected 6: 6 features (hyperparameter feature_dim=6).")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"{path}, line 1: 5 columns, expected 6: 6 features (hyperparameter feature_dim=6).",
+    )
 
 
 def test_feature_dim_that_disagrees_with_recordio_data(job):
     job.hyperparameters(k=3, feature_dim=6)
     job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": recordio_bytes(clustered_rows())})
     path = job.paths.channel_dir("train") / "train.pbr"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"Channel train: {path}: record 0 at byte offset 0: has 5 dense values, but the width is 6")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"Channel train: {path}: record 0 at byte offset 0: has 5 dense values, but the width is 6",
+    )
 
 
 def test_recordio_file_of_garbage(job):
@@ -333,9 +374,12 @@ def test_recordio_file_of_garbage(job):
     job.hyperparameters(**KMEANS_HP)
     job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": garbage})
     path = job.paths.channel_dir("train") / "train.pbr"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"Channel train: {path}: record 0 at byte offset 0: bad magic number 93 ab 27 35 "
-                        f"(expected 0a 23 d7 ce, RecordIO magic 0xCED7230A): not RecordIO, or misaligned")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"Channel train: {path}: record 0 at byte offset 0: bad magic number 93 ab 27 35 "
+        f"(expected 0a 23 d7 ce, RecordIO magic 0xCED7230A): not RecordIO, or misaligned",
+    )
 
 
 def test_nan_in_csv_data(job):
@@ -344,20 +388,25 @@ def test_nan_in_csv_data(job):
     rows[6] = "1,2,nan,4,5\n"
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": "".join(rows)})
     path = job.paths.channel_dir("train") / "train.csv"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"{path}, data row 7 (blank lines not counted), column 3: nan is not a finite number; "
-                        f"training data must hold finite numbers.")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"{path}, data row 7 (blank lines not counted), column 3: nan is not a finite number; "
+        f"training data must hold finite numbers.",
+    )
 
 
 def test_infinity_in_recordio_data(job):
     X = clustered_rows()
     X[42, 4] = np.inf
     job.hyperparameters(**PCA_HP)
-    job.channel("train", "application/x-recordio-protobuf", files={"a.pbr": recordio_bytes(X[:40]),
-                                                                   "b.pbr": recordio_bytes(X[40:])})
+    job.channel(
+        "train",
+        "application/x-recordio-protobuf",
+        files={"a.pbr": recordio_bytes(X[:40]), "b.pbr": recordio_bytes(X[40:])},
+    )
     path = job.paths.channel_dir("train") / "b.pbr"
-    assert_user_failure(job, run_training(job.paths, "pca"),
-                        f"{path}: record 2, feature 4: inf is not a finite number")
+    assert_user_failure(job, run_training(job.paths, "pca"), f"{path}: record 2, feature 4: inf is not a finite number")
 
 
 def test_infinity_in_sparse_recordio_data(job):
@@ -368,19 +417,28 @@ def test_infinity_in_sparse_recordio_data(job):
     job.hyperparameters(**PCA_HP)
     job.channel("train", "application/x-recordio-protobuf", files={"a.pbr": buffer.getvalue()})
     path = job.paths.channel_dir("train") / "a.pbr"
-    assert_user_failure(job, run_training(job.paths, "pca"),
-                        f"{path}: record 20, feature {X.indices[X.indptr[20]]}: -inf is not a finite number")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "pca"),
+        f"{path}: record 20, feature {X.indices[X.indptr[20]]}: -inf is not a finite number",
+    )
 
 
 def test_files_of_a_channel_that_disagree_about_labels(job):
     X = clustered_rows()
     job.hyperparameters(**KMEANS_HP)
-    job.channel("train", "application/x-recordio-protobuf",
-                files={"a.pbr": recordio_bytes(X[:50], np.ones(50, np.float32)), "b.pbr": recordio_bytes(X[50:])})
+    job.channel(
+        "train",
+        "application/x-recordio-protobuf",
+        files={"a.pbr": recordio_bytes(X[:50], np.ones(50, np.float32)), "b.pbr": recordio_bytes(X[50:])},
+    )
     path = job.paths.channel_dir("train") / "b.pbr"
-    assert_user_failure(job, run_training(job.paths, "kmeans"),
-                        f"Channel train: {path} has records without labels, but the channel's earlier records "
-                        f"have labels; all files of a channel must agree.")
+    assert_user_failure(
+        job,
+        run_training(job.paths, "kmeans"),
+        f"Channel train: {path} has records without labels, but the channel's earlier records "
+        f"have labels; all files of a channel must agree.",
+    )
 
 
 def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
@@ -388,9 +446,14 @@ def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
     sparse = io.BytesIO()
     write_sparse(sparse, sp.csr_matrix(X[60:]))
     job.hyperparameters(**KMEANS_HP)
-    job.channel("train", "application/x-recordio-protobuf",
-                files={"a.pbr": recordio_bytes(X[:60]), "b.pbr": sparse.getvalue()})
-    batches = list(ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)).batches("train", 45, feature_dim=5))
+    job.channel(
+        "train", "application/x-recordio-protobuf", files={"a.pbr": recordio_bytes(X[:60]), "b.pbr": sparse.getvalue()}
+    )
+    batches = list(
+        ChannelData(check_channels(kmeans.ALGORITHM, _channel_configs(job), job.paths)).batches(
+            "train", 45, feature_dim=5
+        )
+    )
     assert [b.n_rows for b in batches] == [45, 45, 10]
     assert not batches[0].is_sparse and batches[1].is_sparse  # rows 45..89 span both files
     np.testing.assert_array_equal(np.vstack([b.dense_X() for b in batches]), X)
@@ -399,27 +462,60 @@ def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
 @pytest.mark.parametrize(
     "configure, expected",
     [
-        (lambda job: job.channel("validation", files={"v.csv": good_csv()}),
-         "Channel validation in inputdataconfig.json is not read by kmeans; its channels are: train (required), test (optional)."),
-        (lambda job: job.write_config("inputdataconfig.json", {"test": job.channels["train"]}),
-         "Required channel train is missing from inputdataconfig.json; kmeans reads: train (required), test (optional)."),
-        (lambda job: job.channel("train", mode="Streaming", files={"a.csv": good_csv()}),
-         "Channel train: TrainingInputMode 'Streaming' is not one of File, FastFile, Pipe."),
-        (lambda job: job.channel("train", RecordWrapperType="RecordIO", files={"a.csv": good_csv()}),
-         "Channel train: RecordWrapperType 'RecordIO' is not supported"),
-        (lambda job: job.channel("train", CompressionType="Gzip", files={"a.csv": good_csv()}),
-         "Channel train: CompressionType 'Gzip' works only in Pipe mode"),
-        (lambda job: (job.paths.config_dir / "hyperparameters.json").write_text('{"k": "3",'),
-         "{config}/hyperparameters.json is not valid JSON: Expecting property name enclosed in double quotes at line 1, column 11"),
-        (lambda job: (job.paths.config_dir / "inputdataconfig.json").write_text('["train"]'),
-         "{config}/inputdataconfig.json must hold a JSON object of channel names to channel settings, not a JSON list."),
-        (lambda job: (job.paths.config_dir / "inputdataconfig.json").unlink(),
-         "{config}/inputdataconfig.json is missing"),
-        (lambda job: job.write_config("resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}),
-         "This job has 2 instances (algo-1, algo-2), but smalgo trains on a single instance for now"),
+        (
+            lambda job: job.channel("validation", files={"v.csv": good_csv()}),
+            "Channel validation in inputdataconfig.json is not read by kmeans; its channels are: train (required), "
+            "test (optional).",
+        ),
+        (
+            lambda job: job.write_config("inputdataconfig.json", {"test": job.channels["train"]}),
+            "Required channel train is missing from inputdataconfig.json; kmeans reads: train (required), "
+            "test (optional).",
+        ),
+        (
+            lambda job: job.channel("train", mode="Streaming", files={"a.csv": good_csv()}),
+            "Channel train: TrainingInputMode 'Streaming' is not one of File, FastFile, Pipe.",
+        ),
+        (
+            lambda job: job.channel("train", RecordWrapperType="RecordIO", files={"a.csv": good_csv()}),
+            "Channel train: RecordWrapperType 'RecordIO' is not supported",
+        ),
+        (
+            lambda job: job.channel("train", CompressionType="Gzip", files={"a.csv": good_csv()}),
+            "Channel train: CompressionType 'Gzip' works only in Pipe mode",
+        ),
+        (
+            lambda job: (job.paths.config_dir / "hyperparameters.json").write_text('{"k": "3",'),
+            "{config}/hyperparameters.json is not valid JSON: Expecting property name enclosed in double quotes "
+            "at line 1, column 11",
+        ),
+        (
+            lambda job: (job.paths.config_dir / "inputdataconfig.json").write_text('["train"]'),
+            "{config}/inputdataconfig.json must hold a JSON object of channel names to channel settings, "
+            "not a JSON list.",
+        ),
+        (
+            lambda job: (job.paths.config_dir / "inputdataconfig.json").unlink(),
+            "{config}/inputdataconfig.json is missing",
+        ),
+        (
+            lambda job: job.write_config(
+                "resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}
+            ),
+            "This job has 2 instances (algo-1, algo-2), but smalgo trains on a single instance for now",
+        ),
     ],
-    ids=["unknown-channel", "missing-train", "input-mode", "record-wrapper", "gzip-file-mode", "bad-json",
-         "not-an-object", "no-inputdataconfig", "multi-host"],
+    ids=[
+        "unknown-channel",
+        "missing-train",
+        "input-mode",
+        "record-wrapper",
+        "gzip-file-mode",
+        "bad-json",
+        "not-an-object",
+        "no-inputdataconfig",
+        "multi-host",
+    ],
 )
 def test_bad_job_configuration(job, configure, expected):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
@@ -429,8 +525,9 @@ def test_bad_job_configuration(job, configure, expected):
 
 def test_unknown_algorithm(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
-    assert_user_failure(job, run_training(job.paths, "xgboostt"),
-                        "Unknown algorithm 'xgboostt'; this smalgo provides: kmeans, pca.")
+    assert_user_failure(
+        job, run_training(job.paths, "xgboostt"), "Unknown algorithm 'xgboostt'; this smalgo provides: kmeans, pca."
+    )
 
 
 def test_checks_come_before_any_data_is_read(job, monkeypatch):
@@ -457,8 +554,9 @@ def test_internal_error_gives_a_summary_then_the_traceback(job, monkeypatch):
     assert run_training(job.paths, "kmeans") == 1
     failure = job.failure()
     first_line, rest = failure.split("\n", 1)
-    assert first_line == ("Internal error in smalgo (a bug, not a problem with your input): "
-                          "RuntimeError: centers went missing")
+    assert first_line == (
+        "Internal error in smalgo (a bug, not a problem with your input): RuntimeError: centers went missing"
+    )
     assert "Traceback (most recent call last)" in rest and "broken_train" in rest
     assert job.model_files() == [] and not job.succeeded()
 

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import CountingData
+
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import InMemoryData, TrainingData
@@ -18,11 +18,19 @@ from smalgo.algorithms.errors import UserError
 
 # What the SageMaker Python SDK's KMeans estimator sends (values as strings).
 SDK_HYPERPARAMETERS = {
-    "k": "10", "feature_dim": "50", "force_dense": "True", "mini_batch_size": "5000",
-    "init_method": "kmeans++", "local_lloyd_max_iter": "300", "local_lloyd_tol": "0.0001",
-    "local_lloyd_num_trials": "auto", "local_lloyd_init_method": "kmeans++",
-    "half_life_time_size": "0", "epochs": "1", "extra_center_factor": "auto",
-    "eval_metrics": "[\"msd\", \"ssd\"]",
+    "k": "10",
+    "feature_dim": "50",
+    "force_dense": "True",
+    "mini_batch_size": "5000",
+    "init_method": "kmeans++",
+    "local_lloyd_max_iter": "300",
+    "local_lloyd_tol": "0.0001",
+    "local_lloyd_num_trials": "auto",
+    "local_lloyd_init_method": "kmeans++",
+    "half_life_time_size": "0",
+    "epochs": "1",
+    "extra_center_factor": "auto",
+    "eval_metrics": '["msd", "ssd"]',
 }
 
 
@@ -45,7 +53,7 @@ def parse(**raw) -> dict:
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two labelings group the rows identically (up to renaming)."""
-    pairs = set(zip(a.tolist(), b.tolist()))
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
@@ -70,17 +78,33 @@ def test_defaults_follow_the_documentation():
     assert hp["half_life_time_size"] == 0 and hp["local_lloyd_max_iter"] == 300
 
 
-@pytest.mark.parametrize("raw", [{"feature_dim": "5"}, {"feature_dim": "5", "k": "abc"}, {"feature_dim": "5", "k": "0"},
-                                 {"feature_dim": "5", "k": "-3"}, {"feature_dim": "5", "k": "2.5"}])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"feature_dim": "5"},
+        {"feature_dim": "5", "k": "abc"},
+        {"feature_dim": "5", "k": "0"},
+        {"feature_dim": "5", "k": "-3"},
+        {"feature_dim": "5", "k": "2.5"},
+    ],
+)
 def test_bad_k_is_a_user_error_naming_k(raw):
     with pytest.raises(UserError, match=r"\bk\b"):
         kmeans.ALGORITHM.hyperparameters.parse(raw)
 
 
-@pytest.mark.parametrize("name, value", [("init_method", "kmeans||"), ("local_lloyd_tol", "1.5"),
-                                         ("eval_metrics", '["mse"]'), ("extra_center_factor", "0"),
-                                         ("half_life_time_size", "-1"), ("mini_batch_size", "0"),
-                                         ("local_lloyd_num_trials", "zero")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("init_method", "kmeans||"),
+        ("local_lloyd_tol", "1.5"),
+        ("eval_metrics", '["mse"]'),
+        ("extra_center_factor", "0"),
+        ("half_life_time_size", "-1"),
+        ("mini_batch_size", "0"),
+        ("local_lloyd_num_trials", "zero"),
+    ],
+)
 def test_out_of_range_values_name_the_hyperparameter(name, value):
     with pytest.raises(UserError, match=name):
         kmeans.ALGORITHM.hyperparameters.parse({"k": "2", "feature_dim": "3", name: value})
@@ -177,8 +201,9 @@ def test_half_life_lets_the_centers_follow_drifting_data():
     late = rng.normal(10.0, 0.1, size=(2000, 2))
     X = np.vstack([early, late]).astype(np.float32)
     remembering = kmeans.ALGORITHM.train(parse(k=1, feature_dim=2, mini_batch_size=100), InMemoryData({"train": X}))
-    forgetting = kmeans.ALGORITHM.train(parse(k=1, feature_dim=2, mini_batch_size=100, half_life_time_size=100),
-                              InMemoryData({"train": X}))
+    forgetting = kmeans.ALGORITHM.train(
+        parse(k=1, feature_dim=2, mini_batch_size=100, half_life_time_size=100), InMemoryData({"train": X})
+    )
     np.testing.assert_allclose(remembering.centers[0], [5.0, 5.0], atol=0.1)
     np.testing.assert_allclose(forgetting.centers[0], [10.0, 10.0], atol=0.1)
 

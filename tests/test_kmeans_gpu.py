@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from smalgo.algorithms.kmeans import _kernels as kernels
 from smalgo.algorithms import kmeans
-from smalgo.algorithms.runtime import device
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.kmeans import _kernels as kernels
+from smalgo.algorithms.runtime import device
 
 
 @pytest.fixture(autouse=True)
@@ -183,7 +183,9 @@ def test_probe_turns_a_missing_numba_cuda_into_no_gpu(monkeypatch, driver_librar
 def test_probe_turns_a_failing_driver_into_no_gpu(monkeypatch, driver_library_loads):
     _install_numba_cuda(monkeypatch, _NumbaCudaWhoseProbeFails)
     assert device._look_for_gpu() == (
-        False, "numba.cuda failed to open the GPU (RuntimeError: cuInit failed: libcuda.so.1 is too old)")
+        False,
+        "numba.cuda failed to open the GPU (RuntimeError: cuInit failed: libcuda.so.1 is too old)",
+    )
 
 
 def test_probe_reports_the_drivers_reason_for_no_gpu(monkeypatch, driver_library_loads):
@@ -217,7 +219,11 @@ def test_without_gpu_large_batches_stay_on_the_cpu_and_small_ones_never_probe(mo
     for _ in range(2):
         model.predict(Batch(rng.normal(size=(kmeans._kmeans.MIN_GPU_ROWS, 3)).astype(np.float32)))
     assert probes == [1]
-    assert cpu_assignments == [kmeans._kmeans.MIN_GPU_ROWS - 1, kmeans._kmeans.MIN_GPU_ROWS, kmeans._kmeans.MIN_GPU_ROWS]
+    assert cpu_assignments == [
+        kmeans._kmeans.MIN_GPU_ROWS - 1,
+        kmeans._kmeans.MIN_GPU_ROWS,
+        kmeans._kmeans.MIN_GPU_ROWS,
+    ]
 
 
 def test_forced_gpu_without_gpu_fails_the_first_large_batch(monkeypatch):
@@ -334,8 +340,9 @@ def simulated(tmp_path_factory):
     out = tmp_path_factory.mktemp("cudasim")
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     env.pop("SMALGO_DEVICE", None)
-    result = subprocess.run([sys.executable, "-c", _SIMULATOR_SCRIPT, str(out)], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _SIMULATOR_SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return out, result.stderr
 
@@ -377,7 +384,7 @@ def test_simulated_ties_go_to_the_lowest_center_index(simulated):
     out, _ = simulated
     r = np.load(out / "ties.npz")
     X, labels = r["X"], r["gpu_labels"]
-    row = {tuple(x): label for x, label in zip(X.tolist(), labels.tolist())}
+    row = {tuple(x): label for x, label in zip(X.tolist(), labels.tolist(), strict=True)}
     assert row[(1.0, 1.0)] == 0  # equidistant to all four corners (and to the duplicate, 4)
     assert row[(1.0, 0.0)] == 0  # between centers 0 and 1
     assert row[(2.0, 1.0)] == 1  # between centers 1 and 3
@@ -455,8 +462,9 @@ def test_real_gpu_matches_the_cpu_on_a_large_batch(monkeypatch):
 
     gpu_calls = []
     real_assign = _kmeans_cuda.assign_dense_gpu
-    monkeypatch.setattr(_kmeans_cuda, "assign_dense_gpu",
-                        lambda X, *args: gpu_calls.append(X.shape[0]) or real_assign(X, *args))
+    monkeypatch.setattr(
+        _kmeans_cuda, "assign_dense_gpu", lambda X, *args: gpu_calls.append(X.shape[0]) or real_assign(X, *args)
+    )
     model = kmeans._kmeans.KMeansModel(centers)
     monkeypatch.setenv("SMALGO_DEVICE", "cpu")
     on_cpu = model.predict(Batch(X))

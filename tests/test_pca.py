@@ -54,12 +54,25 @@ def assert_same_up_to_sign(actual: np.ndarray, expected: np.ndarray, atol: float
 
 
 def test_sdk_hyperparameters_parse():
-    hp = pca.ALGORITHM.hyperparameters.parse({"feature_dim": "50", "mini_batch_size": "500", "num_components": "10",
-                                    "algorithm_mode": "randomized", "subtract_mean": "True",
-                                    "extra_components": "-1"})
+    hp = pca.ALGORITHM.hyperparameters.parse(
+        {
+            "feature_dim": "50",
+            "mini_batch_size": "500",
+            "num_components": "10",
+            "algorithm_mode": "randomized",
+            "subtract_mean": "True",
+            "extra_components": "-1",
+        }
+    )
     pca.ALGORITHM.validate(hp)
-    assert hp == {"feature_dim": 50, "mini_batch_size": 500, "num_components": 10,
-                  "algorithm_mode": "randomized", "subtract_mean": True, "extra_components": -1}
+    assert hp == {
+        "feature_dim": 50,
+        "mini_batch_size": 500,
+        "num_components": 10,
+        "algorithm_mode": "randomized",
+        "subtract_mean": True,
+        "extra_components": -1,
+    }
     assert pca._pca.sketch_size(hp) == 20
 
 
@@ -70,13 +83,22 @@ def test_defaults_and_sketch_size():
     assert pca._pca.sketch_size(parse(feature_dim=100, num_components=3, extra_components=0)) == 3
 
 
-@pytest.mark.parametrize("raw, name", [
-    ({"feature_dim": "5", "num_components": "2"}, "mini_batch_size"),
-    ({"feature_dim": "5", "mini_batch_size": "10"}, "num_components"),
-    ({"feature_dim": "5", "mini_batch_size": "10", "num_components": "0"}, "num_components"),
-    ({"feature_dim": "5", "mini_batch_size": "10", "num_components": "2", "extra_components": "-2"}, "extra_components"),
-    ({"feature_dim": "5", "mini_batch_size": "10", "num_components": "2", "algorithm_mode": "fast"}, "algorithm_mode"),
-])
+@pytest.mark.parametrize(
+    "raw, name",
+    [
+        ({"feature_dim": "5", "num_components": "2"}, "mini_batch_size"),
+        ({"feature_dim": "5", "mini_batch_size": "10"}, "num_components"),
+        ({"feature_dim": "5", "mini_batch_size": "10", "num_components": "0"}, "num_components"),
+        (
+            {"feature_dim": "5", "mini_batch_size": "10", "num_components": "2", "extra_components": "-2"},
+            "extra_components",
+        ),
+        (
+            {"feature_dim": "5", "mini_batch_size": "10", "num_components": "2", "algorithm_mode": "fast"},
+            "algorithm_mode",
+        ),
+    ],
+)
 def test_bad_hyperparameters_are_user_errors_naming_them(raw, name):
     with pytest.raises(UserError, match=name):
         pca.ALGORITHM.hyperparameters.parse(raw)
@@ -162,8 +184,10 @@ def test_sparse_input_gives_the_dense_result(mode):
     X = low_rank_data(800, 40, [30.0, 20.0, 10.0], noise=0.2)
     X[np.abs(X) < 2.0] = 0.0
     dense = train(X, num_components=3, algorithm_mode=mode, extra_components=5)
-    sparse = pca.ALGORITHM.train(parse(feature_dim=40, num_components=3, algorithm_mode=mode, extra_components=5),
-                       InMemoryData({"train": sp.csr_matrix(X)}))
+    sparse = pca.ALGORITHM.train(
+        parse(feature_dim=40, num_components=3, algorithm_mode=mode, extra_components=5),
+        InMemoryData({"train": sp.csr_matrix(X)}),
+    )
     np.testing.assert_allclose(sparse.singular_values, dense.singular_values, rtol=1e-4)
     np.testing.assert_allclose(sparse.components, dense.components, atol=1e-4)
     np.testing.assert_allclose(sparse.mean, dense.mean, rtol=1e-5, atol=1e-5)
@@ -232,7 +256,9 @@ def test_reconstruction_error_is_logged_for_train_and_test(caplog):
     centered = X_test.astype(np.float64) - model.mean
     V = model.components.astype(np.float64)
     expected = np.mean(np.sum((centered - centered @ V @ V.T) ** 2, axis=1))
-    logged = float(re.search(r"#quality_metric: host=\S+, test reconstruction_error <loss>=(\S+)", caplog.text).group(1))
+    logged = float(
+        re.search(r"#quality_metric: host=\S+, test reconstruction_error <loss>=(\S+)", caplog.text).group(1)
+    )
     assert logged == pytest.approx(expected, rel=1e-4)
     train_centered = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
     train_expected = np.mean(np.sum((train_centered - train_centered @ V @ V.T) ** 2, axis=1))

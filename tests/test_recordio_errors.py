@@ -8,8 +8,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from recordio_helpers import MAGIC, TESTDATA, frame, record_bytes
+
 from smalgo import recordio
 from smalgo.recordio import RecordIOError
 
@@ -23,8 +23,9 @@ def _fails(data, match, index=None, offset=None, **kwargs):
     for source in (data, io.BytesIO(data)):
         for fast in (True, False):
             with pytest.raises(RecordIOError, match=match) as info:
-                recordio.read(source if isinstance(source, bytes) else io.BytesIO(data), fast=fast,
-                              chunk_size=64, **kwargs)
+                recordio.read(
+                    source if isinstance(source, bytes) else io.BytesIO(data), fast=fast, chunk_size=64, **kwargs
+                )
             err = info.value
             assert isinstance(err, ValueError)
             if index is not None:
@@ -74,7 +75,9 @@ def test_payload_that_is_not_a_record():
 
 def test_sdk_first_10_rows_file_is_rejected():
     path = TESTDATA / "sagemaker-python-sdk" / "first_10_rows_recordio"
-    with pytest.raises(RecordIOError, match="record 0 at byte offset 0: payload is not a valid aialgs.data.Record") as info:
+    with pytest.raises(
+        RecordIOError, match="record 0 at byte offset 0: payload is not a valid aialgs.data.Record"
+    ) as info:
         recordio.read(path)
     assert str(path) in str(info.value)
     with pytest.raises(RecordIOError):
@@ -93,8 +96,12 @@ def test_record_without_values_feature():
 
 
 def test_keys_outside_the_shape():
-    _fails(GOOD + frame(record_bytes([1.0], keys=[3], shape=[3])), r"key 3 is outside the record's shape \[3\]",
-           index=1, offset=GOOD_LEN)
+    _fails(
+        GOOD + frame(record_bytes([1.0], keys=[3], shape=[3])),
+        r"key 3 is outside the record's shape \[3\]",
+        index=1,
+        offset=GOOD_LEN,
+    )
 
 
 def test_keys_and_values_counts_differ():

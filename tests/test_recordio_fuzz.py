@@ -16,15 +16,14 @@ import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from recordio_helpers import dmlc_frames, frame, record_bytes
+
 from smalgo import recordio
 from smalgo.recordio import uniform
 
 # No per-example deadline (a loaded CI machine makes timings meaningless); hangs are caught by
 # the alarm in _check instead.
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                derandomize=True)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 HANG_SECONDS = 30
 
 
@@ -76,13 +75,20 @@ def _check(data: bytes) -> None:
 
 floats = st.floats(width=32, allow_nan=True, allow_infinity=True)
 records = st.one_of(
-    st.builds(lambda v, l: record_bytes(v, label=l), st.lists(floats, max_size=6),
-              st.one_of(st.none(), floats)),
-    st.builds(lambda kv, w: record_bytes([v for _, v in kv], keys=[k for k, _ in kv], shape=[w]),
-              st.lists(st.tuples(st.integers(0, 12), floats), max_size=4), st.integers(0, 14)),
+    st.builds(
+        lambda v, label: record_bytes(v, label=label), st.lists(floats, max_size=6), st.one_of(st.none(), floats)
+    ),
+    st.builds(
+        lambda kv, w: record_bytes([v for _, v in kv], keys=[k for k, _ in kv], shape=[w]),
+        st.lists(st.tuples(st.integers(0, 12), floats), max_size=4),
+        st.integers(0, 14),
+    ),
     st.builds(lambda v: record_bytes(v, dtype="float64"), st.lists(st.floats(width=64), max_size=4)),
-    st.builds(lambda v, l: record_bytes(v, dtype="int32", label=l, label_dtype="int32"),
-              st.lists(st.integers(-(2**31), 2**31 - 1), max_size=4), st.integers(-(2**31), 2**31 - 1)),
+    st.builds(
+        lambda v, label: record_bytes(v, dtype="int32", label=label, label_dtype="int32"),
+        st.lists(st.integers(-(2**31), 2**31 - 1), max_size=4),
+        st.integers(-(2**31), 2**31 - 1),
+    ),
 )
 
 
@@ -101,11 +107,16 @@ def uniform_streams(draw):
     values = np.frombuffer(draw(st.binary(min_size=4 * n * width, max_size=4 * n * width)), np.float32)
     # Writable copies: the writer's kernels are compiled (and cached) for those.
     X = values.reshape(n, width).copy()
-    labels = np.frombuffer(draw(st.binary(min_size=4 * n, max_size=4 * n)), np.float32).copy() \
-        if draw(st.booleans()) else None
+    labels = (
+        np.frombuffer(draw(st.binary(min_size=4 * n, max_size=4 * n)), np.float32).copy()
+        if draw(st.booleans())
+        else None
+    )
     if draw(st.booleans()):  # as the protobuf runtime (and so the SDK) writes them
-        return b"".join(frame(record_bytes(row.tolist(), label=None if labels is None else float(labels[i])))
-                        for i, row in enumerate(X))
+        return b"".join(
+            frame(record_bytes(row.tolist(), label=None if labels is None else float(labels[i])))
+            for i, row in enumerate(X)
+        )
     out = io.BytesIO()
     recordio.write_dense(out, X, labels)
     return out.getvalue()
@@ -125,7 +136,7 @@ def _mutate(draw, data: bytes) -> bytes:
         elif kind == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         elif kind == "delete":
-            del data[pos:pos + draw(st.integers(1, 8))]
+            del data[pos : pos + draw(st.integers(1, 8))]
     return bytes(data)
 
 

@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from recordio_helpers import dmlc_frames, frame, magic_as_float32, record_bytes
+
 from smalgo import recordio
 from smalgo.recordio import reference
 from smalgo.recordio.record_pb2 import Record, Value
@@ -28,10 +28,10 @@ def _records(data: bytes) -> list[Record]:
     """Every payload parsed by the protobuf runtime, framing read independently of smalgo."""
     records, pos = [], 0
     while pos < len(data):
-        assert data[pos:pos + 4] == b"\x0a\x23\xd7\xce"
-        length = int.from_bytes(data[pos + 4:pos + 8], "little") & ((1 << 29) - 1)
+        assert data[pos : pos + 4] == b"\x0a\x23\xd7\xce"
+        length = int.from_bytes(data[pos + 4 : pos + 8], "little") & ((1 << 29) - 1)
         record = Record()
-        record.ParseFromString(data[pos + 8:pos + 8 + length])
+        record.ParseFromString(data[pos + 8 : pos + 8 + length])
         records.append(record)
         pos += 8 + length + (-length % 4)
     return records
@@ -113,8 +113,10 @@ def test_sparse_round_trip_matches_protobuf_runtime(dtype, label_dtype):
     assert fast == _bytes(reference.write_sparse, X, labels)
     records = _records(fast)
     assert len(records) == X.shape[0]  # empty rows still get a record
-    assert list(records[0].features["values"].WhichOneof("value") and
-                getattr(records[0].features["values"], records[0].features["values"].WhichOneof("value")).shape) == [300]
+    assert list(
+        records[0].features["values"].WhichOneof("value")
+        and getattr(records[0].features["values"], records[0].features["values"].WhichOneof("value")).shape
+    ) == [300]
     for read_fast in (True, False):
         Xr, yr = recordio.read(fast, fast=read_fast)
         assert sp.issparse(Xr) and Xr.shape == X.shape and Xr.dtype == np.float32
@@ -129,7 +131,7 @@ def test_reads_what_the_protobuf_runtime_wrote_and_the_reverse():
     written_by_runtime = _bytes(reference.write_dense, X, y)
     Xr, yr = recordio.read(written_by_runtime)
     assert Xr.tobytes() == X.tobytes() and yr.tobytes() == y.tobytes()
-    for record, row, label in zip(_records(_bytes(recordio.write_dense, X, y)), X, y):
+    for record, row, label in zip(_records(_bytes(recordio.write_dense, X, y)), X, y, strict=True):
         values = np.array(record.features["values"].float32_tensor.values, np.float32)
         assert values.tobytes() == row.tobytes()
         assert np.float32(record.label["values"].float32_tensor.values[0]).tobytes() == label.tobytes()
@@ -168,9 +170,11 @@ def test_value_with_more_than_one_field_reads_as_the_protobuf_runtime_reads_it()
     second.float32_tensor.values.extend([3.0])
     other = Value()
     other.float64_tensor.values.extend([4.0])
-    for value in (first.SerializeToString() + second.SerializeToString(),
-                  first.SerializeToString() + other.SerializeToString(),
-                  first.SerializeToString() + b"\x01"):  # field 0: not a valid message
+    for value in (
+        first.SerializeToString() + second.SerializeToString(),
+        first.SerializeToString() + other.SerializeToString(),
+        first.SerializeToString() + b"\x01",
+    ):  # field 0: not a valid message
         entry = b"\x0a\x06values\x12" + bytes([len(value)]) + value
         data = frame(b"\x0a" + bytes([len(entry)]) + entry)
         outcomes = []
@@ -227,7 +231,7 @@ def test_sources_path_file_object_bytes_and_fifo(tmp_path):
     def feed():
         with open(fifo, "wb") as w:
             for i in range(0, len(data), 1000):  # dribble it in small writes
-                w.write(data[i:i + 1000])
+                w.write(data[i : i + 1000])
 
     writer = threading.Thread(target=feed)
     writer.start()
@@ -263,8 +267,10 @@ def test_int32_writer_rejects_values_that_do_not_fit():
 
 
 def test_responses_round_trip():
-    outputs = {"closest_cluster": np.array([1, 0, 2], np.float32),
-               "distance_to_cluster": np.array([0.5, 1.25, 3.0], np.float32)}
+    outputs = {
+        "closest_cluster": np.array([1, 0, 2], np.float32),
+        "distance_to_cluster": np.array([0.5, 1.25, 3.0], np.float32),
+    }
     decoded = recordio.decode_response(recordio.encode_response(outputs))
     assert set(decoded) == set(outputs)
     for key in outputs:
@@ -272,7 +278,9 @@ def test_responses_round_trip():
     projection = {"projection": np.arange(6, dtype=np.float32).reshape(3, 2)}
     assert recordio.decode_response(recordio.encode_response(projection))["projection"].shape == (3, 2)
     single = {"projection": np.arange(3, dtype=np.float32).reshape(3, 1)}
-    assert recordio.decode_response(recordio.encode_response(single), vector_keys=("projection",))["projection"].shape == (3, 1)
+    assert recordio.decode_response(recordio.encode_response(single), vector_keys=("projection",))[
+        "projection"
+    ].shape == (3, 1)
     record = _records(recordio.encode_response(outputs))[1]
     assert len(record.features) == 0
     assert list(record.label["closest_cluster"].float32_tensor.values) == [0.0]
@@ -285,16 +293,19 @@ def test_response_encoder_checks_shapes_and_matches_the_runtime_at_the_edges():
         recordio.encode_response({"a": np.ones(3, np.float32), "b": np.ones(2, np.float32)})
     with pytest.raises(ValueError, match="1-D or 2-D"):
         recordio.encode_response({"a": np.ones((2, 2, 2), np.float32)})
-    for outputs in ({"a": np.ones(0, np.float32)}, {"a": np.ones((3, 0), np.float32)},
-                    {"a": np.array([1, 2], np.int64)}, {"a": np.ones((2, 40), np.float64)}):
+    for outputs in (
+        {"a": np.ones(0, np.float32)},
+        {"a": np.ones((3, 0), np.float32)},
+        {"a": np.array([1, 2], np.int64)},
+        {"a": np.ones((2, 40), np.float64)},
+    ):
         assert recordio.encode_response(outputs) == reference.encode_response(outputs)
 
 
 def test_dense_records_of_varying_sizes_use_the_general_copy():
     # uids of different lengths put the values at irregular offsets (no strided shortcut)
     rows = RNG.standard_normal((40, 6)).astype(np.float32)
-    data = b"".join(frame(record_bytes(row.tolist(), label=float(i), uid="x" * (i % 7)))
-                    for i, row in enumerate(rows))
+    data = b"".join(frame(record_bytes(row.tolist(), label=float(i), uid="x" * (i % 7))) for i, row in enumerate(rows))
     X, y = recordio.read(data)
     assert X.tobytes() == rows.tobytes() and y.tolist() == list(range(40))
     _assert_same((X, y), recordio.read(data, fast=False))

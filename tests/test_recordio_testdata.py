@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from recordio_helpers import TESTDATA
+
 from smalgo import recordio
 
 SDK = TESTDATA / "sagemaker-python-sdk"

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import pytest
-
 from recordio_helpers import MAGIC, TESTDATA, dmlc_frames, frame, magic_as_float32, record_bytes
+
 from smalgo import recordio
 from smalgo.recordio import reference, uniform
 
@@ -22,15 +22,16 @@ RNG = np.random.default_rng(11)
 
 # Bit patterns that float arithmetic would change or that look like framing: quiet NaN with a
 # payload, signalling NaN, negative NaN, infinities, -0.0, the smallest subnormal, the magic word.
-SPECIAL_BITS = np.array([0x7FC12345, 0x7F800001, 0xFFC00000, 0x7F800000, 0xFF800000, 0x80000000,
-                         0x00000001, 0xCED7230A], np.uint32)
+SPECIAL_BITS = np.array(
+    [0x7FC12345, 0x7F800001, 0xFFC00000, 0x7F800000, 0xFF800000, 0x80000000, 0x00000001, 0xCED7230A], np.uint32
+)
 
 
 def _special_floats(n, d):
     X = RNG.standard_normal((n, d)).astype(np.float32)
     flat = X.reshape(-1).view(np.uint32)
-    flat[:min(flat.size, SPECIAL_BITS.size)] = SPECIAL_BITS[:flat.size]
-    flat[-min(flat.size, SPECIAL_BITS.size):] = SPECIAL_BITS[::-1][:min(flat.size, SPECIAL_BITS.size)]
+    flat[: min(flat.size, SPECIAL_BITS.size)] = SPECIAL_BITS[: flat.size]
+    flat[-min(flat.size, SPECIAL_BITS.size) :] = SPECIAL_BITS[::-1][: min(flat.size, SPECIAL_BITS.size)]
     return X
 
 
@@ -43,8 +44,9 @@ def _written(X, labels=None) -> bytes:
 def _sdk_style(X, labels=None) -> bytes:
     """What the SDK's write_numpy_to_dense_tensor writes: one Record per row, serialised by the
     protobuf runtime, in cflag-0 frames."""
-    return b"".join(frame(record_bytes(row.tolist(), label=None if labels is None else float(labels[i])))
-                    for i, row in enumerate(X))
+    return b"".join(
+        frame(record_bytes(row.tolist(), label=None if labels is None else float(labels[i]))) for i, row in enumerate(X)
+    )
 
 
 def _outcome(source_factory, **kwargs):
@@ -129,8 +131,14 @@ def test_sources_read_in_place_take_it(tmp_path, general):
     recordio.write_dense(path, X, y)
     data = path.read_bytes()
     expected = general(lambda: data)
-    for make in (lambda: path, lambda: str(path), lambda: data, lambda: bytearray(data),
-                 lambda: memoryview(data), lambda: np.frombuffer(data, np.uint8)):
+    for make in (
+        lambda: path,
+        lambda: str(path),
+        lambda: data,
+        lambda: bytearray(data),
+        lambda: memoryview(data),
+        lambda: np.frombuffer(data, np.uint8),
+    ):
         assert _uniform_taken(make) == (expected, True)
     assert _uniform_taken(lambda: io.BytesIO(data)) == (expected, False)  # streams: the general path
     with open(path, "rb") as f:
@@ -183,7 +191,7 @@ def base():
 
 
 def _replace_record(data: bytes, frame_size: int, i: int, new_frame: bytes) -> bytes:
-    return data[:i * frame_size] + new_frame + data[(i + 1) * frame_size:]
+    return data[: i * frame_size] + new_frame + data[(i + 1) * frame_size :]
 
 
 @pytest.mark.parametrize("i", [1, 4, ROWS - 1])
@@ -192,9 +200,17 @@ def test_one_structural_byte_differs(general, base, i):
     payload_end = 8 + int.from_bytes(data[4:8], "little")
     assert payload_end < frame_size
     values_key = data.index(b"values")
-    changes = [(0, 0x0B), (3, 0xCF), (4, 0x00), (5, 0x01), (values_key, ord("w")), (values_key - 1, 7),
-               (values_key - 2, 0x0B), (payload_end - 6, 0x0D),  # the label tensor's values tag
-               (payload_end, 0xAA)]  # a padding byte: the general path ignores it, this path does not
+    changes = [
+        (0, 0x0B),
+        (3, 0xCF),
+        (4, 0x00),
+        (5, 0x01),
+        (values_key, ord("w")),
+        (values_key - 1, 7),
+        (values_key - 2, 0x0B),
+        (payload_end - 6, 0x0D),  # the label tensor's values tag
+        (payload_end, 0xAA),
+    ]  # a padding byte: the general path ignores it, this path does not
     for offset, byte in changes:
         mutated = bytearray(data)
         assert mutated[i * frame_size + offset] != byte
@@ -219,9 +235,16 @@ def test_one_record_of_another_length(general, base):
 
 def test_trailing_garbage_and_truncation(general, base):
     data, frame_size = base
-    for mutated in (data + b"\0", data + b"\0\0\0\0", data + MAGIC + b"\x04\0\0\0",
-                    data + data[:frame_size],  # one whole extra uniform record: still uniform
-                    data[:-1], data[:-4], data[:-frame_size + 3], data[:frame_size - 1]):
+    for mutated in (
+        data + b"\0",
+        data + b"\0\0\0\0",
+        data + MAGIC + b"\x04\0\0\0",
+        data + data[:frame_size],  # one whole extra uniform record: still uniform
+        data[:-1],
+        data[:-4],
+        data[: -frame_size + 3],
+        data[: frame_size - 1],
+    ):
         taken = len(mutated) % frame_size == 0 and mutated.startswith(data[:frame_size])
         _same_as_general(general, mutated, taken)
 
@@ -279,12 +302,16 @@ def test_label_on_some_records_only(general):
 
 def test_other_dtypes_and_empty_records(general):
     X = RNG.standard_normal((6, 4))
-    for data in (_written(X), _written(X.astype(np.int32)), _written(X.astype(np.float32), np.arange(6)),
-                 _written(X.astype(np.float32), np.arange(6, dtype=np.float64)),
-                 _written(np.zeros((4, 0), np.float32)),  # no values to stride over
-                 _written(np.zeros((4, 0), np.float32), np.ones(4, np.float32)),
-                 frame(record_bytes([1.0], label=2.0, label_dtype="float64")) * 3,
-                 frame(record_bytes([1.0, 2.0], dtype="float64")) * 3):
+    for data in (
+        _written(X),
+        _written(X.astype(np.int32)),
+        _written(X.astype(np.float32), np.arange(6)),
+        _written(X.astype(np.float32), np.arange(6, dtype=np.float64)),
+        _written(np.zeros((4, 0), np.float32)),  # no values to stride over
+        _written(np.zeros((4, 0), np.float32), np.ones(4, np.float32)),
+        frame(record_bytes([1.0], label=2.0, label_dtype="float64")) * 3,
+        frame(record_bytes([1.0, 2.0], dtype="float64")) * 3,
+    ):
         _same_as_general(general, data, False)
 
 
@@ -325,14 +352,22 @@ def test_every_structural_byte_of_the_first_record(general, rows, labelled):
     frame_size = len(data) // rows
     value_at = data.index(X[0].tobytes())
     label_at = frame_size - 4 - (-int.from_bytes(data[4:8], "little") % 4) if labelled else frame_size
-    for pos in [*range(value_at), *range(value_at + X.shape[1] * 4, label_at),
-                *range(label_at + 4 if labelled else frame_size, frame_size)]:
+    for pos in [
+        *range(value_at),
+        *range(value_at + X.shape[1] * 4, label_at),
+        *range(label_at + 4 if labelled else frame_size, frame_size),
+    ]:
         for change in (lambda b: b ^ 0x01, lambda b: b ^ 0x80, lambda b: 0x00, lambda b: 0xFF):
             mutated = bytearray(data)
             mutated[pos] = change(mutated[pos])
             mutated = bytes(mutated)
-            outcome, _ = _uniform_taken(lambda: mutated)
-            assert outcome == general(lambda: mutated) == _outcome(lambda: mutated, fast=False), (pos, outcome)
+            # Each source is read before the loop moves on; the defaults only pin this mutation.
+            outcome, _ = _uniform_taken(lambda mutated=mutated: mutated)
+            assert (
+                outcome
+                == general(lambda mutated=mutated: mutated)
+                == _outcome(lambda mutated=mutated: mutated, fast=False)
+            ), (pos, outcome)
 
 
 def test_a_difference_seen_by_either_thread(general):
@@ -358,7 +393,7 @@ def test_row_pieces_cover_every_row_once_in_order_and_stop_early(monkeypatch):
 
     def contiguous_from_zero(spans):
         spans = sorted(spans)
-        return spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1]
+        return spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)) and spans[-1][1]
 
     # 1,000 rows, 100 per thread: 2 threads, pieces of 1000 // (100 // 4) = 40.
     results = parallel.over_row_pieces(1000, work, 100, stop=lambda lo: False)

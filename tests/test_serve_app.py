@@ -11,18 +11,16 @@ import logging
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_serve_support import FEATURES, expected_outputs, train_sample_models
 
 from smalgo import recordio
 from smalgo.algorithms.errors import UserError
-from smalgo.algorithms.runtime import device
-from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
 from smalgo.algorithms.registry import ALGORITHMS
+from smalgo.algorithms.runtime import device
 from smalgo.recordio.parallel import available_cpus
-from test_serve_support import FEATURES, expected_outputs, train_sample_models
+from smalgo.serve import ModelError, ServerSettings, SettingsError, create_app
 
-ROWS = np.array([[1.5, 16.0, 14.0, 23.0],
-                 [-3.25, 0.0, 7.5, 1e-3],
-                 [10.0, -10.0, 2.0, 4.0]], dtype=np.float32)
+ROWS = np.array([[1.5, 16.0, 14.0, 23.0], [-3.25, 0.0, 7.5, 1e-3], [10.0, -10.0, 2.0, 4.0]], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -120,17 +118,29 @@ def test_ping_answers_200_with_nothing_to_do(clients):
         assert response.data == b""
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/csv", "text/csv;label_size=0", "text/CSV; label_size=0", "TEXT/CSV; Label_Size=0; charset=UTF-8",
-    "text/csv; charset=us-ascii",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/csv",
+        "text/csv;label_size=0",
+        "text/CSV; label_size=0",
+        "TEXT/CSV; Label_Size=0; charset=UTF-8",
+        "text/csv; charset=us-ascii",
+    ],
+)
 def test_csv_requests(clients, model_dirs, algorithm, content_type):
     assert_answers(post(clients[algorithm], csv_of(ROWS), content_type), algorithm, model_dirs, ROWS)
 
 
-@pytest.mark.parametrize("body", [
-    b"1.5,16.0,14,23.0", b"1.5,16.0,14,23.0\r\n", b"\n1.5, 16.0 ,14,23.0\n\n", b"+1.5,1.6e1,14.,2.3E+1\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1.5,16.0,14,23.0",
+        b"1.5,16.0,14,23.0\r\n",
+        b"\n1.5, 16.0 ,14,23.0\n\n",
+        b"+1.5,1.6e1,14.,2.3E+1\n",
+    ],
+)
 def test_csv_spellings_of_one_record(clients, model_dirs, algorithm, body):
     assert_answers(post(clients[algorithm], body), algorithm, model_dirs, ROWS[:1])
 
@@ -168,23 +178,32 @@ def json_instance_forms(row):
 def test_json_instance_forms(clients, model_dirs, algorithm, form):
     instances = [json_instance_forms(row)[form] for row in ROWS]
     body = json.dumps({"instances": instances}).encode()
-    assert_answers(post(clients[algorithm], body, "application/json"), algorithm, model_dirs, ROWS,
-                   sparse=form.startswith("sparse"))
+    assert_answers(
+        post(clients[algorithm], body, "application/json"),
+        algorithm,
+        model_dirs,
+        ROWS,
+        sparse=form.startswith("sparse"),
+    )
 
 
 def test_json_mixed_dense_and_sparse_instances(clients, model_dirs, algorithm):
     forms = list(json_instance_forms(ROWS[0]))
     instances = [json_instance_forms(row)[forms[i % len(forms)]] for i, row in enumerate(np.tile(ROWS, (3, 1)))]
     body = json.dumps({"instances": instances}).encode()
-    assert_answers(post(clients[algorithm], body, "application/json"), algorithm, model_dirs, np.tile(ROWS, (3, 1)),
-                   sparse=True)
+    assert_answers(
+        post(clients[algorithm], body, "application/json"), algorithm, model_dirs, np.tile(ROWS, (3, 1)), sparse=True
+    )
 
 
-@pytest.mark.parametrize("document", [
-    {"features": ROWS[0].tolist()},
-    {"data": {"features": {"values": ROWS[0].tolist()}}},
-    ROWS[0].tolist(),  # the SDK's JSONSerializer on a 1-D array
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"features": ROWS[0].tolist()},
+        {"data": {"features": {"values": ROWS[0].tolist()}}},
+        ROWS[0].tolist(),  # the SDK's JSONSerializer on a 1-D array
+    ],
+)
 def test_json_single_instance_bodies(clients, model_dirs, algorithm, document):
     response = post(clients[algorithm], json.dumps(document).encode(), "application/json; charset=utf-8")
     assert_answers(response, algorithm, model_dirs, ROWS[:1])
@@ -192,8 +211,9 @@ def test_json_single_instance_bodies(clients, model_dirs, algorithm, document):
 
 def test_json_list_of_lists(clients, model_dirs, algorithm):
     # What the SageMaker SDK's JSONSerializer makes of a 2-D numpy array.
-    assert_answers(post(clients[algorithm], json.dumps(ROWS.tolist()).encode(), "application/json"),
-                   algorithm, model_dirs, ROWS)
+    assert_answers(
+        post(clients[algorithm], json.dumps(ROWS.tolist()).encode(), "application/json"), algorithm, model_dirs, ROWS
+    )
 
 
 @pytest.mark.parametrize("content_type", ["application/jsonlines", "application/x-jsonlines", "Application/JSONLines"])
@@ -203,8 +223,13 @@ def test_jsonlines_requests(clients, model_dirs, algorithm, content_type):
     body = ("\n".join(lines[:2]) + "\n\n" + lines[2] + "\r\n").encode()  # a blank line, a CRLF
     assert_answers(post(clients[algorithm], body, content_type), algorithm, model_dirs, ROWS)
     sparse_lines = [json.dumps(json_instance_forms(row)["sparse"]) for row in ROWS]
-    assert_answers(post(clients[algorithm], "\n".join(sparse_lines).encode(), content_type), algorithm, model_dirs,
-                   ROWS, sparse=True)
+    assert_answers(
+        post(clients[algorithm], "\n".join(sparse_lines).encode(), content_type),
+        algorithm,
+        model_dirs,
+        ROWS,
+        sparse=True,
+    )
 
 
 @pytest.mark.parametrize("encoding", ["dense float32", "dense float64", "dense with labels", "sparse"])
@@ -215,26 +240,34 @@ def test_recordio_requests(clients, model_dirs, algorithm, encoding):
         "dense with labels": lambda: recordio_dense(ROWS, np.arange(len(ROWS), dtype=np.float32)),
         "sparse": lambda: recordio_sparse(ROWS),
     }[encoding]()
-    assert_answers(post(clients[algorithm], body, "application/x-recordio-protobuf"), algorithm, model_dirs, ROWS,
-                   sparse=encoding == "sparse")
+    assert_answers(
+        post(clients[algorithm], body, "application/x-recordio-protobuf"),
+        algorithm,
+        model_dirs,
+        ROWS,
+        sparse=encoding == "sparse",
+    )
 
 
 # --------------------------------------------------------------------------- responses
 
 
-@pytest.mark.parametrize("accept,media_type", [
-    (None, "application/json"),
-    ("*/*", "application/json"),
-    ("application/json", "application/json"),
-    ("application/jsonlines", "application/jsonlines"),
-    ("application/x-recordio-protobuf", "application/x-recordio-protobuf"),
-    ("text/csv", "text/csv"),
-    ("TEXT/CSV; charset=utf-8", "text/csv"),
-    ("text/csv;q=0.5, application/jsonlines", "application/jsonlines"),
-    ("image/png, text/*", "text/csv"),
-    ("application/*", "application/json"),
-    ("application/json;q=0, text/csv", "text/csv"),
-])
+@pytest.mark.parametrize(
+    "accept,media_type",
+    [
+        (None, "application/json"),
+        ("*/*", "application/json"),
+        ("application/json", "application/json"),
+        ("application/jsonlines", "application/jsonlines"),
+        ("application/x-recordio-protobuf", "application/x-recordio-protobuf"),
+        ("text/csv", "text/csv"),
+        ("TEXT/CSV; charset=utf-8", "text/csv"),
+        ("text/csv;q=0.5, application/jsonlines", "application/jsonlines"),
+        ("image/png, text/*", "text/csv"),
+        ("application/*", "application/json"),
+        ("application/json;q=0, text/csv", "text/csv"),
+    ],
+)
 def test_accept_negotiation(clients, model_dirs, algorithm, accept, media_type):
     response = post(clients[algorithm], csv_of(ROWS), accept=accept)
     assert response.headers["Content-Type"].split(";")[0] == media_type
@@ -283,49 +316,126 @@ ERROR_CASES = {
     "csv only blank lines": (b"\n\n", "text/csv", None, 400, ["no records"]),
     "csv header row": (b"a,b,c,d\n1,2,3,4\n" * 20, "text/csv", None, 400, ["line 1, column 1", "no header row"]),
     "json not json": (b'{"instances": [1, 2,', "application/json", None, 400, ["not valid JSON", "line 1, column"]),
-    "json wrong count": (json.dumps({"instances": [{"features": [1, 2, 3, 4]}, {"features": [1, 2, 3, 4, 5]}]}).encode(),
-                         "application/json", None, 400, ["instance 1: 5 features; the model takes 4"]),
-    "json string value": (json.dumps({"instances": [{"features": [1, 2, "a", 4]}]}).encode(),
-                          "application/json", None, 400, ['instance 0: features[2] is "a", not a number']),
-    "json null value": (b'[[1, 2, 3, 4], [1, null, 3, 4]]', "application/json", None, 400,
-                        ["instance 1: features[1] is null, not a number"]),
+    "json wrong count": (
+        json.dumps({"instances": [{"features": [1, 2, 3, 4]}, {"features": [1, 2, 3, 4, 5]}]}).encode(),
+        "application/json",
+        None,
+        400,
+        ["instance 1: 5 features; the model takes 4"],
+    ),
+    "json string value": (
+        json.dumps({"instances": [{"features": [1, 2, "a", 4]}]}).encode(),
+        "application/json",
+        None,
+        400,
+        ['instance 0: features[2] is "a", not a number'],
+    ),
+    "json null value": (
+        b"[[1, 2, 3, 4], [1, null, 3, 4]]",
+        "application/json",
+        None,
+        400,
+        ["instance 1: features[1] is null, not a number"],
+    ),
     "json boolean instance": (b'{"instances": [true]}', "application/json", None, 400, ["instance 0: a boolean"]),
-    "json no features": (b'{"instances": [{"feature": [1, 2, 3, 4]}]}', "application/json", None, 400,
-                         ['instance 0: an object with keys ["feature"] and no "features"']),
+    "json no features": (
+        b'{"instances": [{"feature": [1, 2, 3, 4]}]}',
+        "application/json",
+        None,
+        400,
+        ['instance 0: an object with keys ["feature"] and no "features"'],
+    ),
     "json no instances": (b'{"instances": []}', "application/json", None, 400, ['"instances" is empty']),
     "json empty list": (b"[]", "application/json", None, 400, ["empty list"]),
-    "json unknown object": (b'{"rows": [[1, 2, 3, 4]]}', "application/json", None, 400, ['keys ["rows"]', '"instances"']),
+    "json unknown object": (
+        b'{"rows": [[1, 2, 3, 4]]}',
+        "application/json",
+        None,
+        400,
+        ['keys ["rows"]', '"instances"'],
+    ),
     "json scalar": (b"42", "application/json", None, 400, ["a number; expected"]),
     "json deeply nested": (b"[" * 100000 + b"]" * 100000, "application/json", None, 400, ["application/json body"]),
-    "json sparse key out of range": (json.dumps({"instances": [{"data": {"features": {
-        "keys": [0, 9], "values": [1, 2], "shape": [4]}}}]}).encode(), "application/json", None, 400,
-        ["instance 0: keys[1] is 9", "from 0 to 3"]),
-    "json sparse shape": (json.dumps({"instances": [{"data": {"features": {
-        "keys": [0], "values": [1], "shape": [5]}}}]}).encode(), "application/json", None, 400,
-        ['instance 0: "shape" is [5]', "takes 4 features"]),
-    "json sparse lengths": (json.dumps({"instances": [{"data": {"features": {
-        "keys": [0, 1], "values": [1], "shape": [4]}}}]}).encode(), "application/json", None, 400,
-        ['"keys" has 2 entries but "values" has 1']),
-    "json sparse repeated key": (json.dumps({"instances": [{"data": {"features": {
-        "keys": [1, 1], "values": [1, 2], "shape": [4]}}}]}).encode(), "application/json", None, 400,
-        ["key 1 appears more than once"]),
-    "jsonlines bad line": (b'{"features": [1, 2, 3, 4]}\n\n{"features": [1, 2, 3]\n', "application/jsonlines", None, 400,
-                           ["application/jsonlines body, line 3: not valid JSON"]),
-    "jsonlines wrong count": (b'[1, 2, 3, 4]\n[1, 2, 3]\n', "application/jsonlines", None, 400,
-                              ["line 2: 3 features; the model takes 4"]),
-    "recordio garbage": (b"this is not recordio", "application/x-recordio-protobuf", None, 400,
-                         ["application/x-recordio-protobuf body", "record 0"]),
-    "recordio wrong width": (recordio_dense(np.ones((2, 5), np.float32)), "application/x-recordio-protobuf", None,
-                             400, ["record 0", "has 5 dense values, but the width is 4 (set by feature_dim=4)"]),
-    "recordio truncated": (recordio_dense(np.ones((3, 4), np.float32))[:-5], "application/x-recordio-protobuf", None,
-                           400, ["record 2", "truncated"]),
-    "unsupported content type": (b"<x/>", "application/xml", None, 415,
-                                 ["Content-Type 'application/xml' is not supported", "text/csv, application/json"]),
+    "json sparse key out of range": (
+        json.dumps({"instances": [{"data": {"features": {"keys": [0, 9], "values": [1, 2], "shape": [4]}}}]}).encode(),
+        "application/json",
+        None,
+        400,
+        ["instance 0: keys[1] is 9", "from 0 to 3"],
+    ),
+    "json sparse shape": (
+        json.dumps({"instances": [{"data": {"features": {"keys": [0], "values": [1], "shape": [5]}}}]}).encode(),
+        "application/json",
+        None,
+        400,
+        ['instance 0: "shape" is [5]', "takes 4 features"],
+    ),
+    "json sparse lengths": (
+        json.dumps({"instances": [{"data": {"features": {"keys": [0, 1], "values": [1], "shape": [4]}}}]}).encode(),
+        "application/json",
+        None,
+        400,
+        ['"keys" has 2 entries but "values" has 1'],
+    ),
+    "json sparse repeated key": (
+        json.dumps({"instances": [{"data": {"features": {"keys": [1, 1], "values": [1, 2], "shape": [4]}}}]}).encode(),
+        "application/json",
+        None,
+        400,
+        ["key 1 appears more than once"],
+    ),
+    "jsonlines bad line": (
+        b'{"features": [1, 2, 3, 4]}\n\n{"features": [1, 2, 3]\n',
+        "application/jsonlines",
+        None,
+        400,
+        ["application/jsonlines body, line 3: not valid JSON"],
+    ),
+    "jsonlines wrong count": (
+        b"[1, 2, 3, 4]\n[1, 2, 3]\n",
+        "application/jsonlines",
+        None,
+        400,
+        ["line 2: 3 features; the model takes 4"],
+    ),
+    "recordio garbage": (
+        b"this is not recordio",
+        "application/x-recordio-protobuf",
+        None,
+        400,
+        ["application/x-recordio-protobuf body", "record 0"],
+    ),
+    "recordio wrong width": (
+        recordio_dense(np.ones((2, 5), np.float32)),
+        "application/x-recordio-protobuf",
+        None,
+        400,
+        ["record 0", "has 5 dense values, but the width is 4 (set by feature_dim=4)"],
+    ),
+    "recordio truncated": (
+        recordio_dense(np.ones((3, 4), np.float32))[:-5],
+        "application/x-recordio-protobuf",
+        None,
+        400,
+        ["record 2", "truncated"],
+    ),
+    "unsupported content type": (
+        b"<x/>",
+        "application/xml",
+        None,
+        415,
+        ["Content-Type 'application/xml' is not supported", "text/csv, application/json"],
+    ),
     "no content type": (b"1,2,3,4", None, None, 415, ["no Content-Type header"]),
     "csv with a label column": (b"0,1,2,3,4", "text/csv;label_size=1", None, 415, ["label_size must be 0"]),
     "unsupported charset": (b"1,2,3,4", "text/csv; charset=latin-1", None, 415, ["charset 'latin-1'"]),
-    "unsupported accept": (b"1,2,3,4", "text/csv", "image/png", 406,
-                           ["Accept 'image/png'", "application/json, application/jsonlines"]),
+    "unsupported accept": (
+        b"1,2,3,4",
+        "text/csv",
+        "image/png",
+        406,
+        ["Accept 'image/png'", "application/json, application/jsonlines"],
+    ),
     "accept refuses everything": (b"1,2,3,4", "text/csv", "text/csv;q=0", 406, ["names no type"]),
 }
 
@@ -362,8 +472,12 @@ def test_a_model_refusing_a_batch_is_400(model_dirs, monkeypatch):
         raise UserError("expected 4 features, got 3")
 
     monkeypatch.setattr(model, "predict", refuse)
-    assert_error(post(client, csv_of(ROWS)), 400, "The kmeans model cannot score this text/csv request",
-                 "expected 4 features, got 3")
+    assert_error(
+        post(client, csv_of(ROWS)),
+        400,
+        "The kmeans model cannot score this text/csv request",
+        "expected 4 features, got 3",
+    )
 
 
 def test_a_bug_is_500_with_the_traceback_logged(model_dirs, monkeypatch, caplog):
@@ -389,18 +503,30 @@ def test_execution_parameters_defaults(clients):
     response = clients["kmeans"].get("/execution-parameters")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("application/json")
-    assert json.loads(response.data) == {"MaxConcurrentTransforms": available_cpus(), "BatchStrategy": "MULTI_RECORD",
-                                         "MaxPayloadInMB": 6}
+    assert json.loads(response.data) == {
+        "MaxConcurrentTransforms": available_cpus(),
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
 
 
-@pytest.mark.parametrize("env,expected", [
-    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3"},
-     {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 20}),
-    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "5"},
-     {"MaxConcurrentTransforms": 5, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}),
-    ({"SAGEMAKER_BATCH_STRATEGY": "single_record", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": " 2 "},
-     {"MaxConcurrentTransforms": 2, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}),
-])
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        (
+            {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "20", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3"},
+            {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 20},
+        ),
+        (
+            {"SAGEMAKER_MODEL_SERVER_WORKERS": "5"},
+            {"MaxConcurrentTransforms": 5, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6},
+        ),
+        (
+            {"SAGEMAKER_BATCH_STRATEGY": "single_record", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": " 2 "},
+            {"MaxConcurrentTransforms": 2, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6},
+        ),
+    ],
+)
 def test_execution_parameters_from_the_environment(model_dirs, env, expected):
     client = make_client(model_dirs["kmeans"], **env)
     assert json.loads(client.get("/execution-parameters").data) == expected
@@ -411,22 +537,28 @@ def test_create_app_reads_the_process_environment(model_dirs, monkeypatch):
     monkeypatch.setenv("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "7")
     client = create_app(model_dirs["pca"]).test_client()
     assert json.loads(client.get("/execution-parameters").data) == {
-        "MaxConcurrentTransforms": 7, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 12}
+        "MaxConcurrentTransforms": 7,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 12,
+    }
 
 
-@pytest.mark.parametrize("env,fragment", [
-    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='six' must be a positive integer"),
-    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='0' must be a positive integer"),
-    ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "above SageMaker's limit of 100"),
-    ({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "-1"}, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS='-1'"),
-    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, "SAGEMAKER_MODEL_SERVER_WORKERS='many'"),
-    ({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "1.5"}, "SAGEMAKER_MODEL_SERVER_TIMEOUT='1.5'"),
-    ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "SAGEMAKER_BIND_TO_PORT='70000' must be a port number"),
-    ({"SAGEMAKER_BATCH": "maybe"}, "SAGEMAKER_BATCH='maybe' must be true or false"),
-    ({"SAGEMAKER_BATCH_STRATEGY": "ALL"}, "SAGEMAKER_BATCH_STRATEGY='ALL' must be MULTI_RECORD or SINGLE_RECORD"),
-    ({"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/html"}, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT='text/html'"),
-    ({"SMALGO_DEVICE": "tpu"}, "SMALGO_DEVICE='tpu' is not a device; valid values: auto, cpu, gpu"),
-])
+@pytest.mark.parametrize(
+    "env,fragment",
+    [
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='six' must be a positive integer"),
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='0' must be a positive integer"),
+        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "above SageMaker's limit of 100"),
+        ({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "-1"}, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS='-1'"),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, "SAGEMAKER_MODEL_SERVER_WORKERS='many'"),
+        ({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "1.5"}, "SAGEMAKER_MODEL_SERVER_TIMEOUT='1.5'"),
+        ({"SAGEMAKER_BIND_TO_PORT": "70000"}, "SAGEMAKER_BIND_TO_PORT='70000' must be a port number"),
+        ({"SAGEMAKER_BATCH": "maybe"}, "SAGEMAKER_BATCH='maybe' must be true or false"),
+        ({"SAGEMAKER_BATCH_STRATEGY": "ALL"}, "SAGEMAKER_BATCH_STRATEGY='ALL' must be MULTI_RECORD or SINGLE_RECORD"),
+        ({"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/html"}, "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT='text/html'"),
+        ({"SMALGO_DEVICE": "tpu"}, "SMALGO_DEVICE='tpu' is not a device; valid values: auto, cpu, gpu"),
+    ],
+)
 def test_bad_settings_name_the_variable(env, fragment):
     with pytest.raises(SettingsError) as error:
         ServerSettings.from_environment("/opt/ml/model", environ=env)
@@ -485,8 +617,12 @@ def test_batch_mode_writes_one_line_per_record(batch_clients, model_dirs, algori
 
 
 def test_batch_mode_recordio_one_record_per_record(batch_clients, model_dirs, algorithm):
-    response = post(batch_clients[algorithm], recordio_dense(MANY_ROWS), "application/x-recordio-protobuf",
-                    "application/x-recordio-protobuf")
+    response = post(
+        batch_clients[algorithm],
+        recordio_dense(MANY_ROWS),
+        "application/x-recordio-protobuf",
+        "application/x-recordio-protobuf",
+    )
     assert_answers(response, algorithm, model_dirs, MANY_ROWS)
 
 

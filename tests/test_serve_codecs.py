@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smalgo import recordio
-from smalgo.recordio import reference as recordio_reference
-from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.csv import iter_csv_blocks
+from smalgo.recordio import reference as recordio_reference
 from smalgo.serve import decoding
 from smalgo.serve.encoding import encode_response
 from smalgo.serve.media import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
@@ -24,9 +24,11 @@ from smalgo.serve.media import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
 cell = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
     st.floats(allow_nan=False, allow_infinity=False).map(lambda v: f"{v:.17e}"),
-    st.integers(-10**25, 10**25).map(str),
+    st.integers(-(10**25), 10**25).map(str),
     st.from_regex(r"[+-]?[0-9]{0,3}\.?[0-9]{0,3}([eE][+-]?[0-9]{0,3})?", fullmatch=True),
-    st.sampled_from(["1e39", "-3.5e38", "3.4028235e38", "1e-50", "-0", ".5", "5.", "+.5e-3", "", "-", "1e", "1..2", "1-2"]),
+    st.sampled_from(
+        ["1e39", "-3.5e38", "3.4028235e38", "1e-50", "-0", ".5", "5.", "+.5e-3", "", "-", "1e", "1..2", "1-2"]
+    ),
 )
 line_end = st.sampled_from(["\n", "\r\n", "\r", "\n\n"])
 
@@ -38,7 +40,7 @@ def small_csv(draw):
     ends = [draw(line_end) for _ in rows]
     if draw(st.booleans()):
         ends[-1] = ""
-    body = "".join(",".join(row) + end for row, end in zip(rows, ends)).encode()
+    body = "".join(",".join(row) + end for row, end in zip(rows, ends, strict=True)).encode()
     return body, draw(st.sampled_from([width, max(width - 1, 1), width + 1]))
 
 
@@ -82,14 +84,21 @@ def test_decoders_answer_float32_rows():
         np.testing.assert_array_equal(X, rows)
 
 
-output_arrays = st.integers(1, 20).flatmap(lambda n: st.dictionaries(
-    st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=150),
-    st.one_of(
-        st.lists(st.floats(width=32), min_size=n, max_size=n).map(lambda v: np.array(v, np.float32)),
-        st.integers(1, 40).flatmap(lambda w: st.lists(st.floats(width=32), min_size=n * w, max_size=n * w).map(
-            lambda v: np.array(v, np.float32).reshape(n, w))),
-    ),
-    min_size=1, max_size=3))
+output_arrays = st.integers(1, 20).flatmap(
+    lambda n: st.dictionaries(
+        st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=150),
+        st.one_of(
+            st.lists(st.floats(width=32), min_size=n, max_size=n).map(lambda v: np.array(v, np.float32)),
+            st.integers(1, 40).flatmap(
+                lambda w: st.lists(st.floats(width=32), min_size=n * w, max_size=n * w).map(
+                    lambda v: np.array(v, np.float32).reshape(n, w)
+                )
+            ),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -133,8 +142,16 @@ def test_text_responses_hold_every_float32_exactly(media_type):
 
 
 def test_outputs_of_other_dtypes_are_written_as_float32():
-    body, _ = encode_response({"closest_cluster": np.array([2], np.int64), "distance_to_cluster": np.array([0.1])},
-                              JSON, json_key="predictions", batch_mode=False)
-    assert json.loads(body) == {"predictions": [{"closest_cluster": 2.0, "distance_to_cluster": float(np.float32(0.1))}]}
-    body, _ = encode_response({"projection": np.ones((1, 2), np.float64)}, RECORDIO_PROTOBUF, json_key="projections", batch_mode=False)
+    body, _ = encode_response(
+        {"closest_cluster": np.array([2], np.int64), "distance_to_cluster": np.array([0.1])},
+        JSON,
+        json_key="predictions",
+        batch_mode=False,
+    )
+    assert json.loads(body) == {
+        "predictions": [{"closest_cluster": 2.0, "distance_to_cluster": float(np.float32(0.1))}]
+    }
+    body, _ = encode_response(
+        {"projection": np.ones((1, 2), np.float64)}, RECORDIO_PROTOBUF, json_key="projections", batch_mode=False
+    )
     assert recordio.decode_response(body, vector_keys=("projection",))["projection"].tolist() == [[1.0, 1.0]]

@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from test_serve_support import FEATURES, ServerProcess, train_kmeans
 
 from smalgo import recordio
 from smalgo.serve import ServerSettings, create_app
-from test_serve_support import FEATURES, ServerProcess, train_kmeans
 
 DURATION_SECONDS = float(os.environ.get("SMALGO_SERVE_LOAD_SECONDS", "60"))
 CONCURRENCY = 16
@@ -45,16 +45,34 @@ def request_mix():
     good = [
         ("csv one record", "POST", "/invocations", csv_of(rows[:1]), csv_headers),
         ("csv 200 records to csv", "POST", "/invocations", csv_of(rows), {**csv_headers, "Accept": "text/csv"}),
-        ("json instances", "POST", "/invocations",
-         json.dumps({"instances": [{"features": r} for r in rows[:20].tolist()]}).encode(),
-         {"Content-Type": "application/json"}),
-        ("jsonlines to jsonlines", "POST", "/invocations",
-         "".join(json.dumps({"data": {"features": {"values": r}}}) + "\n" for r in rows[:20].tolist()).encode(),
-         {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"}),
-        ("recordio to recordio", "POST", "/invocations", recordio_of(rows[:50]),
-         {"Content-Type": "application/x-recordio-protobuf", "Accept": "application/x-recordio-protobuf"}),
-        ("sparse recordio to json", "POST", "/invocations", recordio_of(rows[:50], sparse=True),
-         {"Content-Type": "application/x-recordio-protobuf"}),
+        (
+            "json instances",
+            "POST",
+            "/invocations",
+            json.dumps({"instances": [{"features": r} for r in rows[:20].tolist()]}).encode(),
+            {"Content-Type": "application/json"},
+        ),
+        (
+            "jsonlines to jsonlines",
+            "POST",
+            "/invocations",
+            "".join(json.dumps({"data": {"features": {"values": r}}}) + "\n" for r in rows[:20].tolist()).encode(),
+            {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"},
+        ),
+        (
+            "recordio to recordio",
+            "POST",
+            "/invocations",
+            recordio_of(rows[:50]),
+            {"Content-Type": "application/x-recordio-protobuf", "Accept": "application/x-recordio-protobuf"},
+        ),
+        (
+            "sparse recordio to json",
+            "POST",
+            "/invocations",
+            recordio_of(rows[:50], sparse=True),
+            {"Content-Type": "application/x-recordio-protobuf"},
+        ),
         ("ping", "GET", "/ping", None, {}),
         ("execution parameters", "GET", "/execution-parameters", None, {}),
     ]
@@ -64,8 +82,14 @@ def request_mix():
         ("csv not numbers", "POST", "/invocations", b"a,b,c,d\n", csv_headers, 400),
         ("json broken", "POST", "/invocations", b'{"instances": [', {"Content-Type": "application/json"}, 400),
         ("json strings", "POST", "/invocations", b'[["1", "2", "3", "4"]]', {"Content-Type": "application/json"}, 400),
-        ("recordio garbage", "POST", "/invocations", b"\x0a\x23\xd7\xce\xff\xff\xff\x00garbage",
-         {"Content-Type": "application/x-recordio-protobuf"}, 400),
+        (
+            "recordio garbage",
+            "POST",
+            "/invocations",
+            b"\x0a\x23\xd7\xce\xff\xff\xff\x00garbage",
+            {"Content-Type": "application/x-recordio-protobuf"},
+            400,
+        ),
         ("unsupported content type", "POST", "/invocations", b"1,2,3,4", {"Content-Type": "text/plain"}, 415),
         ("unsupported accept", "POST", "/invocations", b"1,2,3,4", {**csv_headers, "Accept": "image/png"}, 406),
         ("too large", "POST", "/invocations", csv_of(rows[:1]) * ((PAYLOAD_LIMIT_MB << 20) // 40), csv_headers, 413),
@@ -82,8 +106,11 @@ def model_dir(tmp_path_factory):
 def test_mixed_load_keeps_answering_correctly_without_leaking(model_dir, tmp_path):
     good, bad = request_mix()
     # The answers a good request must get, from the same app in-process.
-    reference = create_app(settings=ServerSettings.from_environment(
-        model_dir, environ={"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_LIMIT_MB)})).test_client()
+    reference = create_app(
+        settings=ServerSettings.from_environment(
+            model_dir, environ={"SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_LIMIT_MB)}
+        )
+    ).test_client()
     expected = {}
     for name, method, path, body, headers in good:
         response = reference.open(path, method=method, data=body, headers=headers)
@@ -134,13 +161,16 @@ def test_mixed_load_keeps_answering_correctly_without_leaking(model_dir, tmp_pat
     finally:
         server.kill()
 
-    print(f"\n{sum(counts.values())} requests in {DURATION_SECONDS:.0f} s at concurrency {CONCURRENCY}; resident "
-          f"memory {memory_after_warm_up >> 20} MiB after warm-up, {memory_at_end >> 20} MiB at the end")
+    print(
+        f"\n{sum(counts.values())} requests in {DURATION_SECONDS:.0f} s at concurrency {CONCURRENCY}; resident "
+        f"memory {memory_after_warm_up >> 20} MiB after warm-up, {memory_at_end >> 20} MiB at the end"
+    )
     assert not failures, "\n".join(failures)
     assert all(counts.values()), counts  # every kind of request was sent
     growth = memory_at_end / memory_after_warm_up - 1
     assert growth < MAX_MEMORY_GROWTH, (
-        f"resident memory grew {growth:.1%}: {memory_after_warm_up >> 20} MiB -> {memory_at_end >> 20} MiB")
+        f"resident memory grew {growth:.1%}: {memory_after_warm_up >> 20} MiB -> {memory_at_end >> 20} MiB"
+    )
     assert "Traceback" not in server.log()
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from test_serve_support import FEATURES, ServerProcess, expected_outputs, free_port, train_kmeans, train_sample_models
+from test_serve_support import FEATURES, ServerProcess, expected_outputs, free_port, train_sample_models
 
 REPO = Path(__file__).resolve().parents[1]
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
@@ -37,9 +36,12 @@ def model_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def servers(model_dirs, tmp_path_factory):
     logs = tmp_path_factory.mktemp("server_logs")
-    started = {name: ServerProcess(path, logs / f"{name}.log", SAGEMAKER_MODEL_SERVER_WORKERS="2",
-                                   SAGEMAKER_MAX_PAYLOAD_IN_MB="1")
-               for name, path in model_dirs.items()}
+    started = {
+        name: ServerProcess(
+            path, logs / f"{name}.log", SAGEMAKER_MODEL_SERVER_WORKERS="2", SAGEMAKER_MAX_PAYLOAD_IN_MB="1"
+        )
+        for name, path in model_dirs.items()
+    }
     try:
         yield {name: server.wait_until_ready() for name, server in started.items()}
     finally:
@@ -56,8 +58,9 @@ def test_ping_and_a_request(servers, model_dirs):
     predictions = json.loads(body)["predictions"]
     expected = expected_outputs(model_dirs["kmeans"], ROWS)
     assert [p["closest_cluster"] for p in predictions] == expected["closest_cluster"].tolist()
-    assert np.array_equal(np.array([p["distance_to_cluster"] for p in predictions], np.float32),
-                          expected["distance_to_cluster"])
+    assert np.array_equal(
+        np.array([p["distance_to_cluster"] for p in predictions], np.float32), expected["distance_to_cluster"]
+    )
     status, _, body = server.request("GET", "/execution-parameters")
     assert status == 200
     assert json.loads(body) == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
@@ -69,8 +72,12 @@ def test_ping_and_a_request(servers, model_dirs):
 def test_bad_requests_keep_the_connection_and_the_server(servers):
     connection = http.client.HTTPConnection("127.0.0.1", servers["kmeans"].port, timeout=30)
     try:
-        for body, content_type, status in [(b"1,2,3\n", "text/csv", 400), (b"<x/>", "text/xml", 415),
-                                           (csv_of(ROWS), "text/csv", 200), (b"", "text/csv", 400)]:
+        for body, content_type, status in [
+            (b"1,2,3\n", "text/csv", 400),
+            (b"<x/>", "text/xml", 415),
+            (csv_of(ROWS), "text/csv", 200),
+            (b"", "text/csv", 400),
+        ]:
             connection.request("POST", "/invocations", body, {"Content-Type": content_type})
             response = connection.getresponse()
             answer = json.loads(response.read())
@@ -87,7 +94,7 @@ def test_payload_limit_with_and_without_content_length(servers):
     assert status == 413 and "SAGEMAKER_MAX_PAYLOAD_IN_MB" in json.loads(body)["error"]
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:  # chunked: no Content-Length, so the limit is found while reading
-        chunks = (too_large[i:i + 65536] for i in range(0, len(too_large), 65536))
+        chunks = (too_large[i : i + 65536] for i in range(0, len(too_large), 65536))
         connection.request("POST", "/invocations", chunks, {"Content-Type": "text/csv"}, encode_chunked=True)
         response = connection.getresponse()
         assert response.status == 413 and "over the 1 MB" in json.loads(response.read())["error"]
@@ -104,8 +111,11 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(model_dirs, tmp_p
         body = csv_of(np.tile(ROWS, (50, 1)))
         half = len(body) // 2
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
-            client.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                           + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:half])
+            client.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body[:half]
+            )
             time.sleep(0.5)  # the worker is now reading the body
             server.process.send_signal(15)
             time.sleep(0.5)
@@ -135,17 +145,28 @@ def test_sigterm_when_idle_exits_0_within_seconds(model_dirs, tmp_path):
         server.kill()
 
 
-@pytest.mark.parametrize("env,model,message", [
-    ({}, "missing", "smalgo serve: Model directory {model} does not exist"),
-    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "0"}, "kmeans",
-     "smalgo serve: SAGEMAKER_MODEL_SERVER_WORKERS='0' must be a positive integer."),
-    ({"SMALGO_ALGORITHM": "pca"}, "kmeans", "smalgo serve: This image serves pca models"),
-])
+@pytest.mark.parametrize(
+    "env,model,message",
+    [
+        ({}, "missing", "smalgo serve: Model directory {model} does not exist"),
+        (
+            {"SAGEMAKER_MODEL_SERVER_WORKERS": "0"},
+            "kmeans",
+            "smalgo serve: SAGEMAKER_MODEL_SERVER_WORKERS='0' must be a positive integer.",
+        ),
+        ({"SMALGO_ALGORITHM": "pca"}, "kmeans", "smalgo serve: This image serves pca models"),
+    ],
+)
 def test_startup_failures_exit_1_with_one_line_before_binding(model_dirs, tmp_path, env, model, message):
     model_dir = model_dirs.get(model, tmp_path / "missing")
     port = free_port()
-    result = subprocess.run([sys.executable, "-m", "smalgo.serve", str(model_dir)], capture_output=True, text=True,
-                            timeout=120, env=dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(port), **env))
+    result = subprocess.run(
+        [sys.executable, "-m", "smalgo.serve", str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(port), **env),
+    )
     assert result.returncode == 1
     assert message.format(model=model_dir) in result.stderr
     assert "Traceback" not in result.stderr
@@ -157,18 +178,23 @@ def test_startup_failures_exit_1_with_one_line_before_binding(model_dirs, tmp_pa
 
 def sdk_answers(url: str, rows: np.ndarray) -> dict:
     if not SDK_PYTHON.exists():
-        pytest.fail(f"The SageMaker SDK v2 environment {SDK_PYTHON.parent.parent} is missing: create it with "
-                    f"`bash benchmarks/recordio/setup_sdk_env.sh` (or `make sdk-env`).")
-    result = subprocess.run([str(SDK_PYTHON), str(SDK_CLIENT), url, json.dumps(rows.tolist())],
-                            capture_output=True, text=True, timeout=300)
+        pytest.fail(
+            f"The SageMaker SDK v2 environment {SDK_PYTHON.parent.parent} is missing: create it with "
+            f"`bash benchmarks/recordio/setup_sdk_env.sh` (or `make sdk-env`)."
+        )
+    result = subprocess.run(
+        [str(SDK_PYTHON), str(SDK_CLIENT), url, json.dumps(rows.tolist())], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def kmeans_rows(model_dir, X) -> list[dict]:
     expected = expected_outputs(model_dir, X)
-    return [{"closest_cluster": float(c), "distance_to_cluster": float(d)}
-            for c, d in zip(expected["closest_cluster"], expected["distance_to_cluster"])]
+    return [
+        {"closest_cluster": float(c), "distance_to_cluster": float(d)}
+        for c, d in zip(expected["closest_cluster"], expected["distance_to_cluster"], strict=True)
+    ]
 
 
 def test_sdk_v2_serializers_and_deserializers_kmeans(servers, model_dirs):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -15,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
 from conftest import clustered_rows
+
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import InMemoryData
 from smalgo.algorithms.model_files import ModelFiles
@@ -70,12 +69,16 @@ class ServerProcess:
         self.log_path = log_path
         environment = dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(self.port), **env)
         with open(log_path, "wb") as log:
-            command = (["-m", "smalgo.containers", "serve", "--model-dir", str(model_dir)] if via_cli
-                       else ["-m", "smalgo.serve", str(model_dir)])
-            self.process = subprocess.Popen([sys.executable, *command], env=environment, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            command = (
+                ["-m", "smalgo.containers", "serve", "--model-dir", str(model_dir)]
+                if via_cli
+                else ["-m", "smalgo.serve", str(model_dir)]
+            )
+            self.process = subprocess.Popen(
+                [sys.executable, *command], env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
 
-    def wait_until_ready(self, timeout: float = 120.0) -> "ServerProcess":
+    def wait_until_ready(self, timeout: float = 120.0) -> ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -89,8 +92,9 @@ class ServerProcess:
             time.sleep(0.1)
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 30) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30
+    ) -> tuple[int, dict, bytes]:
         request = urllib.request.Request(self.base_url + path, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import CountingData
+
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.data import InMemoryData
@@ -76,11 +76,13 @@ class SquaredError:
 class RunningMean(StreamingAlgorithm):
     name = "running-mean"
     title = "running mean"
-    hyperparameters = Schema((
-        Hyperparameter("feature_dim", "int", required=True, minimum=1),
-        Hyperparameter("epochs", "int", default=1, minimum=1),
-        Hyperparameter("mini_batch_size", "int", default=10, minimum=1),
-    ))
+    hyperparameters = Schema(
+        (
+            Hyperparameter("feature_dim", "int", required=True, minimum=1),
+            Hyperparameter("epochs", "int", default=1, minimum=1),
+            Hyperparameter("mini_batch_size", "int", default=10, minimum=1),
+        )
+    )
     channels = {"train": True, "validation": False, "test": False}
     content_types = (RECORDIO_PROTOBUF,)
     outputs = (Output("score"),)
@@ -133,8 +135,10 @@ def test_epochs_batches_and_metric_lines_in_order(caplog):
         "#quality_metric: host=algo-2, epoch=1, validation mse <loss>=0.0",
     ]
     assert lines[6].startswith("#throughput_metric: host=algo-2, train throughput=")
-    assert lines[7:] == ["#quality_metric: host=algo-2, train final_mean <score>=6.0",
-                         "#quality_metric: host=algo-2, test mse <loss>=4.0"]
+    assert lines[7:] == [
+        "#quality_metric: host=algo-2, train final_mean <score>=6.0",
+        "#quality_metric: host=algo-2, test mse <loss>=4.0",
+    ]
 
 
 def test_no_validation_scoring_without_the_channel(caplog):
@@ -160,8 +164,12 @@ def test_callbacks_hear_every_pass_with_its_metrics_and_the_final_model():
             heard.append(("after", model.mean))
 
     train(data(train=8.0, validation=8.0), callbacks=[Recorder()], epochs=2)
-    assert heard == [("before", 0.0), (0, {"train:distance": 4.0, "validation:mse": 16.0}),
-                     (1, {"train:distance": 2.0, "validation:mse": 4.0}), ("after", 6.0)]
+    assert heard == [
+        ("before", 0.0),
+        (0, {"train:distance": 4.0, "validation:mse": 16.0}),
+        (1, {"train:distance": 2.0, "validation:mse": 4.0}),
+        ("after", 6.0),
+    ]
 
 
 def test_early_stopping_ends_training_when_the_metric_stops_improving(caplog):
@@ -191,8 +199,12 @@ def test_an_empty_train_channel_is_a_user_error():
 
 
 def test_an_empty_test_channel_warns_and_reports_nothing(caplog):
-    channels = InMemoryData({"train": (np.zeros((5, 2), np.float32), np.ones(5, np.float32)),
-                             "test": (np.zeros((0, 2), np.float32), np.zeros(0, np.float32))})
+    channels = InMemoryData(
+        {
+            "train": (np.zeros((5, 2), np.float32), np.ones(5, np.float32)),
+            "test": (np.zeros((0, 2), np.float32), np.zeros(0, np.float32)),
+        }
+    )
     with caplog.at_level("INFO"):
         train(channels)
     assert "The test channel has no records; no test metrics." in caplog.text

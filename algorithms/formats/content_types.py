@@ -71,6 +71,7 @@ def parse_media_type(raw: str) -> MediaType:
     parameters = {p.name: p.value for p in parameter_list if p.assigned and p.name}
     return MediaType(ALIASES.get(media, media), tuple(parameter_list), parameters)
 
+
 # The parameters each media type accepts; anything else is refused rather than silently ignored.
 _PARAMETERS = {
     CSV: ("label_size", "charset"),
@@ -137,8 +138,7 @@ def parse_content_type(
         if key not in _PARAMETERS[media]:
             allowed = ", ".join(_PARAMETERS[media]) or "none"
             raise UserError(
-                f"{where}ContentType {raw!r}: unknown parameter {key!r} for {media}; "
-                f"accepted parameters: {allowed}."
+                f"{where}ContentType {raw!r}: unknown parameter {key!r} for {media}; accepted parameters: {allowed}."
             )
         params[key] = value
 
@@ -146,9 +146,7 @@ def parse_content_type(
         return ContentType(media)
     charset = params.get("charset", "utf-8").lower()
     if charset not in _CHARSETS:
-        raise UserError(
-            f"{where}ContentType {raw!r}: charset {charset!r} is not supported; use utf-8 or us-ascii."
-        )
+        raise UserError(f"{where}ContentType {raw!r}: charset {charset!r} is not supported; use utf-8 or us-ascii.")
     label_size = DEFAULT_CSV_LABEL_SIZE
     if "label_size" in params:
         text = params["label_size"]

@@ -26,7 +26,8 @@ payload), the 1-based line and column, and the cell.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from numba import njit
@@ -79,7 +80,7 @@ def _lower(c):
 
 
 @njit(cache=True, nogil=True)
-def _match_word(buf, i, end, word):
+def _match_word(buf, i, end, word):  # noqa: PLR0917 (numba kernel: positional arguments only)
     """Length of `word` (lower-case bytes) if buf[i:] starts with it case-insensitively, else 0."""
     n = len(word)
     if end - i < n:
@@ -204,7 +205,7 @@ def _parse_special(buf, i, end):
 
 
 @njit(cache=True, nogil=True)
-def _significant_digits(buf, digits_start, integer_end, fraction_start, fraction_end):
+def _significant_digits(buf, digits_start, integer_end, fraction_start, fraction_end):  # noqa: PLR0917 (numba kernel: positional arguments only)
     """(mantissa, exp10) of a decimal with more than 19 digits: leading zeros skipped, the first
     19 significant digits kept (exact in uint64), the rest only counted into the exponent."""
     mantissa = np.uint64(0)
@@ -235,7 +236,7 @@ def _skip_line_end(buf, i, end):
 
 
 @njit(cache=True, nogil=True)
-def _fill_rows(buf, pos, end, X, y, row, label_size, slow):
+def _fill_rows(buf, pos, end, X, y, row, label_size, slow):  # noqa: PLR0917 (numba kernel: positional arguments only)
     """Parse whole lines of buf[pos:end] into X[row:], y[row:] until X is full or buf is consumed.
 
     X has feature columns only; with label_size 1 the first cell of a line goes to y.
@@ -324,8 +325,14 @@ class CsvLayout:
     The width comes from `feature_dim` (plus the label column), where `feature_dim_source` says
     where that came from, or else from the first line of the data (`first_line`)."""
 
-    def __init__(self, label_size: int, feature_dim: int | None = None, feature_dim_source: str = "",
-                 first_line: int | None = None):
+    def __init__(
+        self,
+        label_size: int,
+        feature_dim: int | None = None,
+        *,
+        feature_dim_source: str = "",
+        first_line: int | None = None,
+    ):
         if label_size not in (0, 1):
             raise ValueError(f"label_size must be 0 or 1, not {label_size}")
         self.label_size = label_size
@@ -350,8 +357,13 @@ class CsvLayout:
         return message + "."
 
 
-def decode_csv(payload: bytes | bytearray | memoryview, label_size: int = 0, feature_dim: int | None = None,
-               name: str = "CSV payload") -> tuple[np.ndarray, np.ndarray | None]:
+def decode_csv(
+    payload: bytes | bytearray | memoryview,
+    label_size: int = 0,
+    feature_dim: int | None = None,
+    *,
+    name: str = "CSV payload",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode an in-memory CSV payload (an inference request body, a small file) at once.
 
     Returns (X, y): X float32 (rows, features) C-contiguous; y float32 (rows,) with label_size 1,
@@ -361,10 +373,16 @@ def decode_csv(payload: bytes | bytearray | memoryview, label_size: int = 0, fea
     return _concatenate(blocks, label_size, feature_dim or 0)
 
 
-def iter_csv_batches(source: str | os.PathLike | BinaryIO | bytes, batch_size: int, label_size: int = 0,
-                     feature_dim: int | None = None, name: str | None = None,
-                     feature_dim_source: str = "",
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def iter_csv_batches(
+    source: str | os.PathLike | BinaryIO | bytes,
+    batch_size: int,
+    label_size: int = 0,
+    *,
+    feature_dim: int | None = None,
+    name: str | None = None,
+    feature_dim_source: str = "",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Stream (X, y) mini-batches of `batch_size` rows (the last may be smaller) from a CSV file.
 
     `source` is a path, a binary file object (a FIFO opened 'rb' works: short reads are fine) or
@@ -372,14 +390,23 @@ def iter_csv_batches(source: str | os.PathLike | BinaryIO | bytes, batch_size: i
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    yield from rebatch(iter_csv_blocks(source, label_size, feature_dim, name, feature_dim_source, chunk_bytes),
-                       batch_size)
+    yield from rebatch(
+        iter_csv_blocks(
+            source, label_size, feature_dim, name=name, feature_dim_source=feature_dim_source, chunk_bytes=chunk_bytes
+        ),
+        batch_size,
+    )
 
 
-def iter_csv_blocks(source: str | os.PathLike | BinaryIO | bytes, label_size: int = 0,
-                    feature_dim: int | None = None, name: str | None = None,
-                    feature_dim_source: str = "",
-                    chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def iter_csv_blocks(
+    source: str | os.PathLike | BinaryIO | bytes,
+    label_size: int = 0,
+    feature_dim: int | None = None,
+    *,
+    name: str | None = None,
+    feature_dim_source: str = "",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Stream a CSV file as (X, y) blocks of whole lines, one block per `chunk_bytes` read (or
     per thread's share of it), so a file of any size is never held whole.
 
@@ -387,28 +414,35 @@ def iter_csv_blocks(source: str | os.PathLike | BinaryIO | bytes, label_size: in
     must have feature_dim + label_size cells, and `feature_dim_source` says where feature_dim came
     from (default "hyperparameter feature_dim=N"); without it the first line sets the width.
     """
-    layout = CsvLayout(label_size, feature_dim, feature_dim_source)
+    layout = CsvLayout(label_size, feature_dim, feature_dim_source=feature_dim_source)
     # A mapped file is parsed in place, without copying each chunk into a buffer first; the OS
     # reads ahead and lets parsed pages go early.
     src = ByteSource(source, "CSV", sequential=True)
     try:
+        reader: _StreamSource | _MemorySource
         if src.memory is None:
             reader = _StreamSource(src, chunk_bytes)
         else:  # bytes in memory are parsed at once, a mapped file in chunks as a stream would be
             reader = _MemorySource(src.memory, chunk_bytes if src.mapped else None)
         if not name:
             # A stream's name that is no path (an fd's number) still names it.
-            name = describe_source(source) or ("CSV payload" if src.memory is not None
-                                               else str(getattr(source, "name", "CSV stream")))
+            name = describe_source(source) or (
+                "CSV payload" if src.memory is not None else str(getattr(source, "name", "CSV stream"))
+            )
         yield from _iter_blocks(reader, layout, name)
     finally:
         src.close()
 
 
-def read_csv(source: str | os.PathLike | BinaryIO | bytes, label_size: int = 0, feature_dim: int | None = None,
-             name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_csv(
+    source: str | os.PathLike | BinaryIO | bytes,
+    label_size: int = 0,
+    feature_dim: int | None = None,
+    *,
+    name: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A whole CSV file as one (X, y), read in chunks like iter_csv_blocks."""
-    blocks = list(iter_csv_blocks(source, label_size, feature_dim, name))
+    blocks = list(iter_csv_blocks(source, label_size, feature_dim, name=name))
     return _concatenate(blocks, label_size, feature_dim or 0)
 
 
@@ -472,7 +506,7 @@ class _StreamSource:
         it grows for a longer line) or the stream ends; returns where parsing goes on (0)."""
         if self.start:
             tail = self.filled - self.start
-            self._bytes[:tail] = self._bytes[self.start:self.filled]
+            self._bytes[:tail] = self._bytes[self.start : self.filled]
             self.start, self.filled = 0, tail
         while not self.eof:
             if self.filled == len(self._bytes):
@@ -481,9 +515,9 @@ class _StreamSource:
                 # A line longer than the buffer: grow it. A new bytearray, because a numpy view
                 # of the old one may still exist and forbids resizing it in place.
                 grown = bytearray(2 * len(self._bytes))
-                grown[:self.filled] = self._bytes
+                grown[: self.filled] = self._bytes
                 self._bytes = grown
-            with memoryview(self._bytes) as whole, whole[self.filled:] as view:
+            with memoryview(self._bytes) as whole, whole[self.filled :] as view:
                 n = self.source.readinto(view)
                 self.eof = n < len(view)
             self.filled += n
@@ -534,16 +568,29 @@ def _iter_blocks(source, layout: CsvLayout, name: str) -> Iterator[tuple[np.ndar
             line_number += _count_line_ends(buf, pos, end)
         else:
             bounds = _segment_bounds(buf, pos, end)
-            segments = list(zip(bounds[:-1], bounds[1:]))
+            segments = list(zip(bounds[:-1], bounds[1:], strict=True))
             if len(segments) == 1:
-                results = [_parse_segment(buf, pos, end, layout)]
+                results = [_parse_segment(buf, pos, end, layout=layout)]
             else:
                 pool = parallel.shared_pool(_parse_threads())
-                results = list(pool.map(lambda se: _parse_segment(buf, se[0], se[1], layout), segments))
+                # list() runs every segment before the loop moves on: the defaults only pin them.
+                results = list(
+                    pool.map(
+                        lambda se, buf=buf, layout=layout: _parse_segment(buf, se[0], se[1], layout=layout), segments
+                    )
+                )
             for X, y, lines, failure in results:
                 if failure is not None:
                     status, line_start, column, lines_before = failure
-                    raise _error(status, buf, line_start, column, line_number + lines_before, layout, name)
+                    raise _error(
+                        status,
+                        buf,
+                        line_start,
+                        column=column,
+                        line_number=line_number + lines_before,
+                        layout=layout,
+                        name=name,
+                    )
                 line_number += lines
                 if len(X):
                     yield X, y
@@ -567,7 +614,7 @@ def _segment_bounds(buf, pos: int, end: int) -> list[int]:
     return bounds
 
 
-def _parse_segment(buf, start: int, end: int, layout: CsvLayout):
+def _parse_segment(buf, start: int, end: int, *, layout: CsvLayout):
     """Parse buf[start:end] (whole lines) into a new block.
 
     Returns (X, y, lines, failure): `lines` is the number of line ends consumed; `failure` is
@@ -575,18 +622,20 @@ def _parse_segment(buf, start: int, end: int, layout: CsvLayout):
     # Every row takes at least 2 bytes per column (a digit and a comma or line end), which
     # bounds the rows without a counting pass over the bytes (~10% of the parse). The
     # over-allocation costs address space only: pages never written are never committed.
-    capacity = (end - start + 1) // (2 * layout.columns) + 1
-    X = np.empty((capacity, layout.feature_dim), dtype=np.float32)
+    columns, feature_dim = layout.columns, layout.feature_dim
+    assert columns is not None and feature_dim is not None  # _iter_blocks parses once the width is known
+    capacity = (end - start + 1) // (2 * columns) + 1
+    X = np.empty((capacity, feature_dim), dtype=np.float32)
     y = np.empty(capacity if layout.label_size else 0, dtype=np.float32)
     # Room for at least one line's cells, so that every kernel call gets past one line.
-    slow_cells = np.empty((max(1024, layout.columns), 4), dtype=np.int64)
+    slow_cells = np.empty((max(1024, columns), 4), dtype=np.int64)
     row = lines = 0
     pos = start
     while True:
         status, pos, row, new_lines, line_start, column, n_slow = _fill_rows(
             buf, pos, end, X, y, row, layout.label_size, slow_cells
         )
-        _resolve_slow_cells(buf, slow_cells[:n_slow], X, y, layout.label_size)
+        _resolve_slow_cells(buf, slow_cells[:n_slow], X, y=y, label_size=layout.label_size)
         if status >= _BAD_CELL:
             return X[:0], y[:0], lines, (status, line_start, column, lines + new_lines)
         lines += new_lines
@@ -597,7 +646,7 @@ def _parse_segment(buf, start: int, end: int, layout: CsvLayout):
             y = np.concatenate([y, np.empty_like(y)])
 
 
-def _resolve_slow_cells(buf, slow, X, y, label_size) -> None:
+def _resolve_slow_cells(buf, slow, X, *, y, label_size) -> None:
     """Cells the kernel could not round with certainty: Python's float() rounds correctly."""
     for row, column, start, end in slow.tolist():
         with np.errstate(over="ignore"):  # 1e39 -> inf, silently, as loadtxt does
@@ -640,8 +689,8 @@ def _next_line_start(buf, i, end):
     return _skip_line_end(buf, i, end) if i < end else end
 
 
-def _error(status, buf, line_start, column, line_number, layout: CsvLayout, name) -> UserError:
-    line = bytes(buf[line_start:_line_end(buf, line_start)])
+def _error(status, buf, line_start, *, column, line_number, layout: CsvLayout, name) -> UserError:
+    line = bytes(buf[line_start : _line_end(buf, line_start)])
     cells = line.split(b",")
     where = f"{name}, line {line_number}"
     if status == _WIDTH:

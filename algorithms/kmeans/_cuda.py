@@ -77,7 +77,8 @@ def assign_dense_gpu(X, centers, excluded, labels, sq_distances) -> None:
     device_labels = cuda.device_array(n_rows, dtype=np.int64)
     device_sq_distances = cuda.device_array(n_rows, dtype=np.float64)
     blocks = min(_MAX_BLOCKS, -(-n_rows // _THREADS_PER_BLOCK))
-    _assign_rows[blocks, _THREADS_PER_BLOCK](device_X, device_centers, device_excluded, device_labels,
-                                             device_sq_distances)
+    _assign_rows[blocks, _THREADS_PER_BLOCK](
+        device_X, device_centers, device_excluded, device_labels, device_sq_distances
+    )
     device_labels.copy_to_host(labels)
     device_sq_distances.copy_to_host(sq_distances)

@@ -40,7 +40,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from smalgo.algorithms.runtime.threads import MIN_THREADED_WORK, blas_controller, run_in_row_chunks, single_threaded_blas
+from smalgo.algorithms.runtime.threads import (
+    MIN_THREADED_WORK,
+    blas_controller,
+    run_in_row_chunks,
+    single_threaded_blas,
+)
 
 # No `nnan`/`ninf`: the kernels must stay correct for any finite input, and fastmath's "no inf"
 # assumption would make the unseeded-center sentinel below undefined behaviour.
@@ -99,8 +104,9 @@ def _pick_nearest(values, X, centers, labels, sq_distances, i):
 
 
 @njit(fastmath=_FASTMATH, cache=True, nogil=True)
-def _assign_csr_rows(data, indices, indptr, centers_t, sq_norms, sq_norms_exact, centers, labels, sq_distances,
-                     start, stop, acc):
+def _assign_csr_rows(
+    data, indices, indptr, centers_t, sq_norms, sq_norms_exact, centers, labels, sq_distances, start, stop, acc
+):
     """assign_csr for rows start..stop, with `acc` (K,) float32 as scratch."""
     n_centers = centers_t.shape[1]
     for i in range(start, stop):
@@ -140,17 +146,26 @@ def assign_dense(X, shift, centers_t_m2, shifted_sq_norms, centers, labels, sq_d
     work = n_rows * n_centers * n_features
     use_blas = n_centers >= _MIN_BLAS_CENTERS and work >= MIN_THREADED_WORK and blas_controller() is not None
     if not use_blas:
-        run_in_row_chunks(_assign_dense_rows, args, n_rows, work, lambda rows: np.empty(n_centers, np.float32))
+        run_in_row_chunks(
+            _assign_dense_rows, args, n_rows, work=work, make_scratch=lambda rows: np.empty(n_centers, np.float32)
+        )
         return
     with single_threaded_blas():
         run_in_row_chunks(
-            _assign_dense_rows_blas, args, n_rows, work,
-            lambda rows: (np.empty((rows, n_features), np.float32), np.empty((rows, n_centers), np.float32)),
+            _assign_dense_rows_blas,
+            args,
+            n_rows,
+            work=work,
+            make_scratch=lambda rows: (
+                np.empty((rows, n_features), np.float32),
+                np.empty((rows, n_centers), np.float32),
+            ),
         )
 
 
-def _assign_dense_rows_blas(X, shift, centers_t_m2, shifted_sq_norms, centers, labels, sq_distances, start, stop,
-                            scratch) -> None:
+def _assign_dense_rows_blas(
+    X, shift, centers_t_m2, shifted_sq_norms, centers, labels, sq_distances, start, stop, scratch
+) -> None:
     shifted, products = scratch
     rows = stop - start
     np.subtract(X[start:stop], shift, out=shifted[:rows])
@@ -171,7 +186,9 @@ def assign_csr(data, indices, indptr, centers_t, sq_norms, sq_norms_exact, cente
     run_in_row_chunks(
         _assign_csr_rows,
         (data, indices, indptr, centers_t, sq_norms, sq_norms_exact, centers, labels, sq_distances),
-        n_rows, max(n_rows, data.shape[0]) * n_centers, lambda rows: np.empty(n_centers, np.float32),
+        n_rows,
+        work=max(n_rows, data.shape[0]) * n_centers,
+        make_scratch=lambda rows: np.empty(n_centers, np.float32),
     )
 
 

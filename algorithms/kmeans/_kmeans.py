@@ -159,8 +159,17 @@ class _CenterTable:
         sq_distances = np.empty(n, dtype=np.float64)
         if sp.issparse(X):
             data, indices, indptr = _csr_arrays(X)
-            kernels.assign_csr(data, indices, indptr, self.centers_t, self.sq_norms, self.sq_norms_exact,
-                               self.centers, labels, sq_distances)
+            kernels.assign_csr(
+                data,
+                indices,
+                indptr,
+                self.centers_t,
+                self.sq_norms,
+                self.sq_norms_exact,
+                self.centers,
+                labels,
+                sq_distances,
+            )
         else:
             self._assign_dense(X, labels, sq_distances)
         return labels, sq_distances
@@ -172,8 +181,9 @@ class _CenterTable:
             excluded = self.shifted_sq_norms == kernels.UNSEEDED_SQ_NORM
             assign_dense_gpu(X, self.centers, excluded, labels, sq_distances)
         else:
-            kernels.assign_dense(X, self.shift, self.shifted_t_m2, self.shifted_sq_norms, self.centers,
-                                 labels, sq_distances)
+            kernels.assign_dense(
+                X, self.shift, self.shifted_t_m2, self.shifted_sq_norms, self.centers, labels, sq_distances
+            )
 
 
 def _accumulate(X, weights: np.ndarray, labels: np.ndarray, *, n_centers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,8 +290,9 @@ def _weighted_sample_without_replacement(weights: np.ndarray, count: int, rng: n
 class StreamingKMeans:
     """The streaming state: K centers (float64) and their decayed weights ("counts")."""
 
-    def __init__(self, n_centers: int, feature_dim: int, *, init_method: str, half_life_time_size: int,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self, n_centers: int, feature_dim: int, *, init_method: str, half_life_time_size: int, rng: np.random.Generator
+    ) -> None:
         self.n_centers = n_centers
         self.feature_dim = feature_dim
         self.init_method = init_method
@@ -349,8 +360,17 @@ class StreamingKMeans:
 # --------------------------------------------------------------------------- local Lloyd
 
 
-def reduce_centers(points: np.ndarray, weights: np.ndarray, *, k: int, init_method: str, max_iter: int, tol: float,
-                   num_trials: int, rng: np.random.Generator) -> np.ndarray:
+def reduce_centers(
+    points: np.ndarray,
+    weights: np.ndarray,
+    *,
+    k: int,
+    init_method: str,
+    max_iter: int,
+    tol: float,
+    num_trials: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Weighted Lloyd from the streaming centers to k centers; returns k x d float32."""
     keep = weights > 0
     points = np.ascontiguousarray(points[keep], dtype=np.float32)
@@ -376,14 +396,16 @@ def reduce_centers(points: np.ndarray, weights: np.ndarray, *, k: int, init_meth
         logger.info("local kmeans attempt #%d. Current mean square distance %.6g", trial, loss / total_weight)
         if loss < best_loss:
             best_loss, best_centers = loss, centers
-    logger.info("finished %d local kmeans attempts; best mean square distance %.6g", num_trials,
-                best_loss / total_weight)
+    logger.info(
+        "finished %d local kmeans attempts; best mean square distance %.6g", num_trials, best_loss / total_weight
+    )
     assert best_centers is not None  # num_trials >= 1 and every loss is finite
     return best_centers.astype(np.float32)
 
 
-def _lloyd(points: np.ndarray, weights: np.ndarray, centers: np.ndarray, *, shift: np.ndarray, max_iter: int,
-           tol: float) -> tuple[float, np.ndarray]:
+def _lloyd(
+    points: np.ndarray, weights: np.ndarray, centers: np.ndarray, *, shift: np.ndarray, max_iter: int, tol: float
+) -> tuple[float, np.ndarray]:
     labels, sq = _CenterTable(centers, shift).nearest(points)
     loss = float(np.dot(weights, sq))
     for _ in range(max_iter):
@@ -445,14 +467,18 @@ class KMeansModel:
         return float(np.dot(weights, sq_distances)), float(weights.sum())
 
     def save(self, model_dir) -> None:
-        save_model_files(model_dir, {
-            "algorithm": NAME,
-            "format_version": FORMAT_VERSION,
-            "k": self.k,
-            "feature_dim": self.feature_dim,
-            "hyperparameters": self.hyperparameters,
-            "details": self.details,
-        }, {"centers": self.centers})
+        save_model_files(
+            model_dir,
+            {
+                "algorithm": NAME,
+                "format_version": FORMAT_VERSION,
+                "k": self.k,
+                "feature_dim": self.feature_dim,
+                "hyperparameters": self.hyperparameters,
+                "details": self.details,
+            },
+            {"centers": self.centers},
+        )
 
 
 # --------------------------------------------------------------------------- training and scoring
@@ -467,13 +493,24 @@ class KMeansTraining:
         k, feature_dim = hp["k"], hp["feature_dim"]
         self.factor = resolve_extra_center_factor(k, hp["extra_center_factor"])
         self.n_centers = k * self.factor
-        self.num_trials = resolve_num_trials(hp["local_lloyd_num_trials"], n_centers=self.n_centers, k=k,
-                                             feature_dim=feature_dim)
-        logger.info("k-means: k=%d, %d streaming centers (extra_center_factor=%d), %d local Lloyd trials",
-                    k, self.n_centers, self.factor, self.num_trials)
+        self.num_trials = resolve_num_trials(
+            hp["local_lloyd_num_trials"], n_centers=self.n_centers, k=k, feature_dim=feature_dim
+        )
+        logger.info(
+            "k-means: k=%d, %d streaming centers (extra_center_factor=%d), %d local Lloyd trials",
+            k,
+            self.n_centers,
+            self.factor,
+            self.num_trials,
+        )
         self.rng = np.random.default_rng(SEED)
-        self.stream = StreamingKMeans(self.n_centers, feature_dim, init_method=hp["init_method"],
-                                      half_life_time_size=hp["half_life_time_size"], rng=self.rng)
+        self.stream = StreamingKMeans(
+            self.n_centers,
+            feature_dim,
+            init_method=hp["init_method"],
+            half_life_time_size=hp["half_life_time_size"],
+            rng=self.rng,
+        )
         self.rows_seen = 0
         self._loss_sum = self._weight_sum = 0.0
 
@@ -490,15 +527,26 @@ class KMeansTraining:
 
     def finalize(self) -> tuple[KMeansModel, list[Metric]]:
         hp = self.hp
-        centers = reduce_centers(self.stream.centers, self.stream.counts, k=hp["k"],
-                                 init_method=hp["local_lloyd_init_method"], max_iter=hp["local_lloyd_max_iter"],
-                                 tol=hp["local_lloyd_tol"], num_trials=self.num_trials, rng=self.rng)
-        return KMeansModel(centers, hp, {
-            "extra_center_factor": self.factor,
-            "streaming_centers": self.n_centers,
-            "local_lloyd_num_trials": self.num_trials,
-            "records_seen": self.rows_seen,
-        }), []
+        centers = reduce_centers(
+            self.stream.centers,
+            self.stream.counts,
+            k=hp["k"],
+            init_method=hp["local_lloyd_init_method"],
+            max_iter=hp["local_lloyd_max_iter"],
+            tol=hp["local_lloyd_tol"],
+            num_trials=self.num_trials,
+            rng=self.rng,
+        )
+        return KMeansModel(
+            centers,
+            hp,
+            {
+                "extra_center_factor": self.factor,
+                "streaming_centers": self.n_centers,
+                "local_lloyd_num_trials": self.num_trials,
+                "records_seen": self.rows_seen,
+            },
+        ), []
 
 
 class KMeansScorer:

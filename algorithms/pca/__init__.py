@@ -14,21 +14,36 @@ from smalgo.algorithms.model_files import ModelFiles
 
 from ._pca import FORMAT_VERSION, MAX_MATRIX_VALUES, NAME, READ_VALUES, PCAModel, PCAScorer, PCATraining, sketch_size
 
-
 HYPERPARAMETERS = Schema(
     (
         FEATURE_DIM,
-        Hyperparameter("mini_batch_size", "int", required=True, minimum=1,
-                       description="Rows per mini-batch (the result does not depend on it)."),
-        Hyperparameter("num_components", "int", required=True, minimum=1,
-                       description="Number of principal components to compute."),
-        Hyperparameter("algorithm_mode", "str", default="regular", choices=("regular", "randomized"),
-                       description="regular: exact, O(d^2) memory; randomized: sketch, O(d l) memory."),
-        Hyperparameter("extra_components", "int", default=-1, minimum=-1,
-                       description="Randomized mode: sketch size beyond num_components; "
-                                   "-1 = max(10, num_components)."),
-        Hyperparameter("subtract_mean", "bool", default=True,
-                       description="Center the data (in training and inference)."),
+        Hyperparameter(
+            "mini_batch_size",
+            "int",
+            required=True,
+            minimum=1,
+            description="Rows per mini-batch (the result does not depend on it).",
+        ),
+        Hyperparameter(
+            "num_components", "int", required=True, minimum=1, description="Number of principal components to compute."
+        ),
+        Hyperparameter(
+            "algorithm_mode",
+            "str",
+            default="regular",
+            choices=("regular", "randomized"),
+            description="regular: exact, O(d^2) memory; randomized: sketch, O(d l) memory.",
+        ),
+        Hyperparameter(
+            "extra_components",
+            "int",
+            default=-1,
+            minimum=-1,
+            description="Randomized mode: sketch size beyond num_components; -1 = max(10, num_components).",
+        ),
+        Hyperparameter(
+            "subtract_mean", "bool", default=True, description="Center the data (in training and inference)."
+        ),
     )
 )
 
@@ -42,8 +57,12 @@ class PCA(StreamingAlgorithm):
     json_response_key = "projections"
     model_files = ("model.json", "components.npy", "singular_values.npy", "mean.npy")
     sample_job = SampleJob(
-        hyperparameters={"num_components": "3", "mini_batch_size": "500", "algorithm_mode": "regular",
-                         "subtract_mean": "True"},
+        hyperparameters={
+            "num_components": "3",
+            "mini_batch_size": "500",
+            "algorithm_mode": "regular",
+            "subtract_mean": "True",
+        },
         variants=({"algorithm_mode": "randomized", "subtract_mean": "False"},),
         bad_hyperparameter=("num_components", "0"),
     )
@@ -59,7 +78,7 @@ class PCA(StreamingAlgorithm):
             raise UserError(
                 f"algorithm_mode=regular holds a feature_dim x feature_dim matrix ({d} x {d} float64, "
                 f"{d * d * 8 / 2**30:.0f} GiB); use algorithm_mode=randomized for feature_dim > "
-                f"{int(MAX_MATRIX_VALUES ** 0.5)}."
+                f"{int(MAX_MATRIX_VALUES**0.5)}."
             )
         if hp["algorithm_mode"] == "randomized" and d * min(sketch_size(hp), d) > MAX_MATRIX_VALUES:
             raise UserError(
@@ -87,8 +106,14 @@ class PCA(StreamingAlgorithm):
         components = files.array("components", shape=(feature_dim, num_components))
         singular_values = files.array("singular_values", shape=(num_components,))
         mean = files.array("mean", shape=(feature_dim,)) if files.has_array("mean") else None
-        return PCAModel(components, singular_values, mean=mean, n_rows=files.integer("n_rows"),
-                        hyperparameters=files.metadata.get("hyperparameters"), details=files.metadata.get("details"))
+        return PCAModel(
+            components,
+            singular_values,
+            mean=mean,
+            n_rows=files.integer("n_rows"),
+            hyperparameters=files.metadata.get("hyperparameters"),
+            details=files.metadata.get("details"),
+        )
 
 
 ALGORITHM = PCA()

@@ -90,8 +90,9 @@ class PCAStatistics:
     """The streaming state: n, the shift, the sum of shifted rows and either the scatter matrix
     about the shift (exact) or its product with the random sign matrix (sketch)."""
 
-    def __init__(self, feature_dim: int, *, subtract_mean: bool, sketch_columns: int | None,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self, feature_dim: int, *, subtract_mean: bool, sketch_columns: int | None, rng: np.random.Generator
+    ) -> None:
         self.feature_dim = feature_dim
         self.subtract_mean = subtract_mean
         self.n = 0
@@ -126,8 +127,9 @@ class PCAStatistics:
         partials: list[_DensePartial] = []
 
         def make_partial(rows: int) -> _DensePartial:
-            partial = _DensePartial(min(rows, _CHUNK_ROWS), self.feature_dim,
-                                    None if self.exact else self.test_matrix.shape[1])
+            partial = _DensePartial(
+                min(rows, _CHUNK_ROWS), self.feature_dim, None if self.exact else self.test_matrix.shape[1]
+            )
             partials.append(partial)
             return partial
 
@@ -136,7 +138,9 @@ class PCAStatistics:
             d = self.feature_dim
             work = X.shape[0] * d * (d // 2 if self.exact else 2 * self.test_matrix.shape[1])
             with row_threads.single_threaded_blas():
-                row_threads.run_in_row_chunks(self._accumulate_rows, (X,), X.shape[0], work, make_partial)
+                row_threads.run_in_row_chunks(
+                    self._accumulate_rows, (X,), X.shape[0], work=work, make_scratch=make_partial
+                )
         else:
             # Without threadpoolctl OpenBLAS threads each product itself, and threads of ours on
             # top would only oversubscribe the cores.
@@ -152,7 +156,7 @@ class PCAStatistics:
     def _accumulate_rows(self, X: np.ndarray, start: int, stop: int, partial: _DensePartial) -> None:  # noqa: PLR0917 (run_in_row_chunks' callback)
         assert self.shift is not None  # update() set it before the first rows
         for chunk_start in range(start, stop, partial.buffer.shape[0]):
-            rows = X[chunk_start:min(stop, chunk_start + partial.buffer.shape[0])]
+            rows = X[chunk_start : min(stop, chunk_start + partial.buffer.shape[0])]
             shifted = partial.buffer[: rows.shape[0]]
             np.subtract(rows, self.shift, out=shifted)
             # float32 is enough here: the shifted rows are centred near zero.
@@ -298,8 +302,16 @@ def _fix_signs(components: np.ndarray) -> np.ndarray:
 class PCAModel:
     """Projects rows onto num_components principal components, smallest first."""
 
-    def __init__(self, components: np.ndarray, singular_values: np.ndarray, *, mean: np.ndarray | None,
-                 n_rows: int, hyperparameters: dict | None = None, details: dict | None = None) -> None:
+    def __init__(
+        self,
+        components: np.ndarray,
+        singular_values: np.ndarray,
+        *,
+        mean: np.ndarray | None,
+        n_rows: int,
+        hyperparameters: dict | None = None,
+        details: dict | None = None,
+    ) -> None:
         self.components = np.ascontiguousarray(components, dtype=np.float32)
         self.singular_values = np.ascontiguousarray(singular_values, dtype=np.float32)
         self.mean = None if mean is None else np.ascontiguousarray(mean, dtype=np.float32)
@@ -355,16 +367,20 @@ class PCAModel:
         arrays = {"components": self.components, "singular_values": self.singular_values}
         if self.mean is not None:
             arrays["mean"] = self.mean
-        save_model_files(model_dir, {
-            "algorithm": NAME,
-            "format_version": FORMAT_VERSION,
-            "feature_dim": self.feature_dim,
-            "num_components": self.num_components,
-            "n_rows": self.n_rows,
-            "component_order": "ascending",
-            "hyperparameters": self.hyperparameters,
-            "details": self.details,
-        }, arrays)
+        save_model_files(
+            model_dir,
+            {
+                "algorithm": NAME,
+                "format_version": FORMAT_VERSION,
+                "feature_dim": self.feature_dim,
+                "num_components": self.num_components,
+                "n_rows": self.n_rows,
+                "component_order": "ascending",
+                "hyperparameters": self.hyperparameters,
+                "details": self.details,
+            },
+            arrays,
+        )
 
 
 # --------------------------------------------------------------------------- training and scoring
@@ -377,11 +393,15 @@ class PCATraining:
         self.hp = hp
         d = hp["feature_dim"]
         self.columns = sketch_size(hp) if hp["algorithm_mode"] == "randomized" else None
-        self.stats = PCAStatistics(d, subtract_mean=hp["subtract_mean"], sketch_columns=self.columns,
-                                   rng=np.random.default_rng(SEED))
+        self.stats = PCAStatistics(
+            d, subtract_mean=hp["subtract_mean"], sketch_columns=self.columns, rng=np.random.default_rng(SEED)
+        )
         if self.columns is not None and self.stats.exact:
-            logger.info("PCA: sketch size %d >= feature_dim %d; randomized mode computes the exact scatter matrix",
-                        self.columns, d)
+            logger.info(
+                "PCA: sketch size %d >= feature_dim %d; randomized mode computes the exact scatter matrix",
+                self.columns,
+                d,
+            )
 
     def update(self, batch: Batch) -> None:
         self.stats.update(batch.X)
@@ -391,10 +411,17 @@ class PCATraining:
 
     def finalize(self) -> tuple[PCAModel, list[Metric]]:
         components, singular_values, mean, train_error = self.stats.finalize(self.hp["num_components"])
-        model = PCAModel(components, singular_values, mean=mean, n_rows=self.stats.n, hyperparameters=self.hp, details={
-            "sketch_columns": None if self.stats.exact else self.columns,
-            "exact": self.stats.exact,
-        })
+        model = PCAModel(
+            components,
+            singular_values,
+            mean=mean,
+            n_rows=self.stats.n,
+            hyperparameters=self.hp,
+            details={
+                "sketch_columns": None if self.stats.exact else self.columns,
+                "exact": self.stats.exact,
+            },
+        )
         return model, [Metric("reconstruction_error", train_error)]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from smalgo.algorithms.errors import UserError
 
@@ -45,8 +45,10 @@ def requested_device(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     value = env.get(ENV_VARIABLE, "").strip().lower() or "auto"
     if value not in CHOICES:
-        raise UserError(f"{ENV_VARIABLE}={env[ENV_VARIABLE]!r} is not a device; "
-                        f"valid values: {', '.join(CHOICES)} (unset means auto).")
+        raise UserError(
+            f"{ENV_VARIABLE}={env[ENV_VARIABLE]!r} is not a device; "
+            f"valid values: {', '.join(CHOICES)} (unset means auto)."
+        )
     return value
 
 
@@ -65,8 +67,10 @@ def use_gpu() -> bool:
     available = gpu_available()
     detail = _probe_gpu()[1]
     if requested == "gpu" and not available:
-        raise UserError(f"{ENV_VARIABLE}=gpu, but no CUDA GPU can be used: {detail}. "
-                        f"Run on a GPU instance, or set {ENV_VARIABLE}=auto or cpu.")
+        raise UserError(
+            f"{ENV_VARIABLE}=gpu, but no CUDA GPU can be used: {detail}. "
+            f"Run on a GPU instance, or set {ENV_VARIABLE}=auto or cpu."
+        )
     if available:
         _log_choice("gpu", f"the GPU: {detail} ({ENV_VARIABLE}={requested})")
     else:

@@ -58,7 +58,7 @@ def blas_controller():
     return _blas_controller
 
 
-def run_in_row_chunks(rows_kernel, args, n_rows: int, work: int, make_scratch) -> None:
+def run_in_row_chunks(rows_kernel, args, n_rows: int, *, work: int, make_scratch) -> None:
     """Call rows_kernel(*args, start, stop, scratch) over 0..n_rows in chunks, on this thread and
     on up to numba.get_num_threads() - 1 helpers (which respects NUMBA_NUM_THREADS);
     make_scratch(chunk_rows) gives each thread its scratch buffers (and may collect them, to

@@ -77,15 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     megabytes = args.megabytes or (5 if args.quick else 100)
 
-    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="smalgo-csv-bench-") as tmp:
         path = os.path.join(tmp, "data.csv")
         start = time.perf_counter()
         rows, columns = generate(path, int(megabytes * 1e6))
         size_mb = os.path.getsize(path) / 1e6
-        print(f"generated {path}: {size_mb:.1f} MB, {rows} rows x {columns} columns "
-              f"({time.perf_counter() - start:.1f} s)")
+        print(
+            f"generated {path}: {size_mb:.1f} MB, {rows} rows x {columns} columns ({time.perf_counter() - start:.1f} s)"
+        )
         smalgo_decode(path)  # warm-up: numba compiles or loads its cache once per process
 
         times: dict[str, list[float]] = {"smalgo": [], "loadtxt": []}

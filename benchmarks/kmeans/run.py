@@ -78,8 +78,7 @@ def fit_minibatch(X: np.ndarray, k: int):
 
     # max_no_improvement=None: a full epoch (100 mini-batches), as ours does, rather than the
     # early stop after about a dozen batches that scikit-learn's smoothed-inertia check makes.
-    return MiniBatchKMeans(n_clusters=k, batch_size=5000, max_iter=1, max_no_improvement=None,
-                           random_state=SEED).fit(X)
+    return MiniBatchKMeans(n_clusters=k, batch_size=5000, max_iter=1, max_no_improvement=None, random_state=SEED).fit(X)
 
 
 CONTENDERS = {
@@ -95,19 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n_train, n_test, d, k = (20_000, 5_000, 10, 5) if args.quick else (500_000, 100_000, 50, 20)
 
-    import sklearn
     import numba
+    import sklearn
 
     X_train, X_test = make_clusters(n_train, n_test, d, k)
     print(f"k-means benchmark: {n_train:,} x {d} float32 train, {n_test:,} test, k = {k}, {REPEATS} repeats")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs"
+    )
     from smalgo.algorithms.runtime import threads as row_threads
 
     path = "BLAS, one thread per worker" if row_threads.blas_controller() is not None else "numba only"
     print(f"smalgo dense assignment path: {path} (threadpoolctl {'present' if path.startswith('BLAS') else 'absent'})")
 
-    for kind, fit in CONTENDERS.values():  # untimed warm-up
+    for _kind, fit in CONTENDERS.values():  # untimed warm-up
         fit(X_train[: min(n_train, 20_000)], k)
 
     times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
@@ -123,12 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     median_msd = {name: statistics.median(values) for name, values in msds.items()}
     ours, lloyd, minibatch = CONTENDERS
     print()
-    print(f"{'contender':<26} {'train s':>9} {'(min-max)':>15} {'test msd':>12} {'msd / lloyd':>12} {'ours faster by':>15}")
+    print(
+        f"{'contender':<26} {'train s':>9} {'(min-max)':>15} {'test msd':>12} {'msd / lloyd':>12} "
+        f"{'ours faster by':>15}"
+    )
     for name in CONTENDERS:
         spread = f"({min(times[name]):.2f}-{max(times[name]):.2f})"
         speedup = median_time[name] / median_time[ours]
-        print(f"{name:<26} {median_time[name]:>9.3f} {spread:>15} {median_msd[name]:>12.4f} "
-              f"{median_msd[name] / median_msd[lloyd]:>12.4f} {speedup:>14.2f}x")
+        print(
+            f"{name:<26} {median_time[name]:>9.3f} {spread:>15} {median_msd[name]:>12.4f} "
+            f"{median_msd[name] / median_msd[lloyd]:>12.4f} {speedup:>14.2f}x"
+        )
 
     msd_ratio = median_msd[ours] / median_msd[lloyd]
     speedup = median_time[minibatch] / median_time[ours]

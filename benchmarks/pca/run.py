@@ -59,11 +59,18 @@ def make_data(n: int, d: int, n_signal: int, seed: int = SEED) -> np.ndarray:
 
 def fit_smalgo(mode: str):
     def fit(X: np.ndarray, n_components: int):
-        hp = pca.ALGORITHM.hyperparameters.parse({"feature_dim": str(X.shape[1]), "mini_batch_size": str(MINI_BATCH_SIZE),
-                                        "num_components": str(n_components), "algorithm_mode": mode})
+        hp = pca.ALGORITHM.hyperparameters.parse(
+            {
+                "feature_dim": str(X.shape[1]),
+                "mini_batch_size": str(MINI_BATCH_SIZE),
+                "num_components": str(n_components),
+                "algorithm_mode": mode,
+            }
+        )
         model = pca.ALGORITHM.train(hp, InMemoryData({"train": X}))
         # Ours orders components smallest first; report largest first like scikit-learn.
         return model.components[:, ::-1].astype(np.float64), model.explained_variance[::-1]
+
     return fit
 
 
@@ -73,6 +80,7 @@ def fit_sklearn(solver: str):
 
         model = PCA(n_components=n_components, svd_solver=solver, random_state=SEED).fit(X)
         return model.components_.T.astype(np.float64), model.explained_variance_
+
     return fit
 
 
@@ -95,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
     X = make_data(n, d, n_components)
     print(f"PCA benchmark: {n:,} x {d} float32, {n_components} components, {REPEATS} repeats")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"scikit-learn {sklearn.__version__}, {os.cpu_count()} CPUs"
+    )
 
     X64 = X.astype(np.float64)
     centered_gram = X64.T @ X64 - n * np.outer(X64.mean(axis=0), X64.mean(axis=0))
@@ -119,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     median_time = {name: statistics.median(values) for name, values in times.items()}
     reference_time = median_time["sklearn covariance_eigh"]
     print()
-    print(f"{'contender':<24} {'fit s':>8} {'(min-max)':>13} {'time / cov_eigh':>16} "
-          f"{'reported EV err':>16} {'captured':>10}")
+    print(
+        f"{'contender':<24} {'fit s':>8} {'(min-max)':>13} {'time / cov_eigh':>16} "
+        f"{'reported EV err':>16} {'captured':>10}"
+    )
     accuracy = {}
     for name in CONTENDERS:
         components, explained = results[name]
@@ -128,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         captured = float(np.einsum("ij,ij->", components, covariance @ components) / best_variance)
         accuracy[name] = (ev_error, captured)
         spread = f"({min(times[name]):.2f}-{max(times[name]):.2f})"
-        print(f"{name:<24} {median_time[name]:>8.3f} {spread:>13} {median_time[name] / reference_time:>15.2f}x "
-              f"{ev_error:>16.2e} {captured:>10.6f}")
+        print(
+            f"{name:<24} {median_time[name]:>8.3f} {spread:>13} {median_time[name] / reference_time:>15.2f}x "
+            f"{ev_error:>16.2e} {captured:>10.6f}"
+        )
 
     regular_error, _ = accuracy["smalgo pca regular"]
     regular_ratio = median_time["smalgo pca regular"] / reference_time
@@ -137,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     checks = [
         (f"regular reported explained variance error = {regular_error:.2e} (target <= 1e-4)", regular_error <= 1e-4),
         (f"regular time / covariance_eigh = {regular_ratio:.2f}x (target <= 1.5x)", regular_ratio <= 1.5),
-        (f"randomized captured variance = {randomized_captured:.4f} of optimal (target >= 0.99)",
-         randomized_captured >= 0.99),
+        (
+            f"randomized captured variance = {randomized_captured:.4f} of optimal (target >= 0.99)",
+            randomized_captured >= 0.99,
+        ),
     ]
     print()
     for text, ok in checks:

@@ -34,7 +34,7 @@ logging.disable(logging.INFO)  # sagemaker.config / image_uris INFO chatter
 
 import boto3  # noqa: E402
 import sagemaker  # noqa: E402
-from sagemaker import KMeans, PCA  # noqa: E402
+from sagemaker import PCA, KMeans  # noqa: E402
 from sagemaker.amazon.amazon_estimator import RecordSet  # noqa: E402
 from sagemaker.session import Session  # noqa: E402
 
@@ -63,9 +63,7 @@ class OfflineSession(Session):
 
     def __init__(self):
         self.recorder = _RecordingSageMakerClient()
-        boto_session = boto3.Session(
-            region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline"
-        )
+        boto_session = boto3.Session(region_name=REGION, aws_access_key_id="offline", aws_secret_access_key="offline")
         super().__init__(
             boto_session=boto_session,
             sagemaker_client=self.recorder,
@@ -126,9 +124,7 @@ def main() -> int:
 
     s = OfflineSession()
     km2 = KMeans(**kmeans_settings, num_trials=3, center_factor=2, sagemaker_session=s)
-    captured["kmeans_explicit"] = _capture(
-        km2, s, feature_dim=50, num_records=100_000, mini_batch_size=5000
-    )
+    captured["kmeans_explicit"] = _capture(km2, s, feature_dim=50, num_records=100_000, mini_batch_size=5000)
 
     s = OfflineSession()
     pca = PCA(

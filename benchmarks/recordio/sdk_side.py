@@ -108,8 +108,11 @@ def records_to_arrays(kind, records):
             d = int(t.shape[0])
         y[i] = r.label["values"].float32_tensor.values[0]
     X = sp.csr_matrix(
-        (np.concatenate(data) if data else np.zeros(0, np.float32),
-         np.concatenate(indices) if indices else np.zeros(0, np.int64), indptr),
+        (
+            np.concatenate(data) if data else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.int64),
+            indptr,
+        ),
         shape=(n, d),
     )
     return X, y
@@ -129,8 +132,7 @@ def save_arrays(kind, out_path, X, y):
         np.savez(out_path, X=X, y=y)
     else:
         X = X.tocsr()
-        np.savez(out_path, data=X.data, indices=X.indices, indptr=X.indptr,
-                 shape=np.array(X.shape), y=y)
+        np.savez(out_path, data=X.data, indices=X.indices, indptr=X.indptr, shape=np.array(X.shape), y=y)
 
 
 def main(spec_path):
@@ -169,8 +171,11 @@ def main(spec_path):
             save_arrays(kind, out, Xo, yo)
             res["decoded"][impl] = out
         result["cases"][name] = res
-        print(f"[sdk] {name}: write {sorted(res['write_s'])} s, read {sorted(res['read_s'])} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"[sdk] {name}: write {sorted(res['write_s'])} s, read {sorted(res['read_s'])} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     with open(spec["result"], "w") as f:
         json.dump(result, f, indent=2)

@@ -62,17 +62,25 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--features", type=int, default=50, help="model feature_dim (default 50)")
     parser.add_argument("--k", type=int, default=10, help="k-means clusters (default 10)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="gunicorn workers for both servers (default: SAGEMAKER_MODEL_SERVER_WORKERS or the CPUs)")
-    parser.add_argument("--worker-class", default=None,
-                        help="override the gunicorn worker class for both servers (sync, gthread)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="gunicorn workers for both servers (default: SAGEMAKER_MODEL_SERVER_WORKERS or the CPUs)",
+    )
+    parser.add_argument(
+        "--worker-class", default=None, help="override the gunicorn worker class for both servers (sync, gthread)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
     wrk = shutil.which("wrk")
     if wrk is None:
-        print("wrk is not installed. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or "
-              "`brew install wrk` (macOS), then run this again.", file=sys.stderr)
+        print(
+            "wrk is not installed. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or "
+            "`brew install wrk` (macOS), then run this again.",
+            file=sys.stderr,
+        )
         return 2
 
     with tempfile.TemporaryDirectory(prefix="smalgo-serve-bench-") as tmp:
@@ -99,14 +107,16 @@ def main() -> int:
             for server in servers.values():
                 server.start()
             check_answers(servers["smalgo"].url, bodies)
-            print(f"k-means model: k={args.k}, feature_dim={args.features}; {cpu_note(env)}; "
-                  f"wrk -t{args.threads} -c{args.connections}, {args.runs} x {args.duration} s per cell, "
-                  f"medians.\n")
+            print(
+                f"k-means model: k={args.k}, feature_dim={args.features}; {cpu_note(env)}; "
+                f"wrk -t{args.threads} -c{args.connections}, {args.runs} x {args.duration} s per cell, "
+                f"medians.\n"
+            )
             results = {}
-            for load, body in bodies.items():
+            for load, _body in bodies.items():
                 records = BATCH_RECORDS if load == "batch" else 1
                 samples = {name: [] for name in servers}
-                for name, server in servers.items():  # a short warm-up: connections, caches
+                for _name, server in servers.items():  # a short warm-up: connections, caches
                     run_wrk(wrk, args, server.url, tmp, load, duration=2)
                 for run in range(args.runs):
                     # Alternate which server goes first: the machine's other load drifts.
@@ -115,7 +125,8 @@ def main() -> int:
                         cpu_before = server.cpu_seconds()
                         sample = run_wrk(wrk, args, server.url, tmp, load, args.duration)
                         sample["server_cpu_us_per_request"] = (
-                            (server.cpu_seconds() - cpu_before) * 1e6 / max(sample["requests"], 1))
+                            (server.cpu_seconds() - cpu_before) * 1e6 / max(sample["requests"], 1)
+                        )
                         samples[name].append(sample)
                 results[load] = {name: summarize(runs, records) for name, runs in samples.items()}
         finally:
@@ -127,11 +138,17 @@ def main() -> int:
     throughput_ratio = single["smalgo"]["requests_per_s"] / single["bare"]["requests_per_s"]
     p99_ratio = single["smalgo"]["p99_ms"] / single["bare"]["p99_ms"]
     met = throughput_ratio >= TARGET_THROUGHPUT_RATIO and p99_ratio <= TARGET_P99_RATIO
-    print(f"\nsingle-record targets: throughput {throughput_ratio:.0%} of bare (>= {TARGET_THROUGHPUT_RATIO:.0%}), "
-          f"p99 {p99_ratio:.2f}x bare (<= {TARGET_P99_RATIO:.0f}x): {'met' if met else 'NOT met'}")
+    print(
+        f"\nsingle-record targets: throughput {throughput_ratio:.0%} of bare (>= {TARGET_THROUGHPUT_RATIO:.0%}), "
+        f"p99 {p99_ratio:.2f}x bare (<= {TARGET_P99_RATIO:.0f}x): {'met' if met else 'NOT met'}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "throughput_ratio": throughput_ratio,
-                                         "p99_ratio": p99_ratio, "targets_met": met}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"results": results, "throughput_ratio": throughput_ratio, "p99_ratio": p99_ratio, "targets_met": met},
+                indent=2,
+            )
+        )
     return 0 if met else 1
 
 
@@ -151,8 +168,9 @@ def csv_body(rows: np.ndarray) -> bytes:
 def check_answers(url: str, bodies: dict[str, bytes]) -> None:
     """The smalgo server answers what the benchmark sends, correctly, before it is timed."""
     for name, body in bodies.items():
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "text/csv", "Accept": "application/json"})
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "text/csv", "Accept": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             predictions = json.loads(response.read())["predictions"]
         expected = body.count(b"\n")
@@ -162,8 +180,16 @@ def check_answers(url: str, bodies: dict[str, bytes]) -> None:
 
 def run_wrk(wrk: str, args, url: str, tmp: Path, load: str, duration: int) -> dict:
     env = dict(os.environ, BENCH_BODY_FILE=str(tmp / f"{load}.csv"))
-    command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
-               "-s", str(tmp / "post.lua"), url]
+    command = [
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(tmp / "post.lua"),
+        url,
+    ]
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
 
@@ -192,8 +218,10 @@ def parse_wrk(output: str) -> dict:
 
 
 def summarize(runs: list[dict], records: int) -> dict:
-    summary = {key: statistics.median(run[key] for run in runs)
-               for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")}
+    summary = {
+        key: statistics.median(run[key] for run in runs)
+        for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")
+    }
     summary["records_per_s"] = summary["requests_per_s"] * records
     summary["non_2xx"] = sum(run["non_2xx"] for run in runs)
     summary["socket_errors"] = sum(run["socket_errors"] for run in runs)
@@ -202,20 +230,26 @@ def summarize(runs: list[dict], records: int) -> dict:
 
 
 def print_table(results: dict) -> None:
-    header = (f"{'load':<8}{'server':<8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'records/s':>12}"
-              f"{'CPU us/req':>12}{'non-2xx':>9}")
+    header = (
+        f"{'load':<8}{'server':<8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'records/s':>12}"
+        f"{'CPU us/req':>12}{'non-2xx':>9}"
+    )
     print(header)
     print("-" * len(header))
     for load, by_server in results.items():
         for name, s in by_server.items():
-            print(f"{load:<8}{name:<8}{s['requests_per_s']:>10.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
-                  f"{s['records_per_s']:>12.0f}{s['server_cpu_us_per_request']:>12.0f}"
-                  f"{s['non_2xx'] + s['socket_errors']:>9}")
+            print(
+                f"{load:<8}{name:<8}{s['requests_per_s']:>10.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
+                f"{s['records_per_s']:>12.0f}{s['server_cpu_us_per_request']:>12.0f}"
+                f"{s['non_2xx'] + s['socket_errors']:>9}"
+            )
         ours, bare = by_server["smalgo"], by_server["bare"]
-        print(f"{load:<8}{'ratio':<8}{ours['requests_per_s'] / bare['requests_per_s']:>10.2f}"
-              f"{ours['p50_ms'] / bare['p50_ms']:>9.2f}{ours['p99_ms'] / bare['p99_ms']:>9.2f}"
-              f"{ours['records_per_s'] / bare['records_per_s']:>12.2f}"
-              f"{ours['server_cpu_us_per_request'] / bare['server_cpu_us_per_request']:>12.2f}")
+        print(
+            f"{load:<8}{'ratio':<8}{ours['requests_per_s'] / bare['requests_per_s']:>10.2f}"
+            f"{ours['p50_ms'] / bare['p50_ms']:>9.2f}{ours['p99_ms'] / bare['p99_ms']:>9.2f}"
+            f"{ours['records_per_s'] / bare['records_per_s']:>12.2f}"
+            f"{ours['server_cpu_us_per_request'] / bare['server_cpu_us_per_request']:>12.2f}"
+        )
 
 
 def cpu_note(env: dict) -> str:
@@ -238,8 +272,9 @@ class Server:
         self.env["SAGEMAKER_BIND_TO_PORT"] = str(port)
         self.url = f"http://127.0.0.1:{port}/invocations"
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, str(SERVERS), *self.args], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, str(SERVERS), *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -256,8 +291,9 @@ class Server:
         """CPU time (user + system) used so far by the server's master and its live workers:
         the cost per request, which the machine's other load does not inflate as it does
         requests/s."""
-        pids = [self.process.pid] + [int(p.name) for p in Path("/proc").iterdir()
-                                     if p.name.isdigit() and _parent_of(p) == self.process.pid]
+        pids = [self.process.pid] + [
+            int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent_of(p) == self.process.pid
+        ]
         ticks = 0
         for pid in pids:
             try:

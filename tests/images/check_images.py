@@ -78,25 +78,38 @@ class Engine:
 
 def no_compilation(log: str, what: str) -> None:
     compiled = [line for line in log.splitlines() if line.startswith(COMPILE_MARKERS)]
-    check(not compiled, f"{what} compiled numba kernels instead of loading them from the image's cache:\n  "
-          + "\n  ".join(compiled[:10]))
+    check(
+        not compiled,
+        f"{what} compiled numba kernels instead of loading them from the image's cache:\n  "
+        + "\n  ".join(compiled[:10]),
+    )
 
 
 def sdk_job(workdir: Path, algorithm: str) -> tuple[Path, np.ndarray]:
     """A job laid out by the SDK's local mode under `workdir`; returns its host directory and
     sample rows."""
     host_dir = workdir / f"{algorithm}-job" / "algo-1"
-    result = subprocess.run([str(SDK_PYTHON), str(REPO / "tests" / "images" / "sdk_local_job.py"), str(host_dir),
-                             algorithm, str(SDK_HYPERPARAMETERS / f"{algorithm}.json")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(SDK_PYTHON),
+            str(REPO / "tests" / "images" / "sdk_local_job.py"),
+            str(host_dir),
+            algorithm,
+            str(SDK_HYPERPARAMETERS / f"{algorithm}.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     check(result.returncode == 0, f"sdk_local_job.py failed:\n{result.stderr}")
     return host_dir, np.array(json.loads(result.stdout), dtype=np.float32)
 
 
 def check_train(engine: Engine, image: str, host_dir: Path) -> float:
     started = time.perf_counter()
-    result = engine.run("run", "--rm", "--network", "none", "-e", "NUMBA_DEBUG_CACHE=1",
-                        "-v", f"{host_dir}:/opt/ml", image, "train")
+    result = engine.run(
+        "run", "--rm", "--network", "none", "-e", "NUMBA_DEBUG_CACHE=1", "-v", f"{host_dir}:/opt/ml", image, "train"
+    )
     seconds = time.perf_counter() - started
     log = result.stdout + result.stderr
     failure = host_dir / "output" / "failure"
@@ -105,8 +118,10 @@ def check_train(engine: Engine, image: str, host_dir: Path) -> float:
     if failure.exists():
         raise CheckFailed(f"train succeeded but wrote output/failure: {failure.read_text()[:500]}")
     check((host_dir / "model" / "model.json").exists(), "train exited 0 but model/ holds no model.json")
-    check("_metric: host=algo-1," in log, "train printed no metric line (#..._metric: host=algo-1, ...) for the "
-          "host resourceconfig.json names")
+    check(
+        "_metric: host=algo-1," in log,
+        "train printed no metric line (#..._metric: host=algo-1, ...) for the host resourceconfig.json names",
+    )
     no_compilation(log, "train")
     return seconds
 
@@ -127,14 +142,20 @@ def check_bad_hyperparameter(engine: Engine, image: str, host_dir: Path, algorit
     check(failure.exists(), f"train with {name}={value} failed but wrote no output/failure")
     text = failure.read_text()
     check(name in text and "Traceback" not in text, f"output/failure does not name {name} plainly: {text[:500]!r}")
-    check(not any((bad_dir / "model").iterdir()), f"a failed training left files in model/: "
-          f"{sorted(p.name for p in (bad_dir / 'model').iterdir())}")
+    check(
+        not any((bad_dir / "model").iterdir()),
+        f"a failed training left files in model/: {sorted(p.name for p in (bad_dir / 'model').iterdir())}",
+    )
     check(not (bad_dir / "output" / "success").exists(), "a failed training wrote output/success")
-    print(f"    bad hyperparameter {name}={value}: exit {result.returncode}, failure: {text.strip().splitlines()[0][:120]}")
+    print(
+        f"    bad hyperparameter {name}={value}: exit {result.returncode}, "
+        f"failure: {text.strip().splitlines()[0][:120]}"
+    )
 
 
-def request(url: str, body: bytes | None = None, content_type: str | None = None, accept: str | None = None,
-            timeout: float = 30) -> tuple[int, str, bytes, float]:
+def request(
+    url: str, body: bytes | None = None, content_type: str | None = None, accept: str | None = None, timeout: float = 30
+) -> tuple[int, str, bytes, float]:
     headers = {key: value for key, value in (("Content-Type", content_type), ("Accept", accept)) if value}
     req = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
     started = time.perf_counter()
@@ -164,15 +185,19 @@ def check_answers(base_url: str, algorithm: str, model_dir: Path, rows: np.ndarr
     json_body = json.dumps({"instances": [{"features": row.tolist()} for row in rows]}).encode()
     jsonl_body = "".join(json.dumps({"features": row.tolist()}) + "\n" for row in rows).encode()
     recordio_body = _recordio(rows)
-    for name, body, content_type, accept in (("CSV", csv_body, "text/csv", "application/json"),
-                                             ("JSON", json_body, "application/json", "application/json"),
-                                             ("JSON Lines", jsonl_body, "application/jsonlines", "application/json"),
-                                             ("RecordIO", recordio_body, "application/x-recordio-protobuf",
-                                              "application/x-recordio-protobuf")):
+    for name, body, content_type, accept in (
+        ("CSV", csv_body, "text/csv", "application/json"),
+        ("JSON", json_body, "application/json", "application/json"),
+        ("JSON Lines", jsonl_body, "application/jsonlines", "application/json"),
+        ("RecordIO", recordio_body, "application/x-recordio-protobuf", "application/x-recordio-protobuf"),
+    ):
         status, answer_type, answer, _ = request(url, body, content_type, accept)
         check(status == 200, f"{name} request: HTTP {status}: {answer[:300]!r}")
-        outputs = (decode_response(answer) if accept.endswith("protobuf")
-                   else _outputs_from_json(json.loads(answer), algorithm))
+        outputs = (
+            decode_response(answer)
+            if accept.endswith("protobuf")
+            else _outputs_from_json(json.loads(answer), algorithm)
+        )
         for key, values in expected.items():
             got = np.asarray(outputs[key], dtype=np.float64).reshape(len(rows), -1)
             want = np.asarray(values, dtype=np.float64).reshape(len(rows), -1)
@@ -197,8 +222,17 @@ def _outputs_from_json(answer: dict, algorithm: str) -> dict[str, list]:
 
 
 def check_sdk_client(base_url: str, rows: np.ndarray, algorithm: str, model_dir: Path) -> None:
-    result = subprocess.run([str(SDK_PYTHON), str(REPO / "tests" / "sdk_client.py"), base_url + "/invocations",
-                             json.dumps(rows[:5].tolist())], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(SDK_PYTHON),
+            str(REPO / "tests" / "sdk_client.py"),
+            base_url + "/invocations",
+            json.dumps(rows[:5].tolist()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     check(result.returncode == 0, f"the SDK v2 client failed:\n{result.stderr[-3000:]}")
     answers = json.loads(result.stdout)
     expected = expected_outputs(model_dir, rows[:5])
@@ -206,7 +240,10 @@ def check_sdk_client(base_url: str, rows: np.ndarray, algorithm: str, model_dir:
     want = np.asarray(expected[key], dtype=np.float64).reshape(5, -1)
     as_json = _outputs_from_json(answers["csv+json"], algorithm)[key]
     as_records = [record[key] for record in answers["recordio+recordio"]]
-    for name, got in (("CSVSerializer + JSONDeserializer", as_json), ("RecordSerializer + RecordDeserializer", as_records)):
+    for name, got in (
+        ("CSVSerializer + JSONDeserializer", as_json),
+        ("RecordSerializer + RecordDeserializer", as_records),
+    ):
         got = np.asarray(got, dtype=np.float64).reshape(5, -1)
         check(np.allclose(got, want, rtol=1e-4, atol=1e-4), f"SDK v2 {name}: {key} {got[:2]} != {want[:2]}")
     print(f"    SDK v2 serializers and deserializers: {', '.join(sorted(answers))} all answered")
@@ -222,8 +259,23 @@ def check_serve(engine: Engine, image: str, algorithm: str, model_dir: Path, row
         name = f"smalgo-check-{algorithm}-{port}"
         base_url = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
-        engine.run("run", "-d", "--name", name, "--network", "host", "-e", f"SAGEMAKER_BIND_TO_PORT={port}",
-                   "-e", "NUMBA_DEBUG_CACHE=1", "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve", check_ok=True)
+        engine.run(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "-e",
+            f"SAGEMAKER_BIND_TO_PORT={port}",
+            "-e",
+            "NUMBA_DEBUG_CACHE=1",
+            "-v",
+            f"{model_dir}:/opt/ml/model:ro",
+            image,
+            "serve",
+            check_ok=True,
+        )
         try:
             try:
                 pings.append(wait_for_ping(base_url, started))
@@ -232,17 +284,24 @@ def check_serve(engine: Engine, image: str, algorithm: str, model_dir: Path, row
             status, _, answer, first = request(base_url + "/invocations", one_row, "text/csv", "application/json")
             check(status == 200, f"first request: HTTP {status}: {answer[:300]!r}")
             firsts.append(first)
-            steadies.append(statistics.median(
-                request(base_url + "/invocations", one_row, "text/csv", "application/json")[3]
-                for _ in range(STEADY_REQUESTS)))
+            steadies.append(
+                statistics.median(
+                    request(base_url + "/invocations", one_row, "text/csv", "application/json")[3]
+                    for _ in range(STEADY_REQUESTS)
+                )
+            )
             if start == 0:
                 check_answers(base_url, algorithm, model_dir, rows)
                 check_sdk_client(base_url, rows, algorithm, model_dir)
             stops.append(stop_with_sigterm(engine, name))
         finally:
             engine.run("rm", "--force", name)
-    return {"ping": statistics.median(pings), "first": statistics.median(firsts),
-            "steady": statistics.median(steadies), "stop": max(stops)}
+    return {
+        "ping": statistics.median(pings),
+        "first": statistics.median(firsts),
+        "steady": statistics.median(steadies),
+        "stop": max(stops),
+    }
 
 
 def stop_with_sigterm(engine: Engine, name: str) -> float:
@@ -278,8 +337,10 @@ def check_gpu_stack(engine: Engine, image: str) -> None:
     check(result.returncode == 0, f"the CUDA stack of {image} is incomplete:\n{result.stderr[-3000:]}")
     report = json.loads(result.stdout.strip().splitlines()[-1])
     check(report["xgboost_cuda"], f"{image}: XGBoost {report['xgboost']} is built without CUDA")
-    print(f"    CUDA stack: XGBoost {report['xgboost']} with CUDA, numba-cuda, "
-          f"{', '.join(sorted(report['libraries']))} load; GPU visible: {report['gpu_visible']}")
+    print(
+        f"    CUDA stack: XGBoost {report['xgboost']} with CUDA, numba-cuda, "
+        f"{', '.join(sorted(report['libraries']))} load; GPU visible: {report['gpu_visible']}"
+    )
 
 
 def check_configuration(engine: Engine, image: str, algorithm: str) -> None:
@@ -289,12 +350,19 @@ def check_configuration(engine: Engine, image: str, algorithm: str) -> None:
     labels = config.get("Labels") or {}
     environment = dict(item.split("=", 1) for item in config.get("Env") or [])
     check(config.get("Entrypoint") == ["/opt/smalgo/bin/smalgo"], f"entrypoint is {config.get('Entrypoint')}")
-    check(labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true",
-          f"the accept-bind-to-port label is missing: {labels}")
+    check(
+        labels.get("com.amazonaws.sagemaker.capabilities.accept-bind-to-port") == "true",
+        f"the accept-bind-to-port label is missing: {labels}",
+    )
     check("8080/tcp" in (config.get("ExposedPorts") or {}), f"port 8080 is not exposed: {config.get('ExposedPorts')}")
-    check(environment.get("SMALGO_ALGORITHM") == algorithm, f"SMALGO_ALGORITHM is {environment.get('SMALGO_ALGORITHM')!r}")
+    check(
+        environment.get("SMALGO_ALGORITHM") == algorithm, f"SMALGO_ALGORITHM is {environment.get('SMALGO_ALGORITHM')!r}"
+    )
     listing = engine.run("run", "--rm", "--network", "none", "--entrypoint", "ls", image, "-A", "/opt")
-    check(listing.returncode == 0 and "ml" not in listing.stdout.split(), f"the image has files under /opt/ml: {listing.stdout}")
+    check(
+        listing.returncode == 0 and "ml" not in listing.stdout.split(),
+        f"the image has files under /opt/ml: {listing.stdout}",
+    )
 
 
 def check_image(engine: Engine, algorithm: str, tag: str, workdir: Path) -> dict:
@@ -305,13 +373,18 @@ def check_image(engine: Engine, algorithm: str, tag: str, workdir: Path) -> dict
         check_gpu_stack(engine, image)
     host_dir, rows = sdk_job(workdir / tag, algorithm)
     train_seconds = check_train(engine, image, host_dir)
-    print(f"    train (SDK v2 local-mode job, --network none): exit 0 in {train_seconds:.1f} s, "
-          f"model: {', '.join(sorted(p.name for p in (host_dir / 'model').iterdir()))}; nothing compiled")
+    print(
+        f"    train (SDK v2 local-mode job, --network none): exit 0 in {train_seconds:.1f} s, "
+        f"model: {', '.join(sorted(p.name for p in (host_dir / 'model').iterdir()))}; nothing compiled"
+    )
     check_bad_hyperparameter(engine, image, host_dir, algorithm)
     figures = check_serve(engine, image, algorithm, host_dir / "model", rows)
-    print(f"    serve ({SERVE_STARTS} starts, medians): /ping 200 after {figures['ping']:.2f} s; first request "
-          f"{figures['first'] * 1000:.1f} ms, steady {figures['steady'] * 1000:.2f} ms (median of "
-          f"{STEADY_REQUESTS}); SIGTERM -> exit 0 within {figures['stop']:.1f} s; nothing compiled", flush=True)
+    print(
+        f"    serve ({SERVE_STARTS} starts, medians): /ping 200 after {figures['ping']:.2f} s; first request "
+        f"{figures['first'] * 1000:.1f} ms, steady {figures['steady'] * 1000:.2f} ms (median of "
+        f"{STEADY_REQUESTS}); SIGTERM -> exit 0 within {figures['stop']:.1f} s; nothing compiled",
+        flush=True,
+    )
     return dict(figures, train=train_seconds)
 
 
@@ -322,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("algorithms", nargs="*", help="algorithms whose images to check (default: all)")
     args = parser.parse_args(argv)
     if not SDK_PYTHON.exists():
-        print(f"check_images: the SageMaker SDK v2 environment is missing ({SDK_PYTHON}); run `make sdk-env`",
-              file=sys.stderr)
+        print(
+            f"check_images: the SageMaker SDK v2 environment is missing ({SDK_PYTHON}); run `make sdk-env`",
+            file=sys.stderr,
+        )
         return 1
     engine = Engine(args.engine)
     results = {}
@@ -335,14 +410,19 @@ def main(argv: list[str] | None = None) -> int:
         except CheckFailed as exc:
             print(f"check_images: FAILED: {exc}", file=sys.stderr)
             return 1
-    print(f"\nStart-up figures, medians of {SERVE_STARTS} starts (targets: /ping within "
-          f"{PING_TARGET_SECONDS:.0f} s of `run`, first request within {FIRST_REQUEST_TARGET_RATIO:.0f}x the steady state):")
+    print(
+        f"\nStart-up figures, medians of {SERVE_STARTS} starts (targets: /ping within "
+        f"{PING_TARGET_SECONDS:.0f} s of `run`, first request within {FIRST_REQUEST_TARGET_RATIO:.0f}x "
+        f"the steady state):"
+    )
     print(f"  {'image':<24} {'train':>8} {'/ping':>8} {'first':>10} {'steady':>10} {'ratio':>7}")
     for image, f in results.items():
         ratio = f["first"] / f["steady"]
         flags = [] if f["ping"] <= PING_TARGET_SECONDS and ratio <= FIRST_REQUEST_TARGET_RATIO else ["over target"]
-        print(f"  {image:<24} {f['train']:>7.2f}s {f['ping']:>7.2f}s {f['first'] * 1000:>8.2f}ms "
-              f"{f['steady'] * 1000:>8.2f}ms {ratio:>6.1f}x {' '.join(flags)}")
+        print(
+            f"  {image:<24} {f['train']:>7.2f}s {f['ping']:>7.2f}s {f['first'] * 1000:>8.2f}ms "
+            f"{f['steady'] * 1000:>8.2f}ms {ratio:>6.1f}x {' '.join(flags)}"
+        )
     print("check_images: all checks passed")
     return 0
 

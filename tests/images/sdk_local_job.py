@@ -49,8 +49,13 @@ def main(host_dir: str, algorithm: str, hyperparameters_json: str) -> None:
     local_image._create_config_file_directories(container_root, HOST)
     os.makedirs(os.path.join(host_dir, "output", "data"), exist_ok=True)
     container = types.SimpleNamespace(container_root=container_root, hosts=[HOST], instance_type="local")
-    input_data_config = [{"ChannelName": "train", "DataUri": "file:///unused",
-                          "DataSource": {"FileDataSource": {"FileUri": "file:///unused"}}}]
+    input_data_config = [
+        {
+            "ChannelName": "train",
+            "DataUri": "file:///unused",
+            "DataSource": {"FileDataSource": {"FileUri": "file:///unused"}},
+        }
+    ]
     local_image._SageMakerContainer.write_config_files(container, HOST, hyperparameters, input_data_config)
 
     rng = np.random.default_rng(11)
