@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,9 +42,7 @@ from .formats.content_types import RECORDIO_PROTOBUF
 from .hyperparameters import Schema
 from .metrics import Metric, MetricWriter
 from .model_files import ModelFiles
-
-if TYPE_CHECKING:
-    from .training import TrainingCallback
+from .training import TrainingCallback, train_streaming
 
 # A parsed hyperparameter set, by canonical name (Schema.parse's result).
 Hyperparameters = dict[str, Any]
@@ -219,17 +217,8 @@ class StreamingAlgorithm(Algorithm):
     def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> Scorer:
         """Scores `model` on a test or validation channel."""
 
-    def train(
-        self,
-        hp: Hyperparameters,
-        data: TrainingData,
-        *,
-        metrics: MetricWriter | None = None,
-        callbacks: Iterable[TrainingCallback] = (),
-    ) -> Model:
-        from .training import train_streaming  # the driver imports this module
-
-        return train_streaming(self, hp, data, metrics=metrics or MetricWriter(), callbacks=callbacks)
+    # The shared driver is every mini-batch algorithm's train().
+    train = train_streaming
 
 
 def check_width(batch: Batch, feature_dim: int) -> None:

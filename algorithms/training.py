@@ -98,11 +98,13 @@ def train_streaming(
     hp: Hyperparameters,
     data: TrainingData,
     *,
-    metrics: MetricWriter,
+    metrics: MetricWriter | None = None,
     callbacks: Iterable[TrainingCallback] = (),
     collective: SingleHost | None = None,
 ) -> Model:
-    """Run `algorithm` over `data` with validated hyperparameters; returns the model."""
+    """Run `algorithm` over `data` with validated hyperparameters, reporting through `metrics`
+    (a writer for algo-1 by default); returns the model. (StreamingAlgorithm.train is this.)"""
+    metrics = metrics or MetricWriter()
     collective = collective or SingleHost()
     if collective.hosts != 1:
         raise NotImplementedError("training on several hosts is not available yet")

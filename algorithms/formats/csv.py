@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from numba import njit
@@ -374,28 +374,17 @@ def decode_csv(
 
 
 def iter_csv_batches(
-    source: str | os.PathLike | BinaryIO | bytes,
-    batch_size: int,
-    label_size: int = 0,
-    *,
-    feature_dim: int | None = None,
-    name: str | None = None,
-    feature_dim_source: str = "",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    source: str | os.PathLike | BinaryIO | bytes, batch_size: int, label_size: int = 0, **options: Any
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Stream (X, y) mini-batches of `batch_size` rows (the last may be smaller) from a CSV file.
+    """Stream (X, y) mini-batches of `batch_size` rows (the last may be smaller) from a CSV file:
+    iter_csv_blocks (which `options` go to: feature_dim, name, ...) cut by `rebatch`.
 
     `source` is a path, a binary file object (a FIFO opened 'rb' works: short reads are fine) or
-    bytes. See iter_csv_blocks for the other arguments.
+    bytes.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    yield from rebatch(
-        iter_csv_blocks(
-            source, label_size, feature_dim, name=name, feature_dim_source=feature_dim_source, chunk_bytes=chunk_bytes
-        ),
-        batch_size,
-    )
+    yield from rebatch(iter_csv_blocks(source, label_size, **options), batch_size)
 
 
 def iter_csv_blocks(
