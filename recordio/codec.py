@@ -19,22 +19,36 @@ import numba
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
-# The hot kernels below are compiled with parallel=True although their loops are plain `range`
-# loops: that flag runs numba's extra loop passes (hoisting, array analysis), which made
-# scan_payloads about 6x faster than the same code without it (2.2 ms against 16 ms per 65,536
-# dense records). Without a prange loop numba launches no threads, so the kernels stay safe to
-# call from several threads at once; rows are split over threads by `parallel.over_rows`.
+# The writers' size kernels (dense_frame_sizes, sparse_frame_sizes) are compiled with
+# parallel=True although their loops are plain `range` loops: numba's extra passes under that
+# flag can make such code faster (in the former parallel=True build of scan_payloads they removed
+# the reference counting of the arrays its inlined helpers were given). Without a prange loop
+# numba launches no threads, so the kernels stay safe to call from several threads at once; rows
+# are split over threads by `parallel.over_rows`. (The reading kernel is built another way: see
+# READER below.)
 OPTIMISED = dict(cache=True, nogil=True, parallel=True)
 # Only kernels without slice assignments or array constructors get the flag: under it those
 # become threaded parfors of their own, and the byte-copying kernels are fastest as plain njit.
-warnings.filterwarnings("ignore", message=r"(?s).*no transformation for parallel execution was possible",
-                        category=NumbaPerformanceWarning)
+warnings.filterwarnings(
+    "ignore", message=r"(?s).*no transformation for parallel execution was possible", category=NumbaPerformanceWarning
+)
+
+# The reading kernel and its wire-format helpers. Each helper is compiled once, on its own, and
+# LLVM inlines it into its callers (forceinline): numba's own inlining (inline="always") copied
+# the nested helpers into scan_payloads about twenty times over, at the IR level, and compiling
+# scan_payloads took 20-50 s on 2 cores (a job's first read of RecordIO), against about 2 s now.
+# They run without numba's reference counting (_nrt=False: they allocate nothing, and the caller
+# holds every array they touch): with it, each helper call increfs and decrefs the arrays it is
+# given, atomic operations LLVM cannot remove, and the scan ran 4x slower; the same code without
+# them runs as fast as the old parallel=True build did (about 2 ms per 65,536 dense records).
+READER = dict(cache=True, nogil=True, _nrt=False)
+READER_HELPER = dict(READER, forceinline=True)
 
 # Label dtype codes shared with the writers.
 LABEL_NONE, LABEL_F32, LABEL_F64, LABEL_I32 = 0, 1, 2, 3
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**READER_HELPER)
 def _varint(buf, pos, end):
     """(value, next position); next position is -1 for a truncated or over-long varint."""
     result = np.uint64(0)
@@ -53,7 +67,7 @@ def _varint(buf, pos, end):
     return np.uint64(0), -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**READER_HELPER)
 def _field(buf, pos, end):
     """(field number, start, stop, next position) of a length-delimited field at pos; next
     position is -1 when the field is not length-delimited or does not fit."""
@@ -69,10 +83,17 @@ def _field(buf, pos, end):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _copy(dst, dst_pos, src, src_pos, n):
-    dst[dst_pos:dst_pos + n] = src[src_pos:src_pos + n]
+    """dst[dst_pos:dst_pos + n] = src[src_pos:src_pos + n], as a loop: a slice assignment also
+    compiles numba's shape-mismatch error message (about 2 s on first use, for an error these
+    callers cannot hit), and copied slower. Indices are unsigned so numba emits no negative-index
+    wraparound (as in uniform.py's copy loop)."""
+    d = np.uint64(dst_pos)
+    s = np.uint64(src_pos)
+    for j in range(np.uint64(n)):
+        dst[d + j] = src[s + j]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**READER_HELPER)
 def _tensor(buf, pos, end):
     """Parse a Float32Tensor body. Returns (ok, values offset, values bytes, keys offset,
     key count, largest key, shape dimension count, first shape dimension); ok is False when the
@@ -119,15 +140,23 @@ def _tensor(buf, pos, end):
     return True, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(**READER_HELPER)
 def _values_entry(buf, pos, end):
     """Parse a map entry laid out as every serializer writes it: key "values", then a Value
     holding exactly one Float32Tensor. Returns _tensor's tuple; any other layout is not ok and
     is left to the reference path."""
     number, start, stop, pos = _field(buf, pos, end)
-    if (pos < 0 or number != 1 or stop - start != 6 or buf[start] != 118 or buf[start + 1] != 97
-            or buf[start + 2] != 108 or buf[start + 3] != 117 or buf[start + 4] != 101
-            or buf[start + 5] != 115):  # "values"
+    if (
+        pos < 0
+        or number != 1
+        or stop - start != 6
+        or buf[start] != 118
+        or buf[start + 1] != 97
+        or buf[start + 2] != 108
+        or buf[start + 3] != 117
+        or buf[start + 4] != 101
+        or buf[start + 5] != 115
+    ):  # "values"
         return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
     number, start, value_end, pos = _field(buf, pos, end)
     if pos != end or number != 2:
@@ -141,22 +170,35 @@ def _values_entry(buf, pos, end):
     return _tensor(buf, start, stop)
 
 
-@numba.njit(**OPTIMISED)
-def scan_payloads(buf, starts, lengths, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0,
-                  label_bits, has_label):
+@numba.njit(**READER)
+def scan_payloads(
+    buf, starts, lengths, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0, label_bits, has_label
+):
     """Fill the per-record arrays for the fast path (label_bits: the float32 labels' uint32 view).
     Returns the index of the first record the fast path cannot take (the caller then uses the
     reference path), or -1."""
     for i in range(starts.shape[0]):
-        if _scan_one(buf, starts[i], lengths[i], i, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0,
-                     label_bits, has_label):
+        if _scan_one(
+            buf,
+            starts[i],
+            lengths[i],
+            i,
+            val_off,
+            n_vals,
+            key_off,
+            n_keys,
+            max_key,
+            n_shape,
+            shape0,
+            label_bits,
+            has_label,
+        ):
             return i
     return -1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0,
-              label_bits, has_label):
+@numba.njit(**READER_HELPER)
+def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0, label_bits, has_label):
     """Record i into row i of the arrays; 1 when the reference path must decide, else 0."""
     end = pos + length
     features_seen = False
@@ -182,9 +224,12 @@ def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_
             ok, v_off, v_bytes, k_off, k_count, k_max, s_count, s_first = _values_entry(buf, start, stop)
             if not ok or v_bytes != 4 or k_count != 0 or s_count != 0:
                 return 1
-            label_bits[i] = (np.uint32(buf[v_off]) | (np.uint32(buf[v_off + 1]) << np.uint32(8))
-                             | (np.uint32(buf[v_off + 2]) << np.uint32(16))
-                             | (np.uint32(buf[v_off + 3]) << np.uint32(24)))
+            label_bits[i] = (
+                np.uint32(buf[v_off])
+                | (np.uint32(buf[v_off + 1]) << np.uint32(8))
+                | (np.uint32(buf[v_off + 2]) << np.uint32(16))
+                | (np.uint32(buf[v_off + 3]) << np.uint32(24))
+            )
         elif number < 3 or number > 5:
             return 1
         # fields 3-5 (uid, metadata, configuration) carry nothing the arrays need
@@ -394,7 +439,7 @@ def encode_dense(rows, value_tag, label_kind, label_bytes, label_i32, offsets, o
         if row_bytes:
             out[pos] = 0x0A  # tensor.values
             pos = _put_varint(out, pos + 1, row_bytes)
-            out[pos:pos + row_bytes] = rows[i]
+            _copy(out, pos, rows[i], 0, row_bytes)
             pos += row_bytes
         if label_kind != LABEL_NONE:
             pos = _put_label(out, pos, label_kind, label_bytes, i, i32)
@@ -423,15 +468,17 @@ def _sparse_row_layout(indptr, indices, i, value_size, n_cols, label_kind, label
 
 
 @numba.njit(cache=True, nogil=True)
-def encode_sparse(indptr, indices, data_bytes, value_size, value_tag, n_cols, label_kind, label_bytes,
-                  label_i32, offsets, out):
+def encode_sparse(
+    indptr, indices, data_bytes, value_size, value_tag, n_cols, label_kind, label_bytes, label_i32, offsets, out
+):
     """One frame per CSR row: values, keys (the column indices) and shape [n_cols]."""
     for i in range(indptr.shape[0] - 1):
         lo = indptr[i]
         hi = indptr[i + 1]
         nnz = hi - lo
-        key_bytes, tensor, value, entry, payload = _sparse_row_layout(indptr, indices, i, value_size, n_cols,
-                                                                      label_kind, label_i32)
+        key_bytes, tensor, value, entry, payload = _sparse_row_layout(
+            indptr, indices, i, value_size, n_cols, label_kind, label_i32
+        )
         i32 = label_i32[i] if label_kind == LABEL_I32 else 0
         pos = _frame_header(out, offsets[i], payload)
         start = pos
