@@ -1,6 +1,7 @@
 """`python -m smalgo.containers.warm_cache`: compile every numba kernel that a training job or the
 inference server can reach, into numba's on-disk cache. The images run it at build time, so that
-neither `train` nor the first request of `serve` pays for compiling (30-60 s on 2 cores).
+neither `train` nor the first request of `serve` pays for compiling (a few seconds per input form,
+about 20 s for everything on 2 cores).
 
 It runs real work, not a list of signatures, so that the cache holds exactly the types the real
 code passes (numba compiles a kernel again for a read-only buffer, a memory map or a stream's
