@@ -3,7 +3,7 @@
     state = algorithm.start(hp)
     for each epoch:                      # one pass over the train channel (File or Pipe mode)
         for each mini-batch: state.update(batch)
-        host metrics <- collective       # the seam where state is all-reduced between hosts
+        (several hosts: the state is all-reduced here, through `collective`)
         train metrics, progress, validation metrics, callbacks (early stopping, checkpoints)
     model, final train metrics = state.finalize()
     throughput; test metrics on the test channel
@@ -12,9 +12,10 @@ Metric lines go through the job's MetricWriter in the platform's form (metrics.p
 knows no algorithm: what it streams, scores and reports comes from the StreamingAlgorithm and its
 StreamingState (contract.py).
 
-Several hosts: on one host `SingleHost` is the collective and costs nothing; a collective of
-several hosts (xgboost.collective, see docs/architecture.md) will sum each state's statistics at
-the end of every pass through `StreamingState`'s all-reduce, which is why states keep sums.
+Several hosts: `collective` is the one seam for them. On one host it is `SingleHost`, which
+exchanges nothing; a collective of several hosts (xgboost.collective, see docs/architecture.md)
+is not implemented yet and is refused here. It will sum the states' statistics at the end of
+every pass, which is why states keep sums and averages.
 """
 
 from __future__ import annotations
