@@ -48,6 +48,8 @@ from smalgo.recordio import decode_response, write_dense  # noqa: E402
 
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
 SDK_HYPERPARAMETERS = REPO / "tests" / "data" / "sdk_v2_hyperparameters"
+# The width of the sample job's data, for an algorithm without captured SDK hyperparameters.
+SAMPLE_FEATURES = 10
 PING_TARGET_SECONDS, FIRST_REQUEST_TARGET_RATIO = 10.0, 5.0
 STEADY_REQUESTS = 50
 SERVE_STARTS = 3  # the start-up figures are medians over this many starts of the server
@@ -87,15 +89,23 @@ def no_compilation(log: str, what: str) -> None:
 
 def sdk_job(workdir: Path, algorithm: str) -> tuple[Path, np.ndarray]:
     """A job laid out by the SDK's local mode under `workdir`; returns its host directory and
-    sample rows."""
+    sample rows. The hyperparameters are those the SDK's estimator sends, captured in
+    tests/data/sdk_v2_hyperparameters/<algorithm>.json; an algorithm the SDK has no estimator
+    for trains its sample job's (contract.SampleJob)."""
     host_dir = workdir / f"{algorithm}-job" / "algo-1"
+    hyperparameters = SDK_HYPERPARAMETERS / f"{algorithm}.json"
+    if not hyperparameters.exists():
+        chosen = get_algorithm(algorithm)
+        workdir.mkdir(parents=True, exist_ok=True)
+        hyperparameters = workdir / f"{algorithm}-sample-hyperparameters.json"
+        hyperparameters.write_text(json.dumps(chosen.sample_job.hyperparameters_for(chosen, SAMPLE_FEATURES)))
     result = subprocess.run(
         [
             str(SDK_PYTHON),
             str(REPO / "tests" / "images" / "sdk_local_job.py"),
             str(host_dir),
             algorithm,
-            str(SDK_HYPERPARAMETERS / f"{algorithm}.json"),
+            str(hyperparameters),
         ],
         capture_output=True,
         text=True,
