@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from flask import Flask, Response, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
 from smalgo.algorithms.errors import UserError
@@ -23,7 +24,7 @@ from smalgo.recordio import RecordIOError
 
 from .decoding import decode_request
 from .encoding import encode_response
-from .errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, RequestError
+from .errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, RequestError
 from .media import request_media_type, response_media_type
 from .model import LoadedModel, load_model
 from .settings import ServerSettings
@@ -115,9 +116,33 @@ def invoke(
 
 
 def read_body(environ: dict, settings: ServerSettings) -> bytes:
-    """The request body, or RequestError 413 past the payload limit. Read from the WSGI stream
-    directly: Werkzeug's wrappers cost more than a small request's decoding, and its limit on
-    chunked bodies truncates them silently instead of refusing them."""
+    """The request body, or RequestError: 413 past the payload limit, 400 for a body that breaks
+    HTTP's framing (a malformed chunk, a body that ends before its Content-Length or its last
+    chunk: the part that arrived is never scored), 415 for a Content-Encoding other than identity
+    (a compressed body read as plain text would be garbage, not an error). Read from the WSGI
+    stream directly: Werkzeug's wrappers cost more than a small request's decoding, and its limit
+    on chunked bodies truncates them silently instead of refusing them."""
+    try:
+        body = _read_framed_body(environ, settings)
+    except NoMoreData:
+        raise RequestError(
+            BAD_REQUEST,
+            "The request body is incomplete: the connection ended inside a chunk "
+            "or before the last (zero-length) chunk.",
+        ) from None
+    except ParseException as exc:
+        raise RequestError(BAD_REQUEST, f"The request body's chunked encoding is malformed: {exc}.") from None
+    encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RequestError(
+            UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Encoding {encoding!r} is not supported; send the body "
+            f"uncompressed (no Content-Encoding, or identity).",
+        )
+    return body
+
+
+def _read_framed_body(environ: dict, settings: ServerSettings) -> bytes:
     stream = environ["wsgi.input"]
     limit = settings.max_payload_bytes
     length = environ.get("CONTENT_LENGTH", "").strip()
@@ -128,7 +153,14 @@ def read_body(environ: dict, settings: ServerSettings) -> bytes:
             if int(length) <= _DRAIN_FACTOR * limit:
                 _discard(stream, int(length))  # so that the connection stays usable
             raise _too_large(settings, f" ({int(length):,} bytes)")
-        return stream.read(int(length))
+        body = stream.read(int(length))
+        if len(body) < int(length):
+            raise RequestError(
+                BAD_REQUEST,
+                f"The request body is incomplete: Content-Length is {int(length):,} "
+                f"bytes, but the connection ended after {len(body):,}.",
+            )
+        return body
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length, and a server that does not end the stream for us: nothing to read safely
     # Chunked: read one byte past the limit to know whether the body goes past it.

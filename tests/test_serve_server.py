@@ -221,3 +221,64 @@ def test_sdk_v2_serializers_and_deserializers_pca(servers, model_dirs):
     assert answers["recordio+recordio"] == [{"projection": p} for p in projections]
     assert answers["recordio-one-row+recordio"] == [{"projection": one_row[0]}]
     assert answers["csv+recordio"] == answers["recordio+recordio"]
+
+
+def raw_exchange(server, request: bytes) -> tuple[bytes, dict]:
+    """Send `request` as raw bytes, half-close, and read the whole answer: (status line, JSON body)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        client.sendall(request)
+        client.shutdown(socket.SHUT_WR)
+        response = b""
+        while chunk := client.recv(65536):
+            response += chunk
+    head, _, payload = response.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(payload)
+
+
+CHUNKED_HEAD = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+ONE_ROW = b"1,2,3,4\n"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"zz\r\n" + ONE_ROW + b"\r\n0\r\n\r\n", "chunked encoding is malformed: Invalid chunk size"),
+        (b"8\r\n" + ONE_ROW + b"XX0\r\n\r\n", "chunked encoding is malformed: Invalid chunk terminator"),
+        (b"10\r\n" + ONE_ROW, "body is incomplete: the connection ended inside a chunk"),
+        (b"8\r\n" + ONE_ROW + b"\r\n", "body is incomplete: the connection ended inside a chunk or before the last"),
+    ],
+    ids=["bad-chunk-size", "missing-crlf", "ends-inside-a-chunk", "no-final-chunk"],
+)
+def test_a_malformed_chunked_body_is_a_400_and_the_server_goes_on(servers, body, message):
+    status, answer = raw_exchange(servers["kmeans"], CHUNKED_HEAD + body)
+    assert status == b"HTTP/1.1 400 BAD REQUEST" and message in answer["error"], answer
+    assert servers["kmeans"].request("GET", "/ping")[0] == 200
+
+
+def test_a_body_shorter_than_its_content_length_is_never_scored(servers):
+    request = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: 16\r\n\r\n" + ONE_ROW
+    status, answer = raw_exchange(servers["kmeans"], request)
+    assert status == b"HTTP/1.1 400 BAD REQUEST"
+    assert (
+        answer["error"]
+        == "The request body is incomplete: Content-Length is 16 bytes, but the connection ended after 8."
+    )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_content_encoding_is_refused_by_name_not_ignored(servers, encoding):
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        + f"Content-Encoding: {encoding}\r\nContent-Length: 8\r\n\r\n".encode()
+        + ONE_ROW
+    )
+    status, answer = raw_exchange(servers["kmeans"], request)
+    assert status == b"HTTP/1.1 415 UNSUPPORTED MEDIA TYPE"
+    assert answer["error"].startswith(f"Content-Encoding '{encoding}' is not supported; send the body uncompressed")
+
+
+def test_identity_content_encoding_is_plain(servers):
+    status, _, body = servers["kmeans"].request(
+        "POST", "/invocations", ONE_ROW, {"Content-Type": "text/csv", "Content-Encoding": "identity"}
+    )
+    assert status == 200 and len(json.loads(body)["predictions"]) == 1
