@@ -6,7 +6,10 @@ model from the metadata and the arrays (`Algorithm.load_model`). The server read
 directory the same way, so model.json is parsed once per load.
 
 model.json holds at least "algorithm" (the registry name), "format_version" and "arrays" (array
-name -> file name); the rest is the algorithm's.
+name -> file name); the rest is the algorithm's. Algorithms read it only through the typed
+accessors (`integer`, `mapping`, `array`), so a damaged model (a list where a map belongs, a null
+count, a truncated or pickled .npy, an array of complex numbers, strings, NaN or infinities) is a
+UserError naming the file and the field, and `smalgo serve` refuses it in one line at start.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class ModelFiles:
         except (OSError, ValueError) as exc:
             raise UserError(f"{path} cannot be read as JSON: {exc}") from None
         if not isinstance(metadata, dict):
-            raise UserError(f"{path} holds no JSON object.")
+            raise UserError(f"{path} holds {_describe(metadata)}, not a JSON object.")
         return cls(model_dir, metadata)
 
     def expect_algorithm(self, algorithm: str) -> None:
@@ -83,34 +86,129 @@ class ModelFiles:
     def expect_format_version(self, format_version: int, title: str) -> None:
         """UserError unless the model's format is `format_version` (the one its algorithm, `title`,
         writes and reads)."""
-        if self.metadata.get("format_version") != format_version:
+        value = self.metadata.get("format_version")
+        if isinstance(value, bool) or value != format_version:
             raise UserError(
-                f"{self.path} has format version {self.metadata.get('format_version')!r}; "
+                f'{self.path}: "format_version" is {_json(value)}; '
                 f"this version of smalgo reads {title} models of version {format_version}."
             )
 
+    def _arrays(self) -> dict[str, Any]:
+        """model.json's "arrays" map (array name -> file name); {} when it has none."""
+        arrays = self.metadata.get("arrays", {})
+        if not isinstance(arrays, dict):
+            raise UserError(
+                f'{self.path}: "arrays" must be a JSON object (array name -> .npy file name), not {_describe(arrays)}.'
+            )
+        return arrays
+
     def has_array(self, name: str) -> bool:
-        arrays = self.metadata.get("arrays")
-        return isinstance(arrays, dict) and name in arrays
+        """Whether model.json lists an array `name` (UserError when its "arrays" is no map)."""
+        return name in self._arrays()
 
     def array(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """The array saved under `name` (loaded without pickle); UserError naming the file when
-        it is missing, unreadable or not of `shape`."""
-        arrays = self.metadata.get("arrays")
-        if not isinstance(arrays, dict) or not isinstance(arrays.get(name), str):
+        """The array saved under `name`, loaded without pickle; UserError naming the file when it
+        is missing, truncated or not a plain .npy array, holds anything but real numbers (complex
+        numbers, strings, objects), holds NaN or infinities, or is not of `shape`."""
+        arrays = self._arrays()
+        if name not in arrays:
             raise UserError(f"{self.path} lists no {name!r} array.")
-        path = self.directory / arrays[name]
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{path} cannot be read as a .npy array: {exc}") from None
+        file_name = arrays[name]
+        if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
+            raise UserError(
+                f'{self.path}: "arrays"."{name}" must be the name of a .npy file in {self.directory}, '
+                f"not {_json(file_name)}."
+            )
+        path = self.directory / file_name
+        array = _read_npy(path)
+        if array.dtype.kind not in _REAL_KINDS:
+            what = _KIND_NAMES.get(array.dtype.kind, f"{array.dtype} values")
+            raise UserError(f"{path} holds {what}; a smalgo model's arrays hold real numbers only.")
         if shape is not None and array.shape != shape:
             raise UserError(f"{path} has shape {array.shape}; {METADATA_FILE} implies {shape}.")
+        if array.dtype.kind == "f":
+            bad = ~np.isfinite(array)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise UserError(
+                    f"{path} holds NaN or infinite values ({int(bad.sum())} of {array.size}, the first at "
+                    f"index {first}); a smalgo model's arrays hold finite numbers only."
+                )
         return array
 
     def integer(self, key: str) -> int:
         """A positive integer entry of model.json; UserError naming it otherwise."""
         value = self.metadata.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{self.path}: {key} must be a positive integer, not {value!r}.")
+            raise UserError(f'{self.path}: "{key}" must be a positive integer, not {_json(value)}.')
         return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        """An optional JSON-object entry of model.json ({} when absent); UserError naming it when
+        it is anything else (a list, a string, null)."""
+        if key not in self.metadata:
+            return {}
+        value = self.metadata[key]
+        if not isinstance(value, dict):
+            raise UserError(f'{self.path}: "{key}" must be a JSON object, not {_describe(value)}.')
+        return value
+
+
+# dtype kinds of real numbers: signed and unsigned integers, floats.
+_REAL_KINDS = "iuf"
+_KIND_NAMES = {
+    "b": "booleans",
+    "c": "complex numbers",
+    "S": "bytes",
+    "U": "strings",
+    "V": "structured records",
+    "M": "dates",
+    "m": "time spans",
+    "O": "Python objects",
+}
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The plain array in the .npy file `path`; UserError naming the file (never pickle, and never
+    numpy's advice to allow it)."""
+    try:
+        with path.open("rb") as fp:
+            if fp.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                raise UserError(f"{path} is not a .npy file (it does not start with the .npy signature).")
+            fp.seek(0)
+            try:
+                array = np.lib.format.read_array(fp, allow_pickle=False)
+            except (ValueError, EOFError) as exc:
+                if "pickle" in str(exc).lower():
+                    raise UserError(
+                        f"{path} is not a plain numeric .npy array (it would need pickle, which smalgo never loads)."
+                    ) from None
+                raise UserError(f"{path} is truncated or damaged: {_one_line(str(exc))}") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read as a .npy array: {exc.strerror or exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise UserError(f"{path} is not a plain numeric .npy array.")
+    return array
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _json(value: Any) -> str:
+    """`value` as model.json spells it (null, true, [1, 2]), cut short."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(value: Any) -> str:
+    """What a JSON value is, for a message: 'null', 'a list ([1, 2])', 'a string ("x")'."""
+    if value is None:
+        return "null"
+    kind = {list: "a list", str: "a string", bool: "a boolean", dict: "an object"}.get(type(value))
+    if kind is None:
+        kind = "a number"
+    return f"{kind} ({_json(value)})"

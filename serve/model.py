@@ -80,7 +80,7 @@ def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> 
         model = algorithm.load_model(files)
     except UserError as exc:
         raise ModelError(str(exc)) from None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(
             f"The {algorithm.name} model in {model_dir} cannot be loaded: {type(exc).__name__}: {exc}"
         ) from None

@@ -151,6 +151,7 @@ def run_server(model_dir: str | Path | None) -> int:
     try:
         serve(model_dir)
     except (ModelError, SettingsError) as exc:
-        print(f"smalgo serve: {exc}", file=sys.stderr)
+        # One line, whatever the message holds (a path or an error text with a line break).
+        print("smalgo serve: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 1
     return 0

@@ -143,6 +143,18 @@ def test_serve_command_without_a_model_fails_in_one_line(tmp_path):
     assert result.stderr.startswith("smalgo serve:") and str(tmp_path / "missing") in result.stderr
 
 
+def test_serve_command_with_a_damaged_model_fails_in_one_line_naming_the_file(tmp_path):
+    from test_serve_support import damaged_model, train_kmeans
+
+    model_dirs = {"kmeans": train_kmeans(tmp_path / "kmeans")}
+    model_dir, named_file, fragment = damaged_model(model_dirs, "NaN centers", tmp_path / "damaged")
+    result = run_module("serve", "--model-dir", str(model_dir))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"smalgo serve: {named_file} {fragment}; a smalgo model's arrays hold finite numbers only."
+    ]
+
+
 def test_sigterm_stops_training_without_a_partial_model(tmp_path):
     """`docker stop` in the middle of a pass: the job is reading its train channel (Pipe mode,
     data still arriving) when SIGTERM comes."""

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from test_serve_support import FEATURES, expected_outputs, train_sample_models
+from test_serve_support import DAMAGED_MODELS, FEATURES, damaged_model, expected_outputs, train_sample_models
 
 from smalgo import recordio
 from smalgo.algorithms.errors import UserError
@@ -670,3 +670,20 @@ def test_model_with_missing_arrays(model_dirs, tmp_path):
     (broken / "model.json").write_text((model_dirs["kmeans"] / "model.json").read_text())
     with pytest.raises(ModelError, match="broken/centers.npy cannot be read as a .npy array: .*No such file"):
         create_app(broken)
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_MODELS))
+def test_a_damaged_model_is_refused_naming_the_file_and_the_field(model_dirs, tmp_path, case):
+    model_dir, named_file, fragment = damaged_model(model_dirs, case, tmp_path)
+    with pytest.raises(ModelError) as refused:
+        create_app(model_dir)
+    message = str(refused.value)
+    assert named_file in message and fragment in message, message
+    assert "\n" not in message
+    assert "allow_pickle" not in message
+
+
+def test_a_damaged_model_is_refused_by_the_algorithm_s_own_loader_too(model_dirs, tmp_path):
+    model_dir, named_file, _ = damaged_model(model_dirs, "NaN singular values", tmp_path)
+    with pytest.raises(UserError, match="singular_values.npy holds NaN"):
+        ALGORITHMS["pca"].load(model_dir)

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_serve_support import FEATURES, ServerProcess, expected_outputs, free_port, train_sample_models
+from test_serve_support import (
+    FEATURES,
+    ServerProcess,
+    damaged_model,
+    expected_outputs,
+    free_port,
+    train_sample_models,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
@@ -171,6 +178,24 @@ def test_startup_failures_exit_1_with_one_line_before_binding(model_dirs, tmp_pa
     assert message.format(model=model_dir) in result.stderr
     assert "Traceback" not in result.stderr
     assert "Listening at" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "case", ["hyperparameters a list", "null k", "pickled centers", "truncated centers", "NaN singular values"]
+)
+def test_a_damaged_model_exits_1_with_one_line_naming_the_file_and_the_field(model_dirs, tmp_path, case):
+    model_dir, named_file, fragment = damaged_model(model_dirs, case, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "smalgo.serve", str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(free_port())),
+    )
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"smalgo serve: {named_file}") and fragment in line, line
+    assert "allow_pickle" not in line
 
 
 # --------------------------------------------------------------------------- SageMaker SDK v2

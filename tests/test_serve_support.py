@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +53,131 @@ def expected_outputs(model_dir: Path, X) -> dict[str, np.ndarray]:
     """What the model predicts for X, in-process: the reference for the server's answers."""
     files = ModelFiles.read(model_dir)
     return get_algorithm(files.algorithm).load_model(files).predict(Batch(X))
+
+
+def _set_field(key, value):
+    def damage(model_dir: Path, metadata: dict) -> None:
+        metadata[key] = value
+
+    return damage
+
+
+def _save_array(file_name: str, array: np.ndarray, allow_pickle: bool = False):
+    def damage(model_dir: Path, metadata: dict) -> None:
+        np.save(model_dir / file_name, array, allow_pickle=allow_pickle)
+
+    return damage
+
+
+def _cut_short(file_name: str, drop_bytes: int):
+    def damage(model_dir: Path, metadata: dict) -> None:
+        path = model_dir / file_name
+        path.write_bytes(path.read_bytes()[:-drop_bytes])
+
+    return damage
+
+
+def _overwrite(file_name: str, content: bytes):
+    def damage(model_dir: Path, metadata: dict) -> None:
+        (model_dir / file_name).write_bytes(content)
+
+    return damage
+
+
+# name: (the algorithm of the sample model to damage, the damage, the file the message names, and
+# what else it must say: the field, or the problem with the array). The sample models have
+# FEATURES features; k-means has k=10 centers, PCA 3 components.
+DAMAGED_MODELS = {
+    "hyperparameters a list": (
+        "kmeans",
+        _set_field("hyperparameters", [1, 2]),
+        "model.json",
+        '"hyperparameters" must be a JSON object, not a list',
+    ),
+    "details a string": ("pca", _set_field("details", "exact"), "model.json", '"details" must be a JSON object'),
+    "null k": ("kmeans", _set_field("k", None), "model.json", '"k" must be a positive integer, not null'),
+    "null n_rows": ("pca", _set_field("n_rows", None), "model.json", '"n_rows" must be a positive integer, not null'),
+    "feature_dim a string": (
+        "pca",
+        _set_field("feature_dim", "4"),
+        "model.json",
+        '"feature_dim" must be a positive integer, not "4"',
+    ),
+    "arrays a list": ("pca", _set_field("arrays", ["components.npy"]), "model.json", '"arrays" must be a JSON object'),
+    "array file outside the directory": (
+        "kmeans",
+        _set_field("arrays", {"centers": "../centers.npy"}),
+        "model.json",
+        '"arrays"."centers" must be the name of a .npy file',
+    ),
+    "null format_version": ("kmeans", _set_field("format_version", None), "model.json", '"format_version" is null'),
+    "model.json a list": ("kmeans", _overwrite("model.json", b"[1, 2]"), "model.json", "not a JSON object"),
+    "pickled centers": (
+        "kmeans",
+        _save_array("centers.npy", np.full((10, FEATURES), None, dtype=object), allow_pickle=True),
+        "centers.npy",
+        "is not a plain numeric .npy array (it would need pickle, which smalgo never loads)",
+    ),
+    "centers not a .npy file": ("kmeans", _overwrite("centers.npy", b"1,2,3\n"), "centers.npy", "is not a .npy file"),
+    "truncated centers": ("kmeans", _cut_short("centers.npy", 9), "centers.npy", "is truncated or damaged"),
+    "truncated header": ("pca", _cut_short("mean.npy", 130), "mean.npy", "is truncated or damaged"),
+    "mean of the wrong shape": (
+        "pca",
+        _save_array("mean.npy", np.zeros(FEATURES + 1, dtype=np.float32)),
+        "mean.npy",
+        f"has shape ({FEATURES + 1},); model.json implies ({FEATURES},)",
+    ),
+    "NaN centers": (
+        "kmeans",
+        _save_array("centers.npy", np.where(np.eye(10, FEATURES) > 0, np.nan, 1.0).astype(np.float32)),
+        "centers.npy",
+        "holds NaN or infinite values (4 of 40, the first at index (0, 0))",
+    ),
+    "NaN singular values": (
+        "pca",
+        _save_array("singular_values.npy", np.array([3.0, np.nan, 1.0], dtype=np.float32)),
+        "singular_values.npy",
+        "holds NaN or infinite values (1 of 3, the first at index (1,))",
+    ),
+    "infinite components": (
+        "pca",
+        _save_array("components.npy", np.full((FEATURES, 3), -np.inf, dtype=np.float32)),
+        "components.npy",
+        "holds NaN or infinite values",
+    ),
+    "NaN mean": (
+        "pca",
+        _save_array("mean.npy", np.array([0.0, 1.0, np.nan, 2.0])),
+        "mean.npy",
+        "holds NaN or infinite values (1 of 4, the first at index (2,))",
+    ),
+    "complex components": (
+        "pca",
+        _save_array("components.npy", np.ones((FEATURES, 3), dtype=np.complex64)),
+        "components.npy",
+        "holds complex numbers",
+    ),
+    "string centers": (
+        "kmeans",
+        _save_array("centers.npy", np.full((10, FEATURES), "1.5")),
+        "centers.npy",
+        "holds strings",
+    ),
+}
+
+
+def damaged_model(model_dirs: dict[str, Path], case: str, base: Path) -> tuple[Path, str, str]:
+    """A copy of a sample model in base/<case> damaged as DAMAGED_MODELS[case] says; with the path
+    of the file the refusal must name and what else it must say."""
+    algorithm, damage, file_name, fragment = DAMAGED_MODELS[case]
+    model_dir = base / case.replace(" ", "_")
+    shutil.copytree(model_dirs[algorithm], model_dir)
+    metadata_path = model_dir / "model.json"
+    metadata = json.loads(metadata_path.read_text())
+    damage(model_dir, metadata)
+    if metadata_path.read_text().lstrip().startswith("{"):  # unless the damage replaced model.json
+        metadata_path.write_text(json.dumps(metadata))
+    return model_dir, str(model_dir / file_name), fragment
 
 
 def free_port() -> int:

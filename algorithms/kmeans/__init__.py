@@ -151,7 +151,7 @@ class KMeans(StreamingAlgorithm):
         files.expect_format_version(FORMAT_VERSION, self.title)
         k, feature_dim = files.integer("k"), files.integer("feature_dim")
         centers = files.array("centers", shape=(k, feature_dim))
-        return KMeansModel(centers, files.metadata.get("hyperparameters"), files.metadata.get("details"))
+        return KMeansModel(centers, files.mapping("hyperparameters"), files.mapping("details"))
 
 
 ALGORITHM = KMeans()

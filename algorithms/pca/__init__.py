@@ -111,8 +111,8 @@ class PCA(StreamingAlgorithm):
             singular_values,
             mean=mean,
             n_rows=files.integer("n_rows"),
-            hyperparameters=files.metadata.get("hyperparameters"),
-            details=files.metadata.get("details"),
+            hyperparameters=files.mapping("hyperparameters"),
+            details=files.mapping("details"),
         )
 
 
