@@ -241,6 +241,8 @@ def _as_int(value: Any) -> int | None:
         return int(value) if math.isfinite(value) and value.is_integer() else None
     if isinstance(value, str):
         text = value.strip()
+        if "_" in text:  # Python reads "1_0" as 10; nobody writing a hyperparameter means that
+            return None
         try:
             return int(text)
         except ValueError:
@@ -256,6 +258,8 @@ def _as_float(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
+        if "_" in value:  # as in _as_int: "1_0.5" is not 10.5
+            return None
         try:
             number = float(value.strip())
         except ValueError:

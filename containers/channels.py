@@ -15,9 +15,10 @@ files into the FIFO.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -44,6 +45,26 @@ PIPE_WAIT_VARIABLE = "SMALGO_PIPE_WAIT_SECONDS"
 # SageMaker creates pass k's FIFO once pass k-1 has been read; its S3 download may take a while.
 DEFAULT_PIPE_WAIT_SECONDS = 600.0
 _PIPE_POLL_SECONDS = 0.05
+
+
+def pipe_wait_setting(environ: Mapping[str, str] | None = None) -> float:
+    """SMALGO_PIPE_WAIT_SECONDS (of `environ`, default os.environ): how long to wait for a pass's
+    FIFO, a finite number of seconds >= 0; DEFAULT_PIPE_WAIT_SECONDS when unset or empty. Any
+    other value is a UserError naming the variable."""
+    env = os.environ if environ is None else environ
+    text = env.get(PIPE_WAIT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_PIPE_WAIT_SECONDS
+    try:
+        seconds = float(text) if "_" not in text else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UserError(
+            f"{PIPE_WAIT_VARIABLE}={env[PIPE_WAIT_VARIABLE]!r} is not a waiting time; valid values: a finite "
+            f"number of seconds >= 0 (unset means {DEFAULT_PIPE_WAIT_SECONDS:g})."
+        )
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -134,15 +155,45 @@ def check_channels(algorithm: Algorithm, configs: dict[str, ChannelConfig], path
 
 def list_data_files(directory: Path) -> list[Path]:
     """The regular files under `directory` at any depth, sorted by their path within it, skipping
-    every file or folder whose name begins with '.' or '_'."""
-    found = []
-    for root, folders, files in os.walk(directory):
-        folders[:] = [f for f in folders if not f.startswith((".", "_"))]
-        for name in files:
-            path = Path(root, name)
-            if not name.startswith((".", "_")) and path.is_file():
-                found.append(path)
+    every file or folder whose name begins with '.' or '_'. Symbolic links are followed, to
+    files and to folders (a link back to a folder that contains it is skipped with a warning,
+    not followed around the cycle); a link whose target does not exist is a UserError naming
+    it, and anything else that is not a regular file (a FIFO, a socket) is skipped with a
+    warning."""
+    found: list[Path] = []
+    _collect(Path(directory), (os.path.realpath(directory),), found)
     return sorted(found, key=lambda p: p.relative_to(directory).parts)
+
+
+def _collect(folder: Path, ancestors: tuple[str, ...], found: list[Path]) -> None:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise UserError(f"Cannot list the data folder {folder}: {_os_error(exc)}.") from exc
+    for name in names:
+        if name.startswith((".", "_")):
+            continue
+        path = folder / name
+        if path.is_symlink() and not path.exists():
+            raise UserError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                f"restore its target or remove the link."
+            )
+        if path.is_dir():
+            real = os.path.realpath(path)
+            if real in ancestors:
+                logger.warning("Skipped %s: a symbolic link to %s, a folder that contains it (a cycle).", path, real)
+                continue
+            _collect(path, (*ancestors, real), found)
+        elif path.is_file():
+            found.append(path)
+        else:
+            logger.warning("Skipped %s: not a regular file, a folder or a link to one.", path)
+
+
+def _os_error(exc: OSError) -> str:
+    """`[Errno 28] No space left on device`, without the file name (the message names it)."""
+    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc)
 
 
 class ChannelData:
@@ -154,7 +205,7 @@ class ChannelData:
         self.channels = channels
         self.finite_values_only = finite_values_only
         if pipe_wait_seconds is None:
-            pipe_wait_seconds = float(os.environ.get(PIPE_WAIT_VARIABLE) or DEFAULT_PIPE_WAIT_SECONDS)
+            pipe_wait_seconds = pipe_wait_setting()
         self.pipe_wait_seconds = pipe_wait_seconds
         self.passes: dict[str, int] = {name: 0 for name in channels}
 
@@ -176,6 +227,8 @@ class ChannelData:
         for X, y in rebatch(self._decode(channel, epoch, batch_size=batch_size, feature_dim=feature_dim), batch_size):
             rows += X.shape[0]
             yield Batch(X, y)
+        where = f"pipe {channel.pipe(epoch).name}" if channel.pipe_mode else f"{len(channel.files)} file(s)"
+        logger.info("Channel %s, pass %d: %s, %d records", channel.name, epoch + 1, where, rows)
         if rows == 0:
             if channel.pipe_mode:
                 where = f"its pipe {channel.pipe(epoch)} delivered no records (pass {epoch + 1})"
@@ -191,7 +244,14 @@ class ChannelData:
             return
         pipe = channel.pipe(epoch)
         _wait_for(pipe, timeout=self.pipe_wait_seconds, channel=channel.name, epoch=epoch)
-        with open(pipe, "rb", buffering=0) as stream:
+        try:
+            stream = open(pipe, "rb", buffering=0)  # noqa: SIM115 (closed below, after the pass)
+        except OSError as exc:
+            raise UserError(
+                f"Channel {channel.name} is in Pipe mode, but its pipe {pipe} for pass {epoch + 1} cannot "
+                f"be opened: {_os_error(exc)}."
+            ) from exc
+        with stream:
             yield stream, str(pipe)
 
     def _decode(
@@ -210,7 +270,7 @@ class ChannelData:
             else:
                 pieces = _recordio_pieces(source, batch_size=batch_size, feature_dim=feature_dim, channel=channel.name)
             first_record = 0
-            for X, y in pieces:
+            for X, y in _named_os_errors(pieces, name=name, channel=channel.name):
                 if width is None:
                     width, width_source = X.shape[1], f"the width of {name}, the first data of channel {channel.name}"
                 elif X.shape[1] != width:
@@ -230,6 +290,15 @@ class ChannelData:
                     _check_finite(X, name=name, first_record=first_record, content_type=channel.content_type)
                 first_record += X.shape[0]
                 yield X, y
+
+
+def _named_os_errors(pieces, *, name: str, channel: str):
+    """`pieces`, with an OSError while reading them (a file that cannot be opened or read) turned
+    into a UserError naming the file and the OS error."""
+    try:
+        yield from pieces
+    except OSError as exc:
+        raise UserError(f"Channel {channel}: cannot read {name}: {_os_error(exc)}.") from exc
 
 
 def _recordio_pieces(source, *, batch_size: int, feature_dim: int | None, channel: str):

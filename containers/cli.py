@@ -17,7 +17,7 @@ from pathlib import Path
 
 from smalgo.algorithms.errors import UserError
 
-from .job import ALGORITHM_VARIABLE, run_training
+from .job import ALGORITHM_VARIABLE, EXIT_FAILURE, run_training
 from .local_job import lay_out_job
 from .paths import JobPaths
 
@@ -40,7 +40,12 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     local_options = channels or args.output or args.hyperparameters or args.content_type
     if not local_options:
         # Inside an image: the job SageMaker (or `docker run -v ...:/opt/ml`) laid out.
-        return run_training(JobPaths.from_environment(), args.algorithm)
+        try:
+            paths = JobPaths.from_environment()
+        except UserError as exc:  # no job directory to write output/failure in: say it here
+            print(f"smalgo train: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FAILURE
+        return run_training(paths, args.algorithm)
 
     if "train" not in channels or not args.output:
         parser.error(

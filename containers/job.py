@@ -4,13 +4,17 @@ Order of work: read the configuration, pick the algorithm, parse and cross-check
 hyperparameters, check the channels and their content types -- all before reading any data, so
 a mistake costs seconds, not a pass over the data -- then train, then write the model.
 
-The model is saved into a staging directory next to model/ and moved into model/ only once it is
-complete (model/ may be a mount point that already exists, so its files are moved, not the
+A job starts clean, so that a rerun in the same /opt/ml leaves nothing of an earlier run: the
+status files output/success and output/failure and the contents of model/ are removed first. The
+model is saved into a staging directory next to model/ and replaces model/'s contents only once it
+is complete (model/ may be a mount point that already exists, so its contents are replaced, not the
 directory). Whatever goes wrong, model/ is left without our files:
 
 * exit 0 and an empty output/success: the model is in model/;
 * a user error (UserError, RecordIOError, an unreadable config file): output/failure holds the
   message alone, so that its first 1024 characters (SageMaker's FailureReason) explain it; exit 1;
+* a fault of the environment (a read-only or full model directory, a channel path that cannot be
+  opened): a user error too, naming the path and the OS error;
 * an internal error: output/failure starts with a one-line summary, then the traceback; exit 1;
 * SIGTERM (StopTrainingJob, `docker stop`) or Ctrl-C: output/failure says the job was stopped;
   exit 143 (128 + SIGTERM) or 130 (128 + SIGINT).
@@ -18,6 +22,8 @@ directory). Whatever goes wrong, model/ is left without our files:
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import logging
 import os
@@ -26,19 +32,21 @@ import signal
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from smalgo.algorithms.contract import Model
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.csv import csv_threads_setting
 from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.runtime.logs import configure_logging
 from smalgo.recordio import RecordIOError
 
-from .channels import ChannelData, check_channels
+from .channels import ChannelData, check_channels, pipe_wait_setting
 from .config import load_job_config
+from .entrypoint import PORTABLE, TARGET_VARIABLE
 from .paths import JobPaths
 
 logger = logging.getLogger("smalgo.job")
@@ -63,7 +71,13 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
     logger.info("Docker entrypoint called with argument(s): train")
     restore_signal = _install_sigterm_handler()
     try:
+        _start_clean(paths)
         model_files = _train(paths, algorithm)
+        paths.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            paths.success_file.write_text("")
+        except OSError as exc:
+            raise _environment_error(f"Cannot write {paths.success_file}", exc) from exc
     except TrainingStopped:
         return _fail(
             paths,
@@ -82,13 +96,48 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
         return _fail(paths, EXIT_FAILURE, f"{summary}\n\n{details}", already_logged=True)
     finally:
         restore_signal()
-    paths.output_dir.mkdir(parents=True, exist_ok=True)
-    paths.success_file.write_text("")
     logger.info("Training complete; model files in %s: %s", paths.model_dir, ", ".join(model_files))
     return EXIT_SUCCESS
 
 
+def _start_clean(paths: JobPaths) -> None:
+    """Remove what an earlier run in the same directory left: its status files and its model
+    (model/ itself stays: it may be a mount point)."""
+    for status in (paths.success_file, paths.failure_file):
+        try:
+            status.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _environment_error(f"Cannot remove {status}, left by an earlier run", exc) from exc
+    if not paths.model_dir.is_dir():
+        return
+    try:
+        stale = sorted(paths.model_dir.iterdir())
+        for entry in stale:
+            _remove(entry)
+    except OSError as exc:
+        raise _model_dir_error(paths.model_dir, exc, doing="remove an earlier run's model from") from exc
+    if stale:
+        logger.info("Removed an earlier run's model from %s: %s", paths.model_dir, ", ".join(p.name for p in stale))
+
+
+def check_settings(environ: Mapping[str, str] | None = None) -> None:
+    """The environment variables the training job reads, checked before any data is read: each
+    bad value is a UserError naming the variable and what is valid. (SMALGO_ALGORITHM is
+    checked by the registry, SAGEMAKER_BASE_DIR by JobPaths.from_environment.)"""
+    env = os.environ if environ is None else environ
+    device.requested_device(env)
+    pipe_wait_setting(env)
+    csv_threads_setting(env)
+    target = env.get(TARGET_VARIABLE, "")
+    if target.strip() and target.strip().lower() != PORTABLE:
+        raise UserError(
+            f"{TARGET_VARIABLE}={target!r} is not a numba CPU target; valid values: {PORTABLE} "
+            f"(unset means the host CPU, numba's default; set NUMBA_CPU_NAME for another)."
+        )
+
+
 def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
+    check_settings()
     config = load_job_config(paths)
     if len(config.resources.hosts) > 1:
         raise UserError(
@@ -123,34 +172,85 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
 
 
 def commit_model(model: Model, model_dir: Path) -> list[str]:
-    """Save `model` into a staging directory beside `model_dir`, then move its files into
-    `model_dir`. On any failure, including a stop while moving, every file moved so far is
-    removed again: model_dir never holds part of a model. Returns the file names."""
+    """Save `model` into a staging directory beside `model_dir`, then replace the whole contents
+    of `model_dir` with it: the entries already there (an earlier run's model, of this algorithm
+    or another) are moved aside into a trash folder inside `model_dir`, the new files moved in,
+    then the trash deleted. On any failure, including a stop while moving, the new files moved
+    so far are removed and the old entries put back: model_dir never holds part of a model, nor
+    a mix of two. An OSError (a read-only or full model directory) is a UserError naming the
+    directory. Returns the file names."""
+    try:
+        return _commit_model(model, model_dir)
+    except OSError as exc:
+        raise _model_dir_error(model_dir, exc, doing="save the model in") from exc
+
+
+def _commit_model(model: Model, model_dir: Path) -> list[str]:
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".smalgo-model-", dir=model_dir.parent))
+    trash: Path | None = None
+    set_aside: list[tuple[Path, Path]] = []  # (where it was, where it is in the trash)
     moved: list[Path] = []
     try:
         model.save(staging)
-        for entry in sorted(staging.iterdir()):
+        new_entries = sorted(staging.iterdir())
+        old_entries = sorted(model_dir.iterdir())
+        if old_entries:
+            # Inside model_dir, so that setting aside is a rename on the same file system.
+            trash = Path(tempfile.mkdtemp(prefix=".smalgo-old-", dir=model_dir))
+            for entry in old_entries:
+                os.rename(entry, trash / entry.name)
+                set_aside.append((entry, trash / entry.name))
+        for entry in new_entries:
             target = model_dir / entry.name
-            _remove(target)  # a stale file of an earlier run in the same directory
             moved.append(target)
             # A rename when model/ is on the same file system; a copy when it is a mount point.
             shutil.move(os.fspath(entry), os.fspath(target))
-        return [p.name for p in moved]
     except BaseException:
-        for target in moved:
-            _remove(target)
+        _roll_back(moved, set_aside, trash)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return [p.name for p in moved]
+
+
+def _roll_back(moved: list[Path], set_aside: list[tuple[Path, Path]], trash: Path | None) -> None:
+    """Undo a commit that failed: remove the new files, put the old entries back. Best effort:
+    a step that fails is logged, and the rest still done."""
+    steps: list[Callable[[], object]] = [functools.partial(_remove, target) for target in moved]
+    steps += [functools.partial(os.rename, aside, original) for original, aside in reversed(set_aside)]
+    for step in steps:
+        try:
+            step()
+        except OSError as exc:
+            logger.error("While undoing the model's move into its directory: %s", exc)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _environment_error(what: str, exc: OSError) -> UserError:
+    """`what: [Errno 28] No space left on device (path)` as a UserError: a fault of the
+    machine or its mounts, not of smalgo."""
+    detail = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return UserError(f"{what}: {detail}{where}.")
+
+
+def _model_dir_error(model_dir: Path, exc: OSError, *, doing: str) -> UserError:
+    if exc.errno == errno.EROFS:
+        return _environment_error(f"The model directory {model_dir} is read-only; cannot {doing} it", exc)
+    if exc.errno == errno.ENOSPC:
+        return _environment_error(f"No space left on the disk to {doing} the model directory {model_dir}", exc)
+    return _environment_error(f"Cannot {doing} the model directory {model_dir}", exc)
 
 
 def _fail(paths: JobPaths, exit_code: int, message: str, *, already_logged: bool = False) -> int:

@@ -8,8 +8,11 @@ the local CLI laid a job out in.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from smalgo.algorithms.errors import UserError
 
 DEFAULT_BASE_DIR = "/opt/ml"
 BASE_DIR_VARIABLE = "SAGEMAKER_BASE_DIR"
@@ -53,8 +56,21 @@ class JobPaths:
             object.__setattr__(self, name, path)  # a frozen dataclass sets its fields this way
 
     @classmethod
-    def from_environment(cls) -> JobPaths:
-        return cls(Path(os.environ.get(BASE_DIR_VARIABLE) or DEFAULT_BASE_DIR))
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> JobPaths:
+        """The job under $SAGEMAKER_BASE_DIR, else /opt/ml. A set value that names no existing
+        directory is a UserError naming the variable (the job could not even write its failure
+        file there)."""
+        env = os.environ if environ is None else environ
+        value = env.get(BASE_DIR_VARIABLE, "")
+        if not value:
+            return cls(Path(DEFAULT_BASE_DIR))
+        if not Path(value).is_dir():
+            why = "does not exist" if not os.path.lexists(value) else "is not a directory"
+            raise UserError(
+                f"{BASE_DIR_VARIABLE}={value!r} {why}; it must name the directory that holds the job's "
+                f"input/, model/ and output/ (unset means {DEFAULT_BASE_DIR})."
+            )
+        return cls(Path(value))
 
     def channel_dir(self, channel: str) -> Path:
         """File (and FastFile) mode: the channel's files live under this directory."""

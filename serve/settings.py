@@ -11,6 +11,7 @@
     SAGEMAKER_BASE_DIR                    base of the /opt/ml layout (the model is in <base>/model)
     SMALGO_ALGORITHM                      set by an image: the one algorithm it may serve
     SMALGO_DEVICE                         auto (default), cpu or gpu (see smalgo.algorithms.runtime.device)
+    SMALGO_CSV_THREADS                    threads that parse one CSV chunk (default: the CPUs we may use)
 
 A value that does not parse is a startup error naming the variable, never a silent default:
 a typo in an endpoint's Environment should fail CreateEndpoint, not serve with other settings.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.formats.csv import csv_threads_setting
 from smalgo.algorithms.runtime import device
 from smalgo.recordio.parallel import available_cpus
 
@@ -82,6 +84,10 @@ class ServerSettings:
                 f"SAGEMAKER_BATCH_STRATEGY={env['SAGEMAKER_BATCH_STRATEGY']!r} must be MULTI_RECORD or SINGLE_RECORD."
             )
         _check_device(env)
+        try:
+            csv_threads_setting(env)  # read by the CSV decoder on each request: refused here, at startup
+        except UserError as exc:
+            raise SettingsError(str(exc)) from exc
         max_payload_mb = _positive_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
         if max_payload_mb > MAX_PAYLOAD_MB_LIMIT:
             raise SettingsError(

@@ -26,7 +26,7 @@ payload), the 1-based line and column, and the cell.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -526,12 +526,27 @@ class _StreamSource:
 _MIN_SEGMENT_BYTES = 1 << 20
 
 
+CSV_THREADS_VARIABLE = "SMALGO_CSV_THREADS"
+
+
+def csv_threads_setting(environ: Mapping[str, str] | None = None) -> int | None:
+    """SMALGO_CSV_THREADS (of `environ`, default os.environ) as a positive integer; None when
+    unset or empty. Any other value is a UserError naming the variable."""
+    env = os.environ if environ is None else environ
+    configured = env.get(CSV_THREADS_VARIABLE, "").strip()
+    if not configured:
+        return None
+    if not (configured.isascii() and configured.isdigit()) or int(configured) < 1:
+        raise UserError(
+            f"{CSV_THREADS_VARIABLE}={env[CSV_THREADS_VARIABLE]!r} is not a thread count; valid values: "
+            f"an integer >= 1 (unset means the CPUs this process may use)."
+        )
+    return int(configured)
+
+
 def _parse_threads() -> int:
     """Threads that parse one chunk: SMALGO_CSV_THREADS, else the CPUs this process may use."""
-    configured = os.environ.get("SMALGO_CSV_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    return parallel.available_cpus()
+    return csv_threads_setting() or parallel.available_cpus()
 
 
 def _iter_blocks(source, layout: CsvLayout, name: str) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
