@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import cast
 
@@ -48,3 +49,26 @@ class Batch:
         if sp.issparse(self.X):
             return np.ascontiguousarray(cast("sp.csr_matrix", self.X).toarray(), dtype=np.float32)
         return np.ascontiguousarray(self.X, dtype=np.float32)
+
+
+def first_non_finite(X: np.ndarray | sp.csr_matrix) -> tuple[int, int, float] | None:
+    """(row, column, value) of the first NaN or infinite value of a 2-D float array or CSR
+    matrix, in row-major order, or None when every value is finite. Training (for algorithms
+    with `finite_values_only`) and the server share it, so both refuse the same values."""
+    values = X.data if sp.issparse(X) else X
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    first_bad = int(np.argmin(finite.reshape(-1)))  # the first False
+    if sp.issparse(X):
+        csr = cast("sp.csr_matrix", X)
+        row = int(np.searchsorted(csr.indptr, first_bad, side="right")) - 1
+        return row, int(csr.indices[first_bad]), float(csr.data[first_bad])
+    row, column = divmod(first_bad, X.shape[1])
+    return row, column, float(X[row, column])
+
+
+def non_finite_hint(value: float) -> str:
+    """What to add to a message about a non-finite value: an infinity may be a number too
+    large for float32, which the decoders read as inf."""
+    return " (a number beyond the float32 range, about 3.4e38, reads as inf)" if math.isinf(value) else ""

@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 import scipy.sparse as sp
 
-from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.batch import Batch, first_non_finite, non_finite_hint
 from smalgo.algorithms.contract import Algorithm
 from smalgo.algorithms.data import rebatch
 from smalgo.algorithms.errors import UserError
@@ -325,18 +325,12 @@ def _check_finite(X, *, name: str, first_record: int, content_type: ContentType)
     reads `nan`, `inf` and out-of-range numbers such as 1e39 (as inf), as numpy.loadtxt does,
     and RecordIO carries any float; k-means and PCA have no meaning for them and failed deep
     inside as internal errors. An algorithm that reads NaN as a missing value (XGBoost) declares
-    finite_values_only = False and skips this check."""
-    values = X.data if sp.issparse(X) else X
-    finite = np.isfinite(values)
-    if finite.all():
+    finite_values_only = False and skips this check. The server refuses the same values
+    (`first_non_finite` is shared)."""
+    found = first_non_finite(X)
+    if found is None:
         return
-    first_bad = int(np.argmin(finite.reshape(-1)))  # the first False
-    if sp.issparse(X):
-        row = int(np.searchsorted(X.indptr, first_bad, side="right")) - 1
-        column, value = int(X.indices[first_bad]), X.data[first_bad]
-    else:
-        row, column = divmod(first_bad, X.shape[1])
-        value = X[row, column]
+    row, column, value = found
     record = first_record + row
     if content_type.is_csv:
         where = (
@@ -345,5 +339,7 @@ def _check_finite(X, *, name: str, first_record: int, content_type: ContentType)
         )
     else:
         where = f"{name}: record {record}, feature {column}"
-    beyond = " (a number beyond the float32 range, about 3.4e38, reads as inf)" if np.isinf(value) else ""
-    raise UserError(f"{where}: {value} is not a finite number{beyond}; training data must hold finite numbers.")
+    raise UserError(
+        f"{where}: {np.float32(value)} is not a finite number{non_finite_hint(value)}; "
+        "training data must hold finite numbers."
+    )

@@ -96,37 +96,44 @@ def _copy(dst, dst_pos, src, src_pos, n):
 @numba.njit(**READER_HELPER)
 def _tensor(buf, pos, end):
     """Parse a Float32Tensor body. Returns (ok, values offset, values bytes, keys offset,
-    key count, largest key, shape dimension count, first shape dimension); ok is False when the
+    key count, largest key, whether the keys strictly increase, shape dimension count, first
+    shape dimension); ok is False when the
     reference path must decide. Kept in registers (a tuple, not an array): this is the hot loop."""
     val_off = 0
     val_bytes = 0
     key_off = 0
     n_keys = 0
     max_key = np.uint64(0)
+    keys_increasing = True
     n_shape = 0
     shape0 = np.uint64(0)
     seen = 0
     while pos < end:
         number, start, stop, pos = _field(buf, pos, end)
         if pos < 0 or number < 1 or number > 3 or (seen >> number) & 1:
-            return False, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
+            return False, val_off, val_bytes, key_off, n_keys, max_key, keys_increasing, n_shape, shape0
         seen |= 1 << number
         if number == 1:
             if (stop - start) & 3:
-                return False, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
+                return False, val_off, val_bytes, key_off, n_keys, max_key, keys_increasing, n_shape, shape0
             val_off = start
             val_bytes = stop - start
         else:
             count = 0
             largest = np.uint64(0)
             first = np.uint64(0)
+            previous = np.uint64(0)
+            increasing = True
             p = start
             while p < stop:
                 value, p = _varint(buf, p, stop)
                 if p < 0:
-                    return False, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
+                    return False, val_off, val_bytes, key_off, n_keys, max_key, keys_increasing, n_shape, shape0
                 if count == 0:
                     first = value
+                elif value <= previous:
+                    increasing = False
+                previous = value
                 if value > largest:
                     largest = value
                 count += 1
@@ -134,10 +141,11 @@ def _tensor(buf, pos, end):
                 key_off = start
                 n_keys = count
                 max_key = largest
+                keys_increasing = increasing
             else:
                 n_shape = count
                 shape0 = first
-    return True, val_off, val_bytes, key_off, n_keys, max_key, n_shape, shape0
+    return True, val_off, val_bytes, key_off, n_keys, max_key, keys_increasing, n_shape, shape0
 
 
 @numba.njit(**READER_HELPER)
@@ -157,22 +165,34 @@ def _values_entry(buf, pos, end):
         or buf[start + 4] != 101
         or buf[start + 5] != 115
     ):  # "values"
-        return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
+        return False, 0, 0, 0, 0, np.uint64(0), True, 0, np.uint64(0)
     number, start, value_end, pos = _field(buf, pos, end)
     if pos != end or number != 2:
-        return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
+        return False, 0, 0, 0, 0, np.uint64(0), True, 0, np.uint64(0)
     # The Value message: its one field must be float32_tensor (field 2), ending the Value (the
     # protobuf runtime merges a second float32_tensor into the first, or lets another member
     # of the oneof replace it).
     number, start, stop, pos = _field(buf, start, value_end)
     if pos != value_end or number != 2:
-        return False, 0, 0, 0, 0, np.uint64(0), 0, np.uint64(0)
+        return False, 0, 0, 0, 0, np.uint64(0), True, 0, np.uint64(0)
     return _tensor(buf, start, stop)
 
 
 @numba.njit(**READER)
 def scan_payloads(
-    buf, starts, lengths, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0, label_bits, has_label
+    buf,
+    starts,
+    lengths,
+    val_off,
+    n_vals,
+    key_off,
+    n_keys,
+    max_key,
+    keys_increasing,
+    n_shape,
+    shape0,
+    label_bits,
+    has_label,
 ):
     """Fill the per-record arrays for the fast path (label_bits: the float32 labels' uint32 view).
     Returns the index of the first record the fast path cannot take (the caller then uses the
@@ -188,6 +208,7 @@ def scan_payloads(
             key_off,
             n_keys,
             max_key,
+            keys_increasing,
             n_shape,
             shape0,
             label_bits,
@@ -198,7 +219,22 @@ def scan_payloads(
 
 
 @numba.njit(**READER_HELPER)
-def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_shape, shape0, label_bits, has_label):
+def _scan_one(
+    buf,
+    pos,
+    length,
+    i,
+    val_off,
+    n_vals,
+    key_off,
+    n_keys,
+    max_key,
+    keys_increasing,
+    n_shape,
+    shape0,
+    label_bits,
+    has_label,
+):
     """Record i into row i of the arrays; 1 when the reference path must decide, else 0."""
     end = pos + length
     features_seen = False
@@ -209,7 +245,7 @@ def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_
             return 1
         if number == 1 and not features_seen:
             features_seen = True
-            ok, v_off, v_bytes, k_off, k_count, k_max, s_count, s_first = _values_entry(buf, start, stop)
+            ok, v_off, v_bytes, k_off, k_count, k_max, k_increasing, s_count, s_first = _values_entry(buf, start, stop)
             if not ok or s_count > 1:
                 return 1
             val_off[i] = v_off
@@ -217,11 +253,12 @@ def _scan_one(buf, pos, length, i, val_off, n_vals, key_off, n_keys, max_key, n_
             key_off[i] = k_off
             n_keys[i] = k_count
             max_key[i] = k_max
+            keys_increasing[i] = k_increasing
             n_shape[i] = s_count
             shape0[i] = s_first
         elif number == 2 and not label_seen:
             label_seen = True
-            ok, v_off, v_bytes, k_off, k_count, k_max, s_count, s_first = _values_entry(buf, start, stop)
+            ok, v_off, v_bytes, k_off, k_count, k_max, k_increasing, s_count, s_first = _values_entry(buf, start, stop)
             if not ok or v_bytes != 4 or k_count != 0 or s_count != 0:
                 return 1
             label_bits[i] = (
@@ -248,6 +285,37 @@ def fill_dense(buf, val_off, width, out_bytes):
         src = val_off[i]
         dst = i * row_bytes
         _copy(out_bytes, dst, buf, src, row_bytes)
+
+
+@numba.njit(cache=True, nogil=True)
+def first_repeated_key(buf, key_off, n_keys):
+    """(index of the first record whose keys hold one key twice, the smallest such key), or
+    (-1, 0). Records with fewer than 2 keys (dense ones) are skipped; callers pass 0 keys for
+    records whose keys are known to increase (every writer's), so only the others are sorted."""
+    for i in range(key_off.shape[0]):
+        n = n_keys[i]
+        if n < 2:
+            continue
+        p = key_off[i]
+        previous, p = _varint(buf, p, buf.shape[0])
+        increasing = True
+        for _ in range(1, n):
+            key, p = _varint(buf, p, buf.shape[0])
+            if key <= previous:
+                increasing = False
+                break
+            previous = key
+        if increasing:
+            continue
+        keys = np.empty(n, np.uint64)
+        p = key_off[i]
+        for j in range(n):
+            keys[j], p = _varint(buf, p, buf.shape[0])
+        keys.sort()
+        for j in range(1, n):
+            if keys[j] == keys[j - 1]:
+                return i, keys[j]
+    return -1, np.uint64(0)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -88,6 +88,7 @@ def _scan_one(span: RecordSpan, i: int, t: RecordTable, *, pieces: list, pos: in
     t.key_off[i] = pos + len(values)
     t.n_keys[i] = keys.shape[0]
     t.max_key[i] = keys.max() if keys.shape[0] else 0
+    t.keys_increasing[i] = bool((keys[1:] > keys[:-1]).all())
     t.has_shape[i] = len(tensor.shape) > 0
     t.shape_width[i] = _shape_width(tensor.shape) if t.has_shape[i] else 0
     encoded_keys = _varints(keys)

@@ -37,6 +37,7 @@ class RecordTable:
     key_off: np.ndarray  # int64: byte offset of the packed varint keys
     n_keys: np.ndarray  # int64
     max_key: np.ndarray  # uint64 (0 without keys)
+    keys_increasing: np.ndarray  # bool: each key larger than the one before (True without keys)
     shape_width: np.ndarray  # uint64: product of the shape's dimensions (saturating)
     has_shape: np.ndarray  # bool
     labels: np.ndarray  # float32
@@ -61,6 +62,7 @@ class RecordTable:
                 "key_off",
                 "n_keys",
                 "max_key",
+                "keys_increasing",
                 "shape_width",
                 "has_shape",
                 "labels",
@@ -79,6 +81,7 @@ class RecordTable:
             np.zeros(n, np.int64),
             np.zeros(n, np.int64),
             np.zeros(n, np.uint64),
+            np.ones(n, bool),
             np.zeros(n, np.uint64),
             np.zeros(n, bool),
             np.zeros(n, np.float32),
@@ -109,6 +112,7 @@ def scan_fast(span: RecordSpan) -> RecordTable | None:
             t.key_off[r],
             t.n_keys[r],
             t.max_key[r],
+            t.keys_increasing[r],
             n_shape[r],
             t.shape_width[r],
             label_bits[r],
@@ -159,6 +163,11 @@ class StreamRules:
             (
                 is_sparse & (t.n_keys > 0) & (t.n_keys != t.n_vals),
                 lambda i: f"sparse tensor has {t.n_keys[i]} keys but {t.n_vals[i]} values",
+            ),
+            (
+                _repeated_key_mask(t),
+                lambda i: f"duplicate key {repeated_key(t, i)} in features; each feature index may appear once "
+                "in a sparse record",
             ),
             (
                 ~is_sparse & t.has_shape & (t.shape_width != t.n_vals.astype(np.uint64)),
@@ -263,6 +272,23 @@ class StreamRules:
         )
         X = sp.csr_matrix((data, indices, indptr), shape=(n, self.output_width))
         return X, y
+
+
+def _repeated_key_mask(t: RecordTable) -> np.ndarray:
+    """Marks the first record whose keys repeat one (`repeated_key` finds the key again, for
+    the message); records after it need not be looked at, as only the first problem is
+    reported. Only records whose keys do not increase (none, from any writer) are decoded."""
+    mask = np.zeros(len(t), bool)
+    unordered = ~t.keys_increasing
+    if unordered.any():
+        first, _ = codec.first_repeated_key(t.buf, t.key_off, np.where(unordered, t.n_keys, 0))
+        if first >= 0:
+            mask[first] = True
+    return mask
+
+
+def repeated_key(t: RecordTable, i: int) -> int:
+    return int(codec.first_repeated_key(t.buf, t.key_off[i : i + 1], t.n_keys[i : i + 1])[1])
 
 
 def combine(parts: list, width: int):

@@ -102,7 +102,9 @@ def invoke(
     if not body:
         raise RequestError(BAD_REQUEST, f"The request body is empty; send at least one record as {media_type}.")
     try:
-        batch = decode_request(body, media_type, model.feature_dim)
+        batch = decode_request(
+            body, media_type, model.feature_dim, finite_values_only=model.algorithm.finite_values_only
+        )
         outputs = model.predict(batch)
     except (UserError, RecordIOError, ValueError) as exc:
         # Decoders raise RequestError for everything they know of; this is the model refusing

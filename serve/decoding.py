@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from smalgo import recordio
-from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.batch import Batch, first_non_finite, non_finite_hint
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.csv import iter_csv_blocks
 
@@ -30,11 +30,16 @@ _PLAIN_DECIMAL_CSV = re.compile(rb"[0-9.eE+\-,\r\n]*")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def decode_request(body: bytes, media_type: str, feature_dim: int) -> Batch:
+def decode_request(body: bytes, media_type: str, feature_dim: int, *, finite_values_only: bool = False) -> Batch:
     """Decode a non-empty request body of a canonical media type (see media.py) into a Batch
-    of at least one row with `feature_dim` features."""
+    of at least one row with `feature_dim` features. With `finite_values_only` (the model's
+    algorithm declares it), NaN and infinities (numbers beyond float32 read as inf) are refused
+    with a 400 naming the row and column, whatever the format."""
     if media_type == CSV:
-        X = decode_csv(body, feature_dim)
+        X = _decode_small_csv(body, feature_dim)
+        if X is not None:
+            return Batch(X)  # plain decimal numbers within the float32 range: finite
+        X = _decode_csv_with_decoder(body, feature_dim)
     elif media_type == JSON:
         X = decode_json(body, feature_dim)
     elif media_type == JSONLINES:
@@ -43,14 +48,40 @@ def decode_request(body: bytes, media_type: str, feature_dim: int) -> Batch:
         X = decode_recordio(body, feature_dim)
     else:  # media.py lets no other type through
         raise AssertionError(f"no decoder for {media_type}")
+    if finite_values_only:
+        found = first_non_finite(X)
+        if found is not None:
+            row, column, value = found
+            raise RequestError(
+                BAD_REQUEST,
+                f"{_locate(body, media_type, row=row, column=column)}: {np.float32(value)} is not a finite number"
+                f"{non_finite_hint(value)}; this model takes finite numbers only.",
+            )
     return Batch(X)
+
+
+def _locate(body: bytes, media_type: str, *, row: int, column: int) -> str:
+    """Where row `row` (blank lines not counted), column `column` of a decoded body is, in
+    the body's own terms: the line of CSV and JSON Lines, the instance of JSON, the record of
+    RecordIO (0-based, as RecordIO errors count them)."""
+    if media_type == CSV:
+        lines = [n for n, line in enumerate(body.splitlines(), 1) if line.strip(b" \t")]
+        return f"text/csv body, line {lines[row]}, column {column + 1}"
+    if media_type == JSONLINES:
+        lines = [n for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+        return f"application/jsonlines body, line {lines[row]}, feature {column}"
+    if media_type == JSON:
+        return f"application/json body, instance {row}, feature {column}"
+    return f"application/x-recordio-protobuf body: record {row}, feature {column}"
 
 
 def decode_csv(body: bytes, feature_dim: int) -> np.ndarray:
     """One record per line, `feature_dim` numbers per record, no label column."""
     X = _decode_small_csv(body, feature_dim)
-    if X is not None:
-        return X
+    return X if X is not None else _decode_csv_with_decoder(body, feature_dim)
+
+
+def _decode_csv_with_decoder(body: bytes, feature_dim: int) -> np.ndarray:
     try:
         blocks = [
             X

@@ -18,6 +18,7 @@ line; blank lines are skipped.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ _JSONLINES_BODY = "application/jsonlines body"
 
 def decode_json(body: bytes, feature_dim: int):
     document = _parse(body, _JSON_BODY)
+    booleans = _may_hold_booleans(body)
     if isinstance(document, dict):
         if "instances" in document:
             instances = document["instances"]
@@ -42,9 +44,9 @@ def decode_json(body: bytes, feature_dim: int):
                 _fail(f'{_JSON_BODY}: "instances" is {_json_type(instances)}; it must be a list of instances.')
             if not instances:
                 _fail(f'{_JSON_BODY}: "instances" is empty; send at least one instance.')
-            return _matrix(instances, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}")
+            return _matrix(instances, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}", booleans=booleans)
         if "features" in document or "data" in document:
-            return _matrix([document], feature_dim, lambda i: _JSON_BODY)
+            return _matrix([document], feature_dim, lambda i: _JSON_BODY, booleans=booleans)
         _fail(
             f'{_JSON_BODY}: an object with keys {_keys(document)}; expected {{"instances": [...]}} '
             f"or one instance: {_INSTANCE_FORMS}."
@@ -53,8 +55,8 @@ def decode_json(body: bytes, feature_dim: int):
         if not document:
             _fail(f"{_JSON_BODY}: an empty list; send at least one instance.")
         if _is_number(document[0]):
-            return _matrix([document], feature_dim, lambda i: _JSON_BODY)
-        return _matrix(document, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}")
+            return _matrix([document], feature_dim, lambda i: _JSON_BODY, booleans=booleans)
+        return _matrix(document, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}", booleans=booleans)
     _fail(
         f'{_JSON_BODY}: {_json_type(document)}; expected {{"instances": [...]}}, a list of instances, '
         f"or one instance: {_INSTANCE_FORMS}."
@@ -69,7 +71,18 @@ def decode_jsonlines(body: bytes, feature_dim: int):
             line_numbers.append(number)
     if not instances:
         _fail(f"{_JSONLINES_BODY} holds no records: every line is blank.")
-    return _matrix(instances, feature_dim, lambda i: f"{_JSONLINES_BODY}, line {line_numbers[i]}")
+    return _matrix(
+        instances,
+        feature_dim,
+        lambda i: f"{_JSONLINES_BODY}, line {line_numbers[i]}",
+        booleans=_may_hold_booleans(body),
+    )
+
+
+def _may_hold_booleans(body: bytes) -> bool:
+    """False when the body has no JSON true or false anywhere: its dense rows then need no
+    value-by-value look for booleans (numpy reads True among floats as 1.0)."""
+    return b"true" in body or b"false" in body
 
 
 def _parse(text: bytes, what: str):
@@ -83,8 +96,9 @@ def _parse(text: bytes, what: str):
         _fail(f"{what}: nested too deeply to be an instance.")
 
 
-def _matrix(instances: list, feature_dim: int, where):
-    """The instances as rows; `where(i)` names instance i in messages."""
+def _matrix(instances: list, feature_dim: int, where, *, booleans: bool = True):
+    """The instances as rows; `where(i)` names instance i in messages. `booleans`: whether
+    the body may hold a JSON boolean (then every dense value is looked at)."""
     entries: list[Any] = []  # a list of values (dense) or a (keys, values) pair (sparse), per instance
     for i, instance in enumerate(instances):
         features = _features_of(instance, where, i)
@@ -109,8 +123,8 @@ def _matrix(instances: list, feature_dim: int, where):
         else:
             entries.append(_sparse_entry(keys, values, feature_dim=feature_dim, where=where(i)))
     if all(isinstance(entry, list) for entry in entries):
-        return _dense(entries, where)
-    return _csr(entries, feature_dim, where)
+        return _dense(entries, where, booleans=booleans)
+    return _csr(entries, feature_dim, where, booleans=booleans)
 
 
 def _features_of(instance, where, i):
@@ -132,17 +146,17 @@ def _features_of(instance, where, i):
     _fail(f"{where(i)}: {_json_type(instance)}; expected {_INSTANCE_FORMS}.")
 
 
-def _dense(rows: list, where) -> np.ndarray:
+def _dense(rows: list, where, *, booleans: bool = True) -> np.ndarray:
     try:
         X = np.array(rows)
     except (ValueError, TypeError, OverflowError):
         X = None
-    # Strings or nulls give a non-numeric array, nested lists a 3-D (or ragged) one: find the
-    # first culprit for the message. np.array(rows, dtype=float32) would read "1.5" and null.
-    if X is None or X.ndim != 2 or X.dtype.kind not in "iuf":
-        for i, row in enumerate(rows):
-            _check_numbers(row, where(i), "features")
-        _fail(f"{where(0)}: the features are not numbers.")  # not reached: some value is bad
+    # Strings or nulls give a non-numeric array, nested lists a 3-D (or ragged) one, integers
+    # beyond 64 bits an object array, and booleans among numbers read as 1.0 and 0.0: then
+    # every value is looked at, the first culprit named, and integers read as the floats they
+    # are. np.array(rows, dtype=float32) would read "1.5", null and true.
+    if X is None or X.ndim != 2 or X.dtype.kind not in "iuf" or booleans:
+        X = np.array([_numbers(row, where(i), "features") for i, row in enumerate(rows)], dtype=np.float64)
     with np.errstate(over="ignore"):  # beyond float32: inf, as the CSV decoder reads 1e39
         return np.ascontiguousarray(X, dtype=np.float32)
 
@@ -160,7 +174,7 @@ def _sparse_entry(keys, values: list, *, feature_dim: int, where: str) -> tuple[
                 f"{where}: keys[{index}] is {json.dumps(key)}; keys are feature indices from 0 to "
                 f"{feature_dim - 1} (the model takes {feature_dim} features)."
             )
-    _check_numbers(values, where, "values")
+    value_array = np.array(_numbers(values, where, "values"), dtype=np.float64)
     key_array = np.array(keys, dtype=np.int64)
     order = np.argsort(key_array, kind="stable")
     key_array = key_array[order]
@@ -168,15 +182,15 @@ def _sparse_entry(keys, values: list, *, feature_dim: int, where: str) -> tuple[
     if repeated.size:
         _fail(f"{where}: key {int(key_array[repeated[0]])} appears more than once.")
     with np.errstate(over="ignore"):
-        return key_array, np.array(values, dtype=np.float32)[order]
+        return key_array, value_array.astype(np.float32)[order]
 
 
-def _csr(entries: list, feature_dim: int, where) -> sp.csr_matrix:
+def _csr(entries: list, feature_dim: int, where, *, booleans: bool) -> sp.csr_matrix:
     indptr = np.zeros(len(entries) + 1, dtype=np.int64)
     keys, values = [], []
     for i, entry in enumerate(entries):
         if isinstance(entry, list):  # a dense instance among sparse ones: keep its non-zeros
-            row = _dense([entry], lambda _, i=i: where(i))[0]
+            row = _dense([entry], lambda _, i=i: where(i), booleans=booleans)[0]
             entry = (np.flatnonzero(row), row[row != 0])
         keys.append(entry[0])
         values.append(entry[1])
@@ -186,16 +200,28 @@ def _csr(entries: list, feature_dim: int, where) -> sp.csr_matrix:
     )
 
 
-def _check_numbers(values: list, where: str, name: str) -> None:
+def _numbers(values: list, where: str, name: str) -> list[float]:
+    """`values` as floats, or RequestError naming the first that is no number. A JSON true or
+    false is refused, not read as 1 or 0; an integer is read as the float it is (rounded to a
+    double, as the CSV decoder reads one, and beyond the double range as an infinity)."""
     if not isinstance(values, list):
         _fail(f'{where}: "{name}" is {_json_type(values)}; it must be a list of numbers.')
+    numbers = []
     for j, value in enumerate(values):
-        if not _is_number(value):
+        if isinstance(value, float):
+            numbers.append(value)
+        elif isinstance(value, bool):
+            _fail(f"{where}: {name}[{j}] is {json.dumps(value)}, a boolean, not a number; send 1 or 0 instead.")
+        elif isinstance(value, int):
+            try:
+                numbers.append(float(value))
+            except OverflowError:
+                numbers.append(math.inf if value > 0 else -math.inf)
+        else:
             shown = json.dumps(value)
             shown = shown if len(shown) <= 40 else shown[:40] + "..."
             _fail(f"{where}: {name}[{j}] is {shown}, not a number.")
-        if isinstance(value, int) and not -(2**1023) < value < 2**1023:
-            _fail(f"{where}: {name}[{j}] is an integer too large for a number.")
+    return numbers
 
 
 def _is_number(value) -> bool:

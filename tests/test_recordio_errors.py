@@ -104,6 +104,43 @@ def test_keys_outside_the_shape():
     )
 
 
+def test_duplicate_keys_in_a_sparse_record():
+    # Summed silently by scipy before: refused by both paths, naming the record and the key.
+    first = frame(record_bytes([1.0, 2.0], keys=[0, 2], shape=[6]))
+    for keys in ([1, 3, 3], [3, 1, 3], [5, 3, 0, 3]):
+        values = [1.0] * len(keys)
+        _fails(
+            first + frame(record_bytes(values, keys=keys, shape=[6])),
+            r"duplicate key 3 in features; each feature index may appear once",
+            index=1,
+            offset=len(first),
+        )
+    # Out of order but distinct keys are fine (and keep their values).
+    X, _ = recordio.read(frame(record_bytes([1.0, 2.0, 3.0], keys=[4, 0, 2], shape=[6])))
+    assert X.toarray().tolist() == [[2.0, 0.0, 3.0, 0.0, 1.0, 0.0]]
+
+
+def test_the_first_problem_in_stream_order_wins_over_a_later_duplicate_key():
+    data = frame(record_bytes([1.0], keys=[7], shape=[3])) + frame(record_bytes([1.0, 2.0], keys=[1, 1], shape=[3]))
+    _fails(data, r"key 7 is outside", index=0)
+    data = frame(record_bytes([1.0, 2.0], keys=[1, 1], shape=[3])) + frame(record_bytes([1.0], keys=[7], shape=[3]))
+    _fails(data, r"duplicate key 1", index=0)
+
+
+def test_training_refuses_duplicate_keys(job):
+    from smalgo.containers.job import run_training
+
+    good = b"".join(frame(record_bytes([float(i), 1.0], keys=[0, 3], shape=[5])) for i in range(30))
+    bad = frame(record_bytes([1.0, 2.0], keys=[4, 4], shape=[5]))
+    job.hyperparameters(k=2, feature_dim=5, mini_batch_size=10)
+    job.channel("train", "application/x-recordio-protobuf", files={"a.pbr": good + bad + good})
+    assert run_training(job.paths, "kmeans") == 1
+    failure = job.failure()
+    path = job.paths.channel_dir("train") / "a.pbr"
+    assert failure.startswith(f"Channel train: {path}: record 30 at byte offset {len(good)}: duplicate key 4"), failure
+    assert job.model_files() == []
+
+
 def test_keys_and_values_counts_differ():
     _fails(frame(record_bytes([1.0, 2.0], keys=[0], shape=[3])), "1 keys but 2 values", index=0)
 

@@ -152,12 +152,187 @@ def test_csv_body_larger_than_the_fast_path(clients, model_dirs, algorithm):
     assert_answers(post(clients[algorithm], body), algorithm, model_dirs, rows)
 
 
-def test_csv_special_values(clients, model_dirs):
-    # nan and inf are numbers the decoder reads; the outputs stay well-formed JSON for Python.
+def test_csv_special_values(clients, model_dirs, monkeypatch):
+    # k-means declares finite_values_only: nan is refused, naming the line and column.
+    assert_error(
+        post(clients["kmeans"], b"1,2,3,4\n\nnan,1,2,3\n", accept="application/json"),
+        400,
+        "text/csv body, line 3, column 1: nan is not a finite number; this model takes finite numbers only",
+    )
+    # An algorithm that takes NaN (finite_values_only = False) gets it through unchanged; the
+    # outputs stay well-formed JSON for Python.
+    monkeypatch.setattr(clients["kmeans"].application.extensions["smalgo.model"].algorithm, "finite_values_only", False)
     response = post(clients["kmeans"], b"nan,1,2,3\n", accept="application/json")
     assert response.status_code == 200
     prediction = json.loads(response.data)["predictions"][0]
     assert np.isnan(prediction["distance_to_cluster"])
+
+
+def _sparse_recordio_with(value) -> bytes:
+    X = sp.csr_matrix(np.array([[1.0, 0.0, 2.0, 0.0], [0.0, 3.0, 0.0, 4.0]], np.float32))
+    X.data[3] = value  # record 1, feature 3
+    return recordio_sparse(X)
+
+
+def _dense_with(value) -> np.ndarray:
+    rows = ROWS.copy()
+    rows[2, 1] = value
+    return rows
+
+
+NON_FINITE_CASES = {
+    # name: (body, content type, where the message says the value is, the value as shown)
+    "csv nan": (b"1,2,3,4\n1,2,3,NaN\n", "text/csv", "text/csv body, line 2, column 4", "nan"),
+    "csv inf": (b"1,2,3,4\r\n\r\n-inf,2,3,4\n", "text/csv", "text/csv body, line 3, column 1", "-inf"),
+    "csv beyond float32": (b"1,2,1e39,4\n", "text/csv", "text/csv body, line 1, column 3", "inf"),
+    "json NaN": (
+        b'{"instances": [[1, 2, 3, 4], {"features": [1, NaN, 3, 4]}]}',
+        "application/json",
+        "application/json body, instance 1, feature 1",
+        "nan",
+    ),
+    "json Infinity": (
+        b"[1, 2, 3, -Infinity]",
+        "application/json",
+        "application/json body, instance 0, feature 3",
+        "-inf",
+    ),
+    "json beyond float32": (b"[[1, 2, 3, 4], [1, 2, 1e39, 4]]", "application/json", "instance 1, feature 2", "inf"),
+    "json integer beyond double": (
+        b"[[1, 2, 3, 4], [1, 2, 1" + b"0" * 400 + b", 4]]",
+        "application/json",
+        "instance 1, feature 2",
+        "inf",
+    ),
+    "json sparse": (
+        json.dumps({"data": {"features": {"keys": [0, 3], "shape": [4], "values": [1.0, float("nan")]}}}).encode(),
+        "application/json",
+        "application/json body, instance 0, feature 3",
+        "nan",
+    ),
+    "jsonlines": (
+        b"[1, 2, 3, 4]\n\n[1, 2, 3, 4]\n[Infinity, 2, 3, 4]\n",
+        "application/jsonlines",
+        "application/jsonlines body, line 4, feature 0",
+        "inf",
+    ),
+    "recordio dense": (
+        recordio_dense(_dense_with(np.nan)),
+        "application/x-recordio-protobuf",
+        "application/x-recordio-protobuf body: record 2, feature 1",
+        "nan",
+    ),
+    "recordio sparse": (
+        _sparse_recordio_with(np.inf),
+        "application/x-recordio-protobuf",
+        "application/x-recordio-protobuf body: record 1, feature 3",
+        "inf",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NON_FINITE_CASES))
+def test_non_finite_values_are_refused_when_the_algorithm_says_so(clients, model_dirs, monkeypatch, case):
+    body, content_type, where, shown = NON_FINITE_CASES[case]
+    for name in ("kmeans", "pca"):
+        response = post(clients[name], body, content_type)
+        assert_error(response, 400, f"{where}: {shown} is not a finite number", "this model takes finite numbers only")
+        assert ("float32 range" in json.loads(response.data)["error"]) == ("inf" in shown)
+    # finite_values_only = False: the same bodies are scored, the values passed on unchanged.
+    model = clients["kmeans"].application.extensions["smalgo.model"]
+    monkeypatch.setattr(model.algorithm, "finite_values_only", False)
+    seen = []
+    original = model.model.predict
+    monkeypatch.setattr(model.model, "predict", lambda batch: seen.append(batch.X) or original(batch))
+    assert post(clients["kmeans"], body, content_type).status_code == 200
+    X = seen[0].toarray() if sp.issparse(seen[0]) else seen[0]
+    assert not np.isfinite(X).all()
+    assert np.isnan(X).any() if shown == "nan" else np.isinf(X).any()
+
+
+def test_finite_values_pass_the_check(clients, model_dirs):
+    for body, content_type in (
+        (csv_of(ROWS), "text/csv"),
+        (json.dumps({"instances": ROWS.tolist()}).encode(), "application/json"),
+        (recordio_dense(ROWS), "application/x-recordio-protobuf"),
+        (b"[1e-45, -0.0, 0, 3]", "application/json"),
+    ):
+        assert post(clients["kmeans"], body, content_type).status_code == 200
+
+
+BOOLEAN_CASES = {
+    "dense among numbers": (
+        b'{"instances": [[1, 2, 3, 4], {"features": [1.5, 2.0, true, 4.0]}]}',
+        "application/json",
+        "application/json body, instance 1: features[2] is true, a boolean, not a number",
+    ),
+    "dense single instance": (b"[0, false, 1, 1]", "application/json", "application/json body: features[1] is false"),
+    "sparse values": (
+        b'{"instances": [{"data": {"features": {"keys": [0, 2], "shape": [4], "values": [1.0, true]}}}]}',
+        "application/json",
+        "application/json body, instance 0: values[1] is true, a boolean, not a number",
+    ),
+    "dense among sparse": (
+        b'{"instances": [{"data": {"features": {"keys": [0], "values": [1.0]}}}, [1.0, 2.0, 3.0, false]]}',
+        "application/json",
+        "application/json body, instance 1: features[3] is false, a boolean",
+    ),
+    "jsonlines": (
+        b'[1, 2, 3, 4]\n\n{"features": [1, 2, 3, true]}\n',
+        "application/jsonlines",
+        "application/jsonlines body, line 3: features[3] is true, a boolean, not a number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BOOLEAN_CASES))
+def test_json_booleans_are_not_numbers(clients, case):
+    body, content_type, message = BOOLEAN_CASES[case]
+    assert_error(post(clients["kmeans"], body, content_type), 400, message, "send 1 or 0 instead")
+
+
+def test_json_strings_holding_true_do_not_slow_or_break_numbers(clients, model_dirs):
+    # "true" inside a string makes the decoder look at every value: the numbers still pass.
+    body = json.dumps({"instances": [{"features": ROWS[0].tolist(), "configuration": {"k": "true"}}]}).encode()
+    assert_answers(post(clients["kmeans"], body, "application/json"), "kmeans", model_dirs, ROWS[:1])
+
+
+def test_json_integers_beyond_64_bits_are_the_floats_they_are(clients, model_dirs, monkeypatch):
+    model = clients["kmeans"].application.extensions["smalgo.model"]
+    seen = []
+    original = model.model.predict
+    monkeypatch.setattr(model.model, "predict", lambda batch: seen.append(batch.X) or original(batch))
+    big = 2**70 + 1
+    for body in (
+        json.dumps({"instances": [[1, big, 3, 4]]}).encode(),
+        json.dumps({"instances": [{"data": {"features": {"keys": [1], "shape": [4], "values": [big]}}}]}).encode(),
+    ):
+        response = post(clients["kmeans"], body, "application/json")
+        assert response.status_code == 200, response.data
+    dense = seen[0]
+    assert dense[0, 1] == np.float32(float(big))
+    assert seen[1].toarray()[0, 1] == np.float32(float(big))
+
+
+def test_csv_request_errors_do_not_speak_of_training(clients):
+    response = post(clients["kmeans"], b"a,b,c,d\n1,2,3,4\n")
+    assert_error(response, 400, "text/csv body, line 1, column 1: 'a' is not a number", "CSV data has no header row")
+    assert "training" not in json.loads(response.data)["error"]
+    response = post(clients["kmeans"], b"1,2,,4\n")
+    assert_error(response, 400, "text/csv body, line 1, column 3: empty cell; every cell must hold a number.")
+    assert "nan" not in json.loads(response.data)["error"]
+
+
+def test_recordio_duplicate_keys_are_refused(clients):
+    from recordio_helpers import frame, record_bytes
+
+    body = frame(record_bytes([1.0], keys=[0], shape=[4])) + frame(record_bytes([1.0, 2.0], keys=[3, 3], shape=[4]))
+    assert_error(
+        post(clients["kmeans"], body, "application/x-recordio-protobuf"),
+        400,
+        "application/x-recordio-protobuf body: record 1 at byte offset",
+        "duplicate key 3 in features",
+    )
 
 
 def json_instance_forms(row):

@@ -702,7 +702,8 @@ def _error(status, buf, line_start, *, column, line_number, layout: CsvLayout, n
     cell = cells[column].strip() if column < len(cells) else b""
     where += f", column {column + 1}"
     if status == _EMPTY_CELL:
-        return UserError(f"{where}: empty cell; every cell must hold a number (missing values can be written nan).")
+        # No hint to write nan: k-means and PCA refuse NaN (finite_values_only), in training and inference.
+        return UserError(f"{where}: empty cell; every cell must hold a number.")
     shown = cell.decode("utf-8", errors="replace")
     if len(shown) > 60:
         shown = shown[:60] + "..."
@@ -711,7 +712,8 @@ def _error(status, buf, line_start, *, column, line_number, layout: CsvLayout, n
         # Excel and pandas (encoding="utf-8-sig") write one; the cell then looks like a number.
         hint = " (it begins with a UTF-8 byte order mark: save the file as CSV without one)"
     elif line_number == 1:
-        hint = " (CSV training data has no header row)"
+        # Worded for training files and request bodies alike (`name` says which this is).
+        hint = " (CSV data has no header row: the first line must hold numbers)"
     return UserError(f"{where}: {shown!r} is not a number{hint}.")
 
 
