@@ -178,63 +178,29 @@ def _values_entry(buf, pos, end):
     return _tensor(buf, start, stop)
 
 
+# The per-record arrays travel together through these two kernels; written a few to a line, not
+# one per line, so that the signature and the call read as what they are.
+# fmt: off
 @numba.njit(**READER)
-def scan_payloads(
-    buf,
-    starts,
-    lengths,
-    val_off,
-    n_vals,
-    key_off,
-    n_keys,
-    max_key,
-    keys_increasing,
-    n_shape,
-    shape0,
-    label_bits,
-    has_label,
-):
+def scan_payloads(buf, starts, lengths,
+                  val_off, n_vals, key_off, n_keys, max_key, keys_increasing, n_shape, shape0, label_bits,
+                  has_label):
     """Fill the per-record arrays for the fast path (label_bits: the float32 labels' uint32 view).
     Returns the index of the first record the fast path cannot take (the caller then uses the
     reference path), or -1."""
     for i in range(starts.shape[0]):
-        if _scan_one(
-            buf,
-            starts[i],
-            lengths[i],
-            i,
-            val_off,
-            n_vals,
-            key_off,
-            n_keys,
-            max_key,
-            keys_increasing,
-            n_shape,
-            shape0,
-            label_bits,
-            has_label,
-        ):
+        if _scan_one(buf, starts[i], lengths[i], i,
+                     val_off, n_vals, key_off, n_keys, max_key, keys_increasing, n_shape, shape0, label_bits,
+                     has_label):
             return i
     return -1
+# fmt: on
 
 
 @numba.njit(**READER_HELPER)
-def _scan_one(
-    buf,
-    pos,
-    length,
-    i,
-    val_off,
-    n_vals,
-    key_off,
-    n_keys,
-    max_key,
-    keys_increasing,
-    n_shape,
-    shape0,
-    label_bits,
-    has_label,
-):
+def _scan_one(buf, pos, length, i,
+              val_off, n_vals, key_off, n_keys, max_key, keys_increasing, n_shape, shape0, label_bits,
+              has_label):  # fmt: skip
     """Record i into row i of the arrays; 1 when the reference path must decide, else 0."""
     end = pos + length
     features_seen = False
