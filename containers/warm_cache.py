@@ -149,7 +149,8 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Pat
 
 def _serve(algorithm: Algorithm, model_dir: Path, X) -> None:
     """The server's path: loading (with its per-format warm-up), large predictions, malformed
-    requests, RecordIO records of unequal sizes, and the library's CSV decoder."""
+    requests, RecordIO records of unequal sizes and sparse records whose keys are out of order
+    (checked for repeated keys by a kernel of their own), and the library's CSV decoder."""
     import scipy.sparse as sp
 
     from smalgo.algorithms.batch import Batch
@@ -169,6 +170,7 @@ def _serve(algorithm: Algorithm, model_dir: Path, X) -> None:
     for media_type, body in (
         (CSV, f"{csv_line}\n{csv_line},x\n".encode()),
         (RECORDIO_PROTOBUF, b"\x0a\x23\xd7\xce" + bytes(12)),
+        (RECORDIO_PROTOBUF, _sparse_record([2, 0, 2])),
     ):
         try:
             decode_request(body, media_type, FEATURES)
@@ -177,8 +179,22 @@ def _serve(algorithm: Algorithm, model_dir: Path, X) -> None:
         else:
             raise SystemExit(f"warm_cache: a malformed {media_type} request was accepted")
     model.predict(decode_request(_records_of_unequal_sizes(X[:3]), RECORDIO_PROTOBUF, FEATURES))
+    model.predict(decode_request(_sparse_record([3, 1]), RECORDIO_PROTOBUF, FEATURES))
     # For files whose width the decoder finds on the first line (no feature_dim given).
     decode_csv(f"{csv_line}\n{csv_line}\n".encode())
+
+
+def _sparse_record(keys: list[int]) -> bytes:
+    """One sparse record of FEATURES columns with `keys` in the given order (1.0 at each)."""
+    from smalgo.recordio import record_pb2
+    from smalgo.recordio.framing import frame
+
+    record = record_pb2.Record()
+    tensor = record.features["values"].float32_tensor
+    tensor.keys.extend(keys)
+    tensor.values.extend([1.0] * len(keys))
+    tensor.shape.append(FEATURES)
+    return frame(record.SerializeToString())
 
 
 def _records_of_unequal_sizes(X) -> bytes:
