@@ -75,13 +75,9 @@ def _locate(body: bytes, media_type: str, *, row: int, column: int) -> str:
     return f"application/x-recordio-protobuf body: record {row}, feature {column}"
 
 
-def decode_csv(body: bytes, feature_dim: int) -> np.ndarray:
-    """One record per line, `feature_dim` numbers per record, no label column."""
-    X = _decode_small_csv(body, feature_dim)
-    return X if X is not None else _decode_csv_with_decoder(body, feature_dim)
-
-
 def _decode_csv_with_decoder(body: bytes, feature_dim: int) -> np.ndarray:
+    """One record per line, `feature_dim` numbers per record, no label column: the numba
+    decoder, for what the small-body path (_decode_small_csv) leaves to it."""
     try:
         blocks = [
             X
