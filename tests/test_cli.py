@@ -34,9 +34,9 @@ def data_csv(tmp_path):
     return path
 
 
-def test_local_training_lays_out_a_sagemaker_job(tmp_path, data_csv):
-    out = tmp_path / "job"
-    result = run_module(
+def local_kmeans_args(data_csv, out, *, k: str) -> list[str]:
+    """`smalgo train` arguments for k-means on a local CSV file (no label column), feature_dim=5."""
+    return [
         "train",
         "--algorithm",
         "kmeans",
@@ -45,11 +45,16 @@ def test_local_training_lays_out_a_sagemaker_job(tmp_path, data_csv):
         "--content-type",
         "text/csv;label_size=0",
         "--hyperparameters",
-        "k=3",
+        f"k={k}",
         "feature_dim=5",
         "--output",
         str(out),
-    )
+    ]
+
+
+def test_local_training_lays_out_a_sagemaker_job(tmp_path, data_csv):
+    out = tmp_path / "job"
+    result = run_module(*local_kmeans_args(data_csv, out, k="3"))
     assert result.returncode == 0, result.stderr
     assert f"Model written to {out / 'model'}: centers.npy, model.json" in result.stdout
     config = out / "input" / "config"
@@ -95,20 +100,7 @@ def test_console_script_inside_an_image(tmp_path, data_csv):
 
 def test_failed_local_run_prints_the_reason(tmp_path, data_csv):
     out = tmp_path / "job"
-    result = run_module(
-        "train",
-        "--algorithm",
-        "kmeans",
-        "--train",
-        str(data_csv),
-        "--content-type",
-        "text/csv;label_size=0",
-        "--hyperparameters",
-        "k=abc",
-        "feature_dim=5",
-        "--output",
-        str(out),
-    )
+    result = run_module(*local_kmeans_args(data_csv, out, k="abc"))
     assert result.returncode == 1
     assert "Hyperparameter k: invalid value 'abc'; expected an integer >= 1." in result.stderr
     assert (out / "output" / "failure").read_text().startswith("Hyperparameter k: invalid value 'abc'")
@@ -224,21 +216,8 @@ def _open_when_read(fifo: Path, process: subprocess.Popen, deadline: float):
 
 def test_a_second_run_replaces_the_first(tmp_path, data_csv, capsys):
     out = tmp_path / "job"
-    args = [
-        "train",
-        "--algorithm",
-        "kmeans",
-        "--train",
-        str(data_csv),
-        "--content-type",
-        "text/csv;label_size=0",
-        "--output",
-        str(out),
-        "--hyperparameters",
-        "feature_dim=5",
-    ]
-    assert cli.main(args + ["k=3"]) == 0
-    assert cli.main(args + ["k=4"]) == 0
+    assert cli.main(local_kmeans_args(data_csv, out, k="3")) == 0
+    assert cli.main(local_kmeans_args(data_csv, out, k="4")) == 0
     assert np.load(out / "model" / "centers.npy").shape == (4, 5)
     assert json.loads((out / "input" / "config" / "hyperparameters.json").read_text())["k"] == "4"
 
