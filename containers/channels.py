@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from smalgo.algorithms.batch import Batch, first_non_finite, non_finite_hint
 from smalgo.algorithms.contract import Algorithm
 from smalgo.algorithms.data import rebatch
-from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.errors import UserError, os_error_text
 from smalgo.algorithms.formats.content_types import ContentType, parse_content_type
 from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.recordio import RecordIOError
@@ -169,7 +169,7 @@ def _collect(folder: Path, ancestors: tuple[str, ...], found: list[Path]) -> Non
     try:
         names = sorted(os.listdir(folder))
     except OSError as exc:
-        raise UserError(f"Cannot list the data folder {folder}: {_os_error(exc)}.") from exc
+        raise UserError(f"Cannot list the data folder {folder}: {os_error_text(exc)}.") from exc
     for name in names:
         if name.startswith((".", "_")):
             continue
@@ -189,11 +189,6 @@ def _collect(folder: Path, ancestors: tuple[str, ...], found: list[Path]) -> Non
             found.append(path)
         else:
             logger.warning("Skipped %s: not a regular file, a folder or a link to one.", path)
-
-
-def _os_error(exc: OSError) -> str:
-    """`[Errno 28] No space left on device`, without the file name (the message names it)."""
-    return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc)
 
 
 class ChannelData:
@@ -249,7 +244,7 @@ class ChannelData:
         except OSError as exc:
             raise UserError(
                 f"Channel {channel.name} is in Pipe mode, but its pipe {pipe} for pass {epoch + 1} cannot "
-                f"be opened: {_os_error(exc)}."
+                f"be opened: {os_error_text(exc)}."
             ) from exc
         with stream:
             yield stream, str(pipe)
@@ -298,7 +293,7 @@ def _named_os_errors(pieces, *, name: str, channel: str):
     try:
         yield from pieces
     except OSError as exc:
-        raise UserError(f"Channel {channel}: cannot read {name}: {_os_error(exc)}.") from exc
+        raise UserError(f"Channel {channel}: cannot read {name}: {os_error_text(exc)}.") from exc
 
 
 def _recordio_pieces(source, *, batch_size: int, feature_dim: int | None, channel: str):

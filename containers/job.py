@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from smalgo.algorithms.contract import Model
-from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.errors import UserError, os_error_text
 from smalgo.algorithms.formats.csv import csv_threads_setting
 from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.registry import get_algorithm
@@ -240,9 +240,8 @@ def _remove(path: Path) -> None:
 def _environment_error(what: str, exc: OSError) -> UserError:
     """`what: [Errno 28] No space left on device (path)` as a UserError: a fault of the
     machine or its mounts, not of smalgo."""
-    detail = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno is not None else str(exc)
     where = f" ({exc.filename})" if exc.filename else ""
-    return UserError(f"{what}: {detail}{where}.")
+    return UserError(f"{what}: {os_error_text(exc)}{where}.")
 
 
 def _model_dir_error(model_dir: Path, exc: OSError, *, doing: str) -> UserError:
