@@ -13,9 +13,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +45,13 @@ class LoadedModel:
     algorithm: Algorithm
     model: Model
     model_dir: Path
-    predicting: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def feature_dim(self) -> int:
         return self.model.feature_dim
 
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
-        """The model's outputs for `batch`, one prediction at a time per process: numba's fork-safe
-        threading layer must not be entered by two threads at once, and a prediction is
-        CPU-bound. Reading, decoding and answering requests go on beside it on the worker's
-        other threads (see server.py)."""
-        with self.predicting:
-            return self.model.predict(batch)
+        return self.model.predict(batch)
 
 
 def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> LoadedModel:

@@ -6,22 +6,16 @@ the compiled kernels copy-on-write, and the first request pays nothing. SIGTERM 
 update, scale-in) lets in-flight requests finish, within the 30 s SageMaker waits before
 SIGKILL, and exits 0.
 
-Worker model: gthread workers with THREADS_PER_WORKER threads each, and one request scored at a
-time per process (a lock in app.py). A gthread worker reads a request on one of its threads, so
-with one thread a client that sends its body slowly held the worker: /ping, SageMaker's health
-check, then went unanswered (with 50 clients sending a byte a second, /ping timed out after 5 s).
-Many threads for reading and writing, one for scoring: numba's fork-safe "workqueue" threading
-layer (chosen below because the master runs the kernels before forking) must not be entered by
-two threads at once, and CPU-bound predictions gain nothing from a second thread anyway. With 64
-threads a worker answers /ping within milliseconds under 50 such clients, and under six 6 MB
-requests in flight (tests/test_serve_server.py, benchmarks/serve/slow_clients.py). Unlike the
-sync worker, gthread keeps connections alive, which spares a TCP handshake per request (the sync
-worker served about half the requests/s in benchmarks/serve/run.py, which compares both).
+Worker model: gthread workers with one thread each. One request at a time per process is what
+the numba kernels need (numba's fork-safe "workqueue" threading layer, chosen below because the
+master runs the kernels before forking, must not be entered by two threads at once) and what
+CPU-bound predictions want anyway: a second thread would only contend for the GIL. Unlike the
+sync worker, gthread keeps connections alive, which spares a TCP handshake per request (the
+sync worker served about half the requests/s in benchmarks/serve/run.py, which compares both).
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -46,8 +40,7 @@ GRACEFUL_TIMEOUT_SECONDS = 25
 # closes a connection the client is about to reuse.
 KEEPALIVE_SECONDS = 75
 WORKER_CLASS = "gthread"
-# Connections a worker serves at once (idle threads cost a little memory, no CPU).
-THREADS_PER_WORKER = 64
+THREADS_PER_WORKER = 1
 # Settings that only newer gunicorn versions know.
 _NEWER_GUNICORN_SETTINGS = ("control_socket_disable",)
 
@@ -137,28 +130,7 @@ def run_gunicorn(app, options: dict) -> None:
     takes ~50 ms, which would show as a p99 spike) nor copy the pages a collection would dirty."""
     gc.collect()
     gc.freeze()
-    limit_malloc_arenas()
     GunicornServer(app, options).run()
-
-
-# glibc's mallopt parameter for the most malloc arenas a process makes (M_ARENA_MAX).
-_M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
-
-
-def limit_malloc_arenas() -> None:
-    """At most MALLOC_ARENAS malloc arenas per process (inherited by the forked workers), unless
-    MALLOC_ARENA_MAX says otherwise. glibc gives threads that allocate at the same time arenas of
-    their own, up to 8 per core, and an arena keeps the memory it once held: with a worker's
-    many threads each decoding a request now and then, resident memory crept up 14 % over a
-    minute of mixed load (tests/test_serve_load.py). Two suffice, as one thread predicts at a
-    time. A no-op where the C library is not glibc."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,10 +26,6 @@ from test_serve_support import (
 
 REPO = Path(__file__).resolve().parents[1]
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
-# The slow-client load of benchmarks/serve, shared so that the test and the benchmark measure the same.
-sys.path.insert(0, str(REPO / "benchmarks" / "serve"))
-from slow_clients import LARGE_REQUEST_BYTES, ping_latencies  # noqa: E402
-
 SDK_CLIENT = REPO / "tests" / "sdk_client.py"
 ROWS = np.random.default_rng(5).normal(0, 8, (6, FEATURES)).astype(np.float32)
 
@@ -311,27 +307,3 @@ def test_identity_content_encoding_is_plain(servers):
         "POST", "/invocations", ONE_ROW, {"Content-Type": "text/csv", "Content-Encoding": "identity"}
     )
     assert status == 200 and len(json.loads(body)["predictions"]) == 1
-
-
-@pytest.fixture(scope="module")
-def one_worker_server(model_dirs, tmp_path_factory):
-    """One worker, so that every connection below lands on the same process."""
-    log = tmp_path_factory.mktemp("one_worker") / "server.log"
-    server = ServerProcess(model_dirs["kmeans"], log, SAGEMAKER_MODEL_SERVER_WORKERS="1")
-    try:
-        yield server.wait_until_ready()
-    finally:
-        server.kill()
-
-
-def test_ping_answers_within_2_s_while_50_clients_trickle_bodies(one_worker_server):
-    latencies = ping_latencies(one_worker_server.port, slow_connections=50, seconds=6)
-    assert latencies and max(latencies) < 2.0, sorted(latencies)[-5:]
-
-
-def test_ping_answers_within_2_s_while_six_6_mb_requests_are_in_flight(one_worker_server):
-    rows = np.tile(ROWS, (LARGE_REQUEST_BYTES // len(csv_of(ROWS)), 1))
-    body = csv_of(rows)[:LARGE_REQUEST_BYTES]
-    body = body[: body.rindex(b"\n") + 1]  # whole records, under the 6 MB limit
-    latencies = ping_latencies(one_worker_server.port, large_requests=6, large_body=body, seconds=6)
-    assert latencies and max(latencies) < 2.0, sorted(latencies)[-5:]

@@ -14,10 +14,6 @@ time per request (master + workers, from /proc), and smalgo's ratios to the bare
 targets (single-record throughput >= 70% of the bare app's, p99 <= 3x its p99) are checked at
 the end. Other load on the machine moves requests/s and latencies (CPU per request much less):
 run it on a quiet machine.
-
-Last, /ping latency under clients that hold connections (slow_clients.py): 50 clients each
-sending a request body one byte a second, then six 6 MB requests in flight; SageMaker's health
-check wants an answer within 2 s.
 """
 
 from __future__ import annotations
@@ -43,12 +39,7 @@ from smalgo.algorithms import kmeans
 from smalgo.algorithms.data import InMemoryData
 from smalgo.recordio.parallel import available_cpus
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slow_clients import LARGE_REQUEST_BYTES, percentile, ping_latencies  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
-PING_LOAD_SECONDS = 10
-PING_TARGET_SECONDS = 2.0
 SERVERS = HERE / "servers.py"
 BATCH_RECORDS = 1000
 TARGET_THROUGHPUT_RATIO = 0.70
@@ -138,31 +129,11 @@ def main() -> int:
                         )
                         samples[name].append(sample)
                 results[load] = {name: summarize(runs, records) for name, runs in samples.items()}
-            large_body = csv_body(np.tile(rows[:BATCH_RECORDS], (LARGE_REQUEST_BYTES // len(bodies["batch"]) + 1, 1)))
-            large_body = large_body[: large_body.rindex(b"\n", 0, LARGE_REQUEST_BYTES) + 1]
-            pings = {
-                load: {
-                    name: ping_latencies(int(server.url.split(":")[2].split("/")[0]), seconds=PING_LOAD_SECONDS, **kw)
-                    for name, server in servers.items()
-                }
-                for load, kw in (
-                    ("50 slow clients", {"slow_connections": 50}),
-                    ("six 6 MB requests", {"large_requests": 6, "large_body": large_body}),
-                )
-            }
         finally:
             for server in servers.values():
                 server.stop()
 
     print_table(results)
-    print(f"\n/ping latency under load, {PING_LOAD_SECONDS} s each (SageMaker wants < {PING_TARGET_SECONDS:.0f} s):")
-    for load, by_server in pings.items():
-        for name, latencies in by_server.items():
-            print(
-                f"  {load:<18} {name:<7} p50 {percentile(latencies, 0.5) * 1000:8.1f} ms   "
-                f"p99 {percentile(latencies, 0.99) * 1000:8.1f} ms   max {max(latencies) * 1000:8.1f} ms   "
-                f"({len(latencies)} pings)"
-            )
     single = results["single"]
     throughput_ratio = single["smalgo"]["requests_per_s"] / single["bare"]["requests_per_s"]
     p99_ratio = single["smalgo"]["p99_ms"] / single["bare"]["p99_ms"]
