@@ -90,6 +90,12 @@ class StreamingState(Protocol):
         """The train metrics of the pass that just ended (logged with its epoch number)."""
         ...
 
+    def current_model(self) -> Model:
+        """The model as it stands after a pass, which the driver scores on the validation
+        channel (a Model, or whatever the algorithm's scorer takes: linear learner's candidates,
+        all of its models at once)."""
+        ...
+
     def finalize(self) -> tuple[Model, list[Metric]]:
         """The model, and train metrics that only the finished model can give."""
         ...
@@ -97,10 +103,13 @@ class StreamingState(Protocol):
 
 @dataclass(frozen=True)
 class Output:
-    """One named output of predict(): a scalar per row, or a vector per row."""
+    """One named output of predict(): a scalar per row, a vector per row, or (vector None)
+    either, by the model (linear learner's score: a vector of class probabilities for a
+    multiclass classifier). A model may give a subset of its algorithm's outputs (a linear
+    learner regressor gives no predicted_label)."""
 
     name: str
-    vector: bool = False
+    vector: bool | None = False
 
 
 @dataclass(frozen=True)

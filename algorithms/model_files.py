@@ -15,6 +15,7 @@ UserError naming the file and the field, and `smalgo serve` refuses it in one li
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,13 @@ class ModelFiles:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f'{self.path}: "{key}" must be a positive integer, not {_json(value)}.')
         return value
+
+    def number(self, key: str) -> float:
+        """A finite number entry of model.json; UserError naming it otherwise."""
+        value = self.metadata.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f'{self.path}: "{key}" must be a finite number, not {_json(value)}.')
+        return float(value)
 
     def mapping(self, key: str) -> dict[str, Any]:
         """An optional JSON-object entry of model.json ({} when absent); UserError naming it when

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from . import kmeans, pca
+from . import kmeans, linear_learner, pca
 from .contract import Algorithm
 from .errors import UserError
 
 ALGORITHMS: dict[str, Algorithm] = {
     algorithm.name: algorithm
     for algorithm in (
+        linear_learner.ALGORITHM,
         kmeans.ALGORITHM,
         pca.ALGORITHM,
     )

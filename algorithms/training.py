@@ -4,9 +4,10 @@
     for each epoch:                      # one pass over the train channel (File or Pipe mode)
         for each mini-batch: state.update(batch)
         (several hosts: the state is all-reduced here, through `collective`)
-        train metrics, progress, validation metrics, callbacks (early stopping, checkpoints)
+        train metrics, progress,
+        validation metrics of state.current_model(), callbacks (early stopping, checkpoints)
     model, final train metrics = state.finalize()
-    throughput; test metrics on the test channel
+    throughput; validation and test metrics of the final model
 
 Metric lines go through the job's MetricWriter in the platform's form (metrics.py). The driver
 knows no algorithm: what it streams, scores and reports comes from the StreamingAlgorithm and its
@@ -53,15 +54,20 @@ class TrainingCallback:
 
 class EarlyStopping(TrainingCallback):
     """Stops training when `metric` ("channel:name") has not improved by more than
-    `min_delta` for `patience` passes in a row. `maximize` for scores, else a loss."""
+    `min_delta` for `patience` passes in a row. `maximize` for scores, else a loss. With
+    `relative`, min_delta is a fraction of the best value so far (linear learner's
+    early_stopping_tolerance)."""
 
-    def __init__(self, metric: str, patience: int, *, min_delta: float = 0.0, maximize: bool = False) -> None:
+    def __init__(
+        self, metric: str, patience: int, *, min_delta: float = 0.0, maximize: bool = False, relative: bool = False
+    ) -> None:
         if patience < 1:
             raise ValueError("patience must be at least 1")
         self.metric = metric
         self.patience = patience
         self.min_delta = min_delta
         self.maximize = maximize
+        self.relative = relative
         self.best: float | None = None
         self.best_epoch = -1
         self.stopped_epoch: int | None = None
@@ -71,7 +77,8 @@ class EarlyStopping(TrainingCallback):
             return False
         value = metrics[self.metric]
         gain = (value - self.best if self.maximize else self.best - value) if self.best is not None else None
-        if gain is None or gain > self.min_delta:
+        threshold = self.min_delta * abs(self.best) if self.relative and self.best is not None else self.min_delta
+        if gain is None or gain > threshold:
             self.best, self.best_epoch = value, epoch
             return False
         if epoch - self.best_epoch >= self.patience:
@@ -133,8 +140,7 @@ def train_streaming(
             epoch_metrics[f"train:{metric.name}"] = metric.value
         metrics.progress(100.0 * (epoch + 1) / epochs)
         if validating:
-            model, _ = state.finalize()
-            for metric in score(algorithm, model, hp=hp, data=data, channel="validation"):
+            for metric in score(algorithm, state.current_model(), hp=hp, data=data, channel="validation"):
                 metrics.quality("validation", metric, epoch=epoch)
                 epoch_metrics[f"validation:{metric.name}"] = metric.value
         # Every callback hears of every pass, even when an earlier one asks to stop.
@@ -150,9 +156,10 @@ def train_streaming(
         metrics.quality("train", metric)
     for callback in callbacks:
         callback.after_training(model)
-    if data.has_channel("test"):
-        for metric in score(algorithm, model, hp=hp, data=data, channel="test"):
-            metrics.quality("test", metric)
+    for channel in ("validation", "test") if validating else ("test",):
+        if data.has_channel(channel):
+            for metric in score(algorithm, model, hp=hp, data=data, channel=channel):
+                metrics.quality(channel, metric)
     return model
 
 

@@ -525,6 +525,9 @@ class KMeansTraining:
         self._loss_sum = self._weight_sum = 0.0
         return [Metric("msd", loss / weight)] if weight > 0 else []
 
+    def current_model(self) -> KMeansModel:
+        return self.finalize()[0]
+
     def finalize(self) -> tuple[KMeansModel, list[Metric]]:
         hp = self.hp
         centers = reduce_centers(

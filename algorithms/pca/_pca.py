@@ -409,6 +409,9 @@ class PCATraining:
     def end_epoch(self) -> list[Metric]:
         return []
 
+    def current_model(self) -> PCAModel:
+        return self.finalize()[0]
+
     def finalize(self) -> tuple[PCAModel, list[Metric]]:
         components, singular_values, mean, train_error = self.stats.finalize(self.hp["num_components"])
         model = PCAModel(

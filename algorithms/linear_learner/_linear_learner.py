@@ -1,0 +1,908 @@
+"""Linear learner (SageMaker `linear-learner`, spec section 4.1): many linear models trained in
+one pass over each mini-batch, the best one kept.
+
+How it trains, as AWS documents it (spec 4.1, "How it works"), and how this module does it:
+
+1. Normalisation. The first `num_point_for_scaler` rows of the train channel (the data are
+   expected to be shuffled, as AWS asks) give each feature's mean and standard deviation and,
+   for regression, the label's. The models then live in the normalised space, but the data are
+   never transformed: the scaling is folded into the weights of each product
+   (X @ (W / s) + (b - (mu / s) @ W)), and the gradient is corrected the same way, so a sparse
+   batch stays sparse and costs nothing extra. Dense data are centred (unbias_data = auto
+   with a bias), sparse data only scaled unless unbias_data = true. Those first rows are held
+   until the statistics are known, then trained on like every other row.
+2. Model packing. The `num_models` models (_settings.py says what varies) are the columns of one
+   features x models matrix (x classes, for multiclass): one GEMM forward and one backward per
+   mini-batch train them all (_kernels.py), then one optimizer step updates them all.
+3. Selection. Each pass's validation (the driver scores `current_model()` on the validation
+   channel) measures every model: its loss, and for binary classifiers its threshold calibrated
+   on the first `num_calibration_samples` validation rows and the selection criterion there.
+   Each model's best pass is remembered (its weights and threshold); the final model is the
+   model whose best pass is best, with that pass's weights: early stopping never costs the
+   model the passes it has already made worse. Without a validation channel, the first
+   `num_calibration_samples` train rows (at most SAMPLE_BYTES of them) are kept and the models
+   are compared on them after the last pass.
+
+Choices this module makes where the documentation is silent:
+
+* Losses: squared and eps-insensitive squared are (z - y)^2 (so mse_objective is the mse); huber
+  is 0.5 r^2 inside huber_delta; losses with a parameter (huber_delta, loss_insensitivity) read
+  it in the label's unit: with normalize_label the parameter is divided by the label's scale.
+  The regression objectives reported are in the label's unit.
+* A binary classifier's score is the probability of 1 for logistic loss, the raw margin for
+  hinge loss (AWS says the hinge score is no probability); predicted_label is 1 when the score
+  is above the threshold (0.5 / 0 before calibration). With criterion loss_function the
+  threshold stays there.
+* Class weights weigh the gradient only: reported losses weigh every row alike (row weights
+  from the data aside), so models with different positive weights compare fairly.
+* Early stopping follows the selection criterion of the best model on validation (the
+  objective loss for regression, multiclass and loss_function), else the train objective loss;
+  training stops after `early_stopping_patience` passes in a row whose relative improvement is
+  below `early_stopping_tolerance`.
+* A mini-batch larger than the channel is one batch of the whole channel (AWS fails there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.contract import check_width
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.metrics import Metric
+from smalgo.algorithms.model_files import save_model_files
+from smalgo.algorithms.runtime.threads import single_threaded_blas
+
+from . import _kernels as kernels
+from . import _metrics
+from ._settings import (
+    BINARY,
+    LOSS_DEGREE,
+    LOSS_PARAMETER,
+    LOSSES,
+    MULTICLASS,
+    OBJECTIVE_METRICS,
+    OPTIMIZERS,
+    REGRESSOR,
+    SEED,
+    ModelSettings,
+    calibration_samples,
+    model_settings,
+    normalization,
+    positive_example_weight_mult,
+    resolve_criterion,
+    resolve_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+NAME = "linear-learner"
+FORMAT_VERSION = 1
+# The train rows kept for model selection when there is no validation channel, at most.
+SAMPLE_BYTES = 64 << 20
+
+
+# --------------------------------------------------------------------------- the problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a job's hyperparameters make of the task: predictor type, loss, outputs per model."""
+
+    predictor_type: str
+    loss: str
+    num_classes: int  # 2 for binary, 1 for regression
+    loss_parameter: float
+    criterion: str  # binary: the selection criterion (aliases resolved); else "loss_function"
+    hp: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, hp: dict[str, Any]) -> Problem:
+        predictor_type = hp["predictor_type"]
+        loss = resolve_loss(hp)
+        parameter = LOSS_PARAMETER.get(loss)
+        return cls(
+            predictor_type=predictor_type,
+            loss=loss,
+            num_classes={BINARY: 2, REGRESSOR: 1}.get(predictor_type) or int(hp["num_classes"]),
+            loss_parameter=float(hp[parameter]) if parameter else 0.0,
+            criterion=resolve_criterion(hp) if predictor_type == BINARY else "loss_function",
+            hp=hp,
+        )
+
+    @property
+    def outputs_per_model(self) -> int:
+        return self.num_classes if self.predictor_type == MULTICLASS else 1
+
+    @property
+    def objective_metric(self) -> str:
+        return OBJECTIVE_METRICS[self.loss]
+
+    @property
+    def default_threshold(self) -> float:
+        return 0.5 if self.loss == "logistic" else 0.0
+
+    @property
+    def calibrates(self) -> bool:
+        return self.predictor_type == BINARY and self.criterion != "loss_function"
+
+    def criterion_metric(self) -> str:
+        """The metric name that selection and early stopping follow."""
+        if not self.calibrates:
+            return self.objective_metric
+        beta = float(self.hp["f_beta"]) if self.hp["binary_classifier_model_selection_criteria"] != "f1" else 1.0
+        return {
+            "accuracy": "binary_classification_accuracy",
+            "f_beta": f"binary_f_{beta:.3f}",
+            "precision_at_target_recall": "precision_at_target_recall",
+            "recall_at_target_precision": "recall_at_target_precision",
+        }[self.criterion]
+
+    @property
+    def beta(self) -> float:
+        return 1.0 if self.hp["binary_classifier_model_selection_criteria"] == "f1" else float(self.hp["f_beta"])
+
+    def check_labels(self, y: np.ndarray | None, *, channel: str, first_record: int) -> np.ndarray:
+        """The batch's labels, or a UserError naming the first bad one by its record number in
+        the channel (counting from 1)."""
+        if y is None:
+            raise UserError(
+                f"The {channel} channel's records carry no label; linear learner needs one per record "
+                f"(CSV: the first column, with content type text/csv; RecordIO-protobuf: the record's "
+                f'"values" label)."'
+            )
+        if self.predictor_type == REGRESSOR:
+            bad = ~np.isfinite(y)
+            what = "a finite number"
+        elif self.predictor_type == BINARY:
+            bad = (y != 0) & (y != 1)
+            what = "0 or 1 (predictor_type binary_classifier)"
+        else:
+            bad = ~((y >= 0) & (y < self.num_classes) & (y == np.floor(y)))
+            what = f"an integer from 0 to {self.num_classes - 1} (num_classes {self.num_classes})"
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise UserError(
+                f"Record {first_record + i + 1} of the {channel} channel has label {float(y[i])!r}; expected {what}."
+            )
+        return y
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Feature means and scales (mean 0 and scale 1 where not normalised), label mean and scale."""
+
+    mean: np.ndarray  # float32 (d,)
+    scale: np.ndarray  # float32 (d,)
+    label_mean: float = 0.0
+    label_scale: float = 1.0
+
+    @property
+    def centred(self) -> bool:
+        return bool(np.any(self.mean != 0.0))
+
+    def effective(self, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(W', b') with X @ W' + b' = ((X - mean) / scale) @ W + b: the scaling folded into the
+        weights, so the data are never transformed."""
+        inverse = (1.0 / self.scale).astype(np.float32)
+        W_raw = W * inverse[:, None]
+        b_raw = b - (self.mean * inverse) @ W if self.centred else b.copy()
+        return W_raw, b_raw.astype(np.float32)
+
+    def gradient(self, raw_gradient: np.ndarray, column_sums: np.ndarray) -> np.ndarray:
+        """The gradient with respect to the normalised weights, from X^T G (raw features) and the
+        column sums of G: (X^T G - mean^T sum(G)) / scale."""
+        if self.centred:
+            raw_gradient -= np.outer(self.mean, column_sums).astype(np.float32)
+        raw_gradient /= self.scale[:, None]
+        return raw_gradient
+
+
+def fit_scaler(X: np.ndarray | sp.csr_matrix, y: np.ndarray, problem: Problem, *, sparse: bool) -> Scaler:
+    """The scaler of the sample (X, y) under the job's normalisation hyperparameters."""
+    choice = normalization(problem.hp)
+    d = X.shape[1]
+    mean = np.zeros(d, np.float64)
+    scale = np.ones(d, np.float64)
+    if choice["normalize_data"] or choice["unbias_data"]:
+        n = X.shape[0]
+        if sparse:
+            column_mean = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / n
+            column_square = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel() / n
+        else:
+            column_mean = X.mean(axis=0, dtype=np.float64)
+            column_square = np.einsum("ij,ij->j", X, X, dtype=np.float64) / n
+        centre = choice["unbias_data"] if choice["unbias_data"] is not None else not sparse
+        if centre:
+            mean = column_mean
+        if choice["normalize_data"]:
+            std = np.sqrt(np.maximum(column_square - column_mean**2, 0.0))
+            # A constant feature (std 0) is left unscaled; so is one whose spread is at the
+            # float32 noise level, which scaling would blow up.
+            scale = np.where(std > 1e-6 * np.maximum(np.abs(column_mean), 1.0), std, 1.0)
+    label_mean, label_scale = 0.0, 1.0
+    if problem.predictor_type == REGRESSOR:
+        if choice["unbias_label"]:
+            label_mean = float(np.mean(y, dtype=np.float64))
+        if choice["normalize_label"]:
+            std = float(np.std(y, dtype=np.float64))
+            label_scale = std if std > 0.0 else 1.0
+    return Scaler(mean.astype(np.float32), scale.astype(np.float32), label_mean, label_scale)
+
+
+# --------------------------------------------------------------------------- forward pass
+
+
+def forward(X: np.ndarray | sp.csr_matrix, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """X @ W + b as a float32 (rows x columns) array, for dense or CSR X."""
+    if sp.issparse(X):
+        Z = np.empty((X.shape[0], W.shape[1]), np.float32)
+        kernels.csr_times_dense(X.indptr, X.indices, X.data, W, Z)
+    else:
+        Z = X @ W
+    Z += b
+    return Z
+
+
+def _row_weights(batch: Batch) -> np.ndarray:
+    return np.ones(batch.n_rows, np.float32) if batch.w is None else batch.w
+
+
+# --------------------------------------------------------------------------- the final model
+
+
+class LinearLearnerModel:
+    """One linear model: weights and bias in the normalised space, the scaler, the threshold."""
+
+    def __init__(
+        self,
+        problem_hp: dict[str, Any],
+        *,
+        weights: np.ndarray,
+        bias: np.ndarray,
+        scaler: Scaler,
+        threshold: float,
+        settings: dict[str, Any],
+    ) -> None:
+        self.problem = Problem.of(problem_hp)
+        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        self.scaler = scaler
+        self.threshold = float(threshold)
+        self.settings = settings
+        W, b = scaler.effective(self.weights, self.bias)
+        # Outputs in the label's unit: the label normalisation folded in too.
+        self._W = np.ascontiguousarray(W * np.float32(scaler.label_scale))
+        self._b = (b * np.float32(scaler.label_scale) + np.float32(scaler.label_mean)).astype(np.float32)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return self.problem.hp
+
+    def raw_scores(self, X) -> np.ndarray:
+        """The model's outputs before the link: (rows,) or, for multiclass, (rows, classes)."""
+        Z = forward(X, self._W, self._b)
+        return Z if self.problem.predictor_type == MULTICLASS else Z[:, 0]
+
+    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
+        check_width(batch, self.feature_dim)
+        Z = self.raw_scores(batch.X)
+        if self.problem.predictor_type == REGRESSOR:
+            return {"score": Z}
+        if self.problem.predictor_type == MULTICLASS:
+            probabilities = softmax(Z)
+            return {"score": probabilities, "predicted_label": np.argmax(Z, axis=1).astype(np.float32)}
+        score = sigmoid(Z) if self.problem.loss == "logistic" else Z
+        return {"score": score, "predicted_label": (score > self.threshold).astype(np.float32)}
+
+    def save(self, model_dir) -> None:
+        save_model_files(
+            model_dir,
+            {
+                "algorithm": NAME,
+                "format_version": FORMAT_VERSION,
+                "feature_dim": self.feature_dim,
+                "predictor_type": self.problem.predictor_type,
+                "loss": self.problem.loss,
+                "outputs_per_model": self.weights.shape[1],
+                "threshold": self.threshold,
+                "label_mean": self.scaler.label_mean,
+                "label_scale": self.scaler.label_scale,
+                "selected_model": self.settings,
+                "hyperparameters": self.problem.hp,
+            },
+            {
+                "weights": self.weights,
+                "bias": self.bias,
+                "feature_mean": self.scaler.mean,
+                "feature_scale": self.scaler.scale,
+            },
+        )
+
+
+def sigmoid(Z: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * Z))).astype(np.float32)
+
+
+def softmax(Z: np.ndarray) -> np.ndarray:
+    shifted = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+class Selection:
+    """Each model's best pass so far on validation: its criterion value (higher is better),
+    threshold and weights. Shared by the training state and the candidates it hands out."""
+
+    def __init__(self, count: int) -> None:
+        self.values = np.full(count, -np.inf)
+        self.thresholds = np.zeros(count)
+        self.epochs = np.full(count, -1)
+        self.weights: np.ndarray | None = None
+        self.bias: np.ndarray | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return self.weights is not None
+
+    def record(self, values: np.ndarray, thresholds: np.ndarray, candidates: Candidates) -> None:
+        if self.weights is None:
+            self.weights = candidates.weights.copy()
+            self.bias = candidates.bias.copy()
+        assert self.bias is not None
+        better = values > self.values
+        k = candidates.outputs_per_model
+        columns = np.repeat(better, k)
+        self.weights[:, columns] = candidates.weights[:, columns]
+        self.bias[columns] = candidates.bias[columns]
+        self.values[better] = values[better]
+        self.thresholds[better] = thresholds[better]
+        self.epochs[better] = candidates.epoch
+
+
+@dataclass
+class Candidates:
+    """All models as they stand after a pass (what the driver validates each pass)."""
+
+    problem: Problem
+    weights: np.ndarray  # (d, models * outputs_per_model), normalised space
+    bias: np.ndarray
+    scaler: Scaler
+    selection: Selection
+    epoch: int
+    calibration_rows: int
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def outputs_per_model(self) -> int:
+        return self.problem.outputs_per_model
+
+    @property
+    def count(self) -> int:
+        return self.weights.shape[1] // self.outputs_per_model
+
+    def outputs(self, X) -> np.ndarray:
+        """Every model's raw outputs in the normalised label space (rows x models*outputs)."""
+        W, b = self.scaler.effective(self.weights, self.bias)
+        return forward(X, W, b)
+
+    def predict(self, batch: Batch) -> dict[str, np.ndarray]:
+        raise TypeError("candidates are scored, not served; the final model is the selected one")
+
+    def save(self, model_dir) -> None:
+        raise TypeError("candidates are not saved; the final model is the selected one")
+
+
+class ModelEvaluation:
+    """Every candidate's loss over rows added batch by batch, and for binary criteria the scores
+    of the first `limit` rows for threshold calibration: how candidates are compared, on a
+    validation channel each pass or on the train sample at the end."""
+
+    def __init__(self, candidates: Candidates, limit: int, *, channel: str) -> None:
+        self.candidates = candidates
+        self.problem = candidates.problem
+        self.limit = limit
+        self.channel = channel
+        self.losses = np.zeros(candidates.count)
+        self.total_weight = 0.0
+        self.rows = 0
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._kept = 0
+
+    def add(self, batch: Batch) -> None:
+        y = self.problem.check_labels(batch.y, channel=self.channel, first_record=self.rows)
+        w = _row_weights(batch)
+        Z = self.candidates.outputs(batch.X)
+        y_normal = _normal_labels(y, self.candidates.scaler, self.problem)
+        kernels.loss_and_gradient(
+            Z,
+            y_normal,
+            w,
+            _NO_GRADIENT,
+            LOSSES[self.problem.loss],
+            _scaled_parameter(self.problem, self.candidates.scaler),
+            self.problem.outputs_per_model,
+            self.losses,
+        )
+        self.total_weight += float(w.sum(dtype=np.float64))
+        self.rows += batch.n_rows
+        if self.problem.calibrates and self._kept < self.limit:
+            take = min(self.limit - self._kept, batch.n_rows)
+            scores = Z[:take]
+            self._scores.append(_link(scores, self.problem))
+            self._labels.append(y[:take])
+            self._weights.append(w[:take])
+            self._kept += take
+
+    def mean_losses(self) -> np.ndarray:
+        """Each model's mean loss, in the label's unit."""
+        return self.losses / max(self.total_weight, 1e-300) * _loss_unit(self.problem, self.candidates.scaler)
+
+    def compare(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, thresholds): each model's criterion value (higher is better) and threshold."""
+        losses = self.mean_losses()
+        thresholds = np.full(self.candidates.count, self.problem.default_threshold)
+        if not self.problem.calibrates:
+            return -losses, thresholds
+        thresholds, values = _metrics.calibrate_thresholds(
+            np.concatenate(self._scores),
+            np.concatenate(self._labels),
+            np.concatenate(self._weights),
+            self.problem.criterion,
+            beta=self.problem.beta,
+            target_recall=float(self.problem.hp["target_recall"]),
+            target_precision=float(self.problem.hp["target_precision"]),
+        )
+        return values, thresholds
+
+
+_NO_GRADIENT = np.zeros((0, 0), np.float32)
+
+
+def _link(Z: np.ndarray, problem: Problem) -> np.ndarray:
+    """Binary scores as served: probabilities for logistic loss, margins for hinge loss."""
+    return sigmoid(Z) if problem.loss == "logistic" else Z.copy()
+
+
+def _normal_labels(y: np.ndarray, scaler: Scaler, problem: Problem) -> np.ndarray:
+    if problem.predictor_type != REGRESSOR or (scaler.label_mean == 0.0 and scaler.label_scale == 1.0):
+        return y
+    return ((y - scaler.label_mean) / scaler.label_scale).astype(np.float32)
+
+
+def _scaled_parameter(problem: Problem, scaler: Scaler) -> float:
+    """The loss's parameter in the normalised label space (huber_delta and loss_insensitivity are
+    given in the label's unit; margin and quantile have none)."""
+    if problem.loss in ("huber_loss", "eps_insensitive_squared_loss", "eps_insensitive_absolute_loss"):
+        return problem.loss_parameter / scaler.label_scale
+    return problem.loss_parameter
+
+
+def _loss_unit(problem: Problem, scaler: Scaler) -> float:
+    """What converts a loss on normalised labels to the label's unit."""
+    return scaler.label_scale ** LOSS_DEGREE.get(problem.loss, 0)
+
+
+class CandidateScorer:
+    """The driver's per-pass validation scorer: compares the candidates, records each one's best
+    pass, and reports the best candidate's objective loss and selection criterion."""
+
+    def __init__(self, candidates: Candidates) -> None:
+        self.candidates = candidates
+        self.evaluation = ModelEvaluation(candidates, candidates.calibration_rows, channel="validation")
+
+    def add(self, batch: Batch) -> None:
+        self.evaluation.add(batch)
+
+    def metrics(self) -> list[Metric]:
+        if not self.evaluation.rows:
+            return []
+        values, thresholds = self.evaluation.compare()
+        self.candidates.selection.record(values, thresholds, self.candidates)
+        best = int(np.argmax(values))
+        problem = self.candidates.problem
+        found = [Metric(problem.objective_metric, float(self.evaluation.mean_losses()[best]))]
+        if problem.calibrates:
+            found.append(Metric(problem.criterion_metric(), float(values[best]), "score"))
+        return found
+
+
+class ModelScorer:
+    """The final model's metrics on a channel (spec 4.1's table, by predictor type)."""
+
+    def __init__(self, model: LinearLearnerModel, channel: str) -> None:
+        self.model = model
+        self.channel = channel
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self.rows = 0
+
+    def add(self, batch: Batch) -> None:
+        problem = self.model.problem
+        check_width(batch, self.model.feature_dim)
+        y = problem.check_labels(batch.y, channel=self.channel, first_record=self.rows)
+        self._scores.append(self.model.raw_scores(batch.X))
+        self._labels.append(y)
+        self._weights.append(_row_weights(batch))
+        self.rows += batch.n_rows
+
+    def metrics(self) -> list[Metric]:
+        if not self.rows:
+            return []
+        return model_metrics(
+            self.model,
+            np.concatenate(self._scores),
+            y=np.concatenate(self._labels),
+            w=np.concatenate(self._weights),
+        )
+
+
+def model_metrics(model: LinearLearnerModel, Z: np.ndarray, *, y: np.ndarray, w: np.ndarray) -> list[Metric]:
+    """The metric lines of `model`, whose raw outputs on rows with labels y and weights w are Z."""
+    problem = model.problem
+    scaler = model.scaler
+    hp = problem.hp
+    # The objective, from the outputs in the normalised label space.
+    Z_normal = ((Z - scaler.label_mean) / scaler.label_scale).astype(np.float32) if Z.ndim == 1 else Z
+    losses = np.zeros(1)
+    kernels.loss_and_gradient(
+        np.ascontiguousarray(Z_normal.reshape(len(y), -1)),
+        _normal_labels(y, scaler, problem),
+        w,
+        _NO_GRADIENT,
+        LOSSES[problem.loss],
+        _scaled_parameter(problem, scaler),
+        problem.outputs_per_model,
+        losses,
+    )
+    objective = float(losses[0] / max(float(w.sum(dtype=np.float64)), 1e-300) * _loss_unit(problem, scaler))
+    found = [Metric(problem.objective_metric, objective)]
+    if problem.predictor_type == REGRESSOR:
+        values = _metrics.regression_metrics(Z, y, w)
+        found += [Metric(name, values[name]) for name in ("mse", "rmse", "absolute_loss")]
+    elif problem.predictor_type == BINARY:
+        score = _link(Z, problem)
+        values = _metrics.binary_metrics(score, y, w, threshold=model.threshold, beta=problem.beta)
+        found += [
+            Metric("binary_classification_accuracy", values["accuracy"], "score"),
+            Metric(f"binary_f_{problem.beta:.3f}", values["f_beta"], "score"),
+            Metric("precision", values["precision"], "score"),
+            Metric("recall", values["recall"], "score"),
+            Metric("roc_auc_score", values["roc_auc"], "score"),
+        ]
+    else:
+        top_k = int(hp["accuracy_top_k"])
+        values = _metrics.multiclass_metrics(softmax(Z), y.astype(np.int64), w, top_k=top_k, beta=problem.beta)
+        found += [
+            Metric("multiclass_accuracy", values["accuracy"], "score"),
+            Metric(f"multiclass_top_k_accuracy_{top_k}", values["top_k_accuracy"], "score"),
+            Metric("dcg", values["dcg"], "score"),
+            Metric("macro_recall", values["macro_recall"], "score"),
+            Metric("macro_precision", values["macro_precision"], "score"),
+            Metric(f"macro_f_{problem.beta:.3f}", values["macro_f_beta"], "score"),
+            Metric("multiclass_balanced_accuracy", values["balanced_accuracy"], "score"),
+            # AWS's line reads "<score>" for it too; kept for whoever matches those lines.
+            Metric("multiclass_log_loss", values["log_loss"], "score"),
+        ]
+    return found
+
+
+# --------------------------------------------------------------------------- training
+
+
+class LinearLearnerTraining:
+    """The driver's StreamingState: the M models, their optimizer state, and what selection
+    needs."""
+
+    def __init__(self, hp: dict[str, Any], *, batch_rows: int) -> None:
+        self.problem = Problem.of(hp)
+        self.settings: ModelSettings = model_settings(hp)
+        self.batch_rows = batch_rows
+        self.scaler_rows = int(hp["num_point_for_scaler"])
+        self.calibration_rows = calibration_samples(hp)
+        self.scheduled = bool(hp["use_lr_scheduler"])
+        self.selection = Selection(self.settings.count)
+        self.rng = np.random.default_rng(SEED)
+        self.epoch = 0
+        self.step = 0
+        self.rows_seen = 0  # in the current pass
+        self._pending: list[Batch] = []
+        self._pending_rows = 0
+        self._sample: list[Batch] = []
+        self._sample_rows = 0
+        self._sample_limit = 0
+        self._epoch_losses = np.zeros(self.settings.count)
+        self._epoch_weight = 0.0
+        self.scaler: Scaler | None = None
+        self.weights = np.zeros((0, 0), np.float32)
+        self.bias = np.zeros(0, np.float32)
+        self.positive_weights = np.ones(self.settings.count)
+        self.class_weights: np.ndarray | None = None
+        self._no_l1 = np.zeros(self.settings.count)  # the bias is never l1-regularised
+
+    # ---- the StreamingState protocol
+
+    def update(self, batch: Batch) -> None:
+        self.problem.check_labels(batch.y, channel="train", first_record=self.rows_seen)
+        if self.epoch == 0:
+            self._keep_sample(batch)
+        if self.scaler is None:
+            self._pending.append(_owned(batch))
+            self._pending_rows += batch.n_rows
+            if self._pending_rows >= self.scaler_rows:
+                self._begin()
+        else:
+            self._train(batch)
+
+    def end_epoch(self) -> list[Metric]:
+        if self.scaler is None:
+            self._begin()  # the whole channel is smaller than num_point_for_scaler
+        if self.epoch == 0 and self.rows_seen < self.batch_rows:
+            logger.info(
+                "mini_batch_size %d is larger than the train channel's %d records: each pass is one batch of "
+                "all of them.",
+                self.batch_rows,
+                self.rows_seen,
+            )
+        losses = self._epoch_losses / max(self._epoch_weight, 1e-300) * _loss_unit(self.problem, self._scaler)
+        self._epoch_losses[:] = 0.0
+        self._epoch_weight = 0.0
+        self.epoch += 1
+        self.rows_seen = 0
+        return [Metric(self.problem.objective_metric, float(losses.min()))]
+
+    def current_model(self) -> Candidates:
+        return Candidates(
+            self.problem,
+            self.weights,
+            self.bias,
+            self._scaler,
+            self.selection,
+            epoch=self.epoch - 1,
+            calibration_rows=self.calibration_rows,
+        )
+
+    def finalize(self) -> tuple[LinearLearnerModel, list[Metric]]:
+        if self.scaler is None:
+            self._begin()
+        candidates = self.current_model()
+        selection = self.selection
+        sample = self._sample_batch()
+        if not selection.recorded:
+            # No validation channel: compare the models on the train sample.
+            evaluation = ModelEvaluation(candidates, self.calibration_rows, channel="train")
+            evaluation.add(sample)
+            values, thresholds = evaluation.compare()
+            selection = Selection(self.settings.count)
+            selection.record(values, thresholds, candidates)
+        best = int(np.argmax(selection.values))
+        k = self.problem.outputs_per_model
+        assert selection.weights is not None and selection.bias is not None
+        positive_weight = float(self.positive_weights[best]) if self.problem.predictor_type == BINARY else None
+        described = self.settings.describe(best, positive_weight)
+        logger.info("Best model found for hyperparameters: %s", json.dumps(described))
+        if selection.epochs[best] >= 0 and self.selection.recorded:
+            logger.info("The best model is model %d as of epoch %d.", best, int(selection.epochs[best]))
+        model = LinearLearnerModel(
+            self.problem.hp,
+            weights=selection.weights[:, best * k : (best + 1) * k],
+            bias=selection.bias[best * k : (best + 1) * k],
+            scaler=self._scaler,
+            threshold=float(selection.thresholds[best]),
+            settings=dict(described, model=best),
+        )
+        Z = model.raw_scores(sample.X)
+        assert sample.y is not None
+        return model, model_metrics(model, Z, y=sample.y, w=_row_weights(sample))
+
+    # ---- training
+
+    @property
+    def _scaler(self) -> Scaler:
+        assert self.scaler is not None
+        return self.scaler
+
+    def _begin(self) -> None:
+        """Fit the scaler on the held rows, set up the models, and train on the held rows."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        sample = _stack(pending)
+        if sample.n_rows == 0:
+            raise UserError("The train channel has no records.")
+        head = _head(sample, self.scaler_rows)
+        y = head.y
+        assert y is not None
+        self.scaler = fit_scaler(head.X, y, self.problem, sparse=sample.is_sparse)
+        self._init_models(sample.n_features, y)
+        logger.info(
+            "Linear learner: %d models, %s, loss %s; normalisation from %d records (features %s, label %s).",
+            self.settings.count,
+            self.settings.optimizer,
+            self.problem.loss,
+            head.n_rows,
+            "centred and scaled" if self.scaler.centred else "scaled" if np.any(self.scaler.scale != 1) else "as given",
+            f"mean {self.scaler.label_mean:.6g}, scale {self.scaler.label_scale:.6g}"
+            if self.problem.predictor_type == REGRESSOR
+            else "not normalised",
+        )
+        for batch in pending:
+            self._train(batch)
+
+    def _init_models(self, d: int, y: np.ndarray) -> None:
+        hp = self.problem.hp
+        columns = self.settings.count * self.problem.outputs_per_model
+        if hp["init_method"] == "normal":
+            W = self.rng.normal(0.0, float(hp["init_sigma"]), size=(d, columns))
+        else:
+            scale = float(hp["init_scale"])
+            W = self.rng.uniform(-scale, scale, size=(d, columns))
+        self.weights = np.ascontiguousarray(W, dtype=np.float32)
+        use_bias = bool(hp["use_bias"])
+        self.bias = np.full(columns, float(hp["init_bias"]) if use_bias else 0.0, np.float32)
+        self._moments = (np.zeros_like(self.weights), np.zeros_like(self.weights))
+        self._bias_moments = (np.zeros((1, columns), np.float32), np.zeros((1, columns), np.float32))
+        self._gradient = np.zeros_like(self.weights)
+        if self.problem.predictor_type == BINARY:
+            positives = float(np.sum(y == 1))
+            ratio = (len(y) - positives) / positives if positives > 0 and positives < len(y) else 1.0
+            mult = positive_example_weight_mult(str(hp["positive_example_weight_mult"]))
+            if self.settings.positive_weight_exponent is not None:
+                self.positive_weights = ratio**self.settings.positive_weight_exponent
+            else:
+                self.positive_weights = np.full(self.settings.count, ratio if mult == "balanced" else float(mult))
+        elif self.problem.predictor_type == MULTICLASS and hp["balance_multiclass_weights"]:
+            counts = np.bincount(y.astype(np.int64), minlength=self.problem.num_classes).astype(np.float64)
+            # Classes missing from the sample weigh like the rarest one present.
+            present = counts > 0
+            weights = np.ones_like(counts)
+            weights[present] = len(y) / (present.sum() * counts[present])
+            weights[~present] = weights[present].max() if present.any() else 1.0
+            self.class_weights = weights
+
+    def _gradient_weights(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Each row's weight in each model's gradient: row weight x class weight."""
+        if self.problem.predictor_type == BINARY:
+            factors = np.where(y[:, None] == 1, self.positive_weights[None, :], 1.0)
+            return (factors * w[:, None]).astype(np.float32)
+        row = w if self.class_weights is None else w * self.class_weights[y.astype(np.int64)]
+        return np.ascontiguousarray(np.broadcast_to(row[:, None], (len(y), self.settings.count)), dtype=np.float32)
+
+    def _train(self, batch: Batch) -> None:
+        y = batch.y
+        assert y is not None and self.scaler is not None
+        w = _row_weights(batch)
+        scaler = self.scaler
+        problem = self.problem
+        y_normal = _normal_labels(y, scaler, problem)
+        with single_threaded_blas():
+            W, b = scaler.effective(self.weights, self.bias)
+            G = forward(batch.X, W, b)
+            kernels.loss_and_gradient(
+                G,
+                y_normal,
+                w,
+                self._gradient_weights(y, w),
+                LOSSES[problem.loss],
+                _scaled_parameter(problem, scaler),
+                problem.outputs_per_model,
+                self._epoch_losses,
+            )
+            if batch.is_sparse:
+                X = batch.X
+                kernels.csr_transpose_times_dense(X.indptr, X.indices, X.data, G, self._gradient)
+                raw = self._gradient
+            else:
+                raw = batch.X.T @ G
+            column_sums = G.sum(axis=0)
+            gradient = scaler.gradient(raw, column_sums)
+        self._epoch_weight += float(w.sum(dtype=np.float64))
+        self.rows_seen += batch.n_rows
+        settings = self.settings
+        rates = settings.learning_rates_at(self.step, scheduled=self.scheduled)
+        self.step += 1
+        optimizer = OPTIMIZERS[settings.optimizer]
+        common = (settings.momentum, settings.beta_1, settings.beta_2, self.step)
+        kernels.update_weights(
+            self.weights,
+            gradient,
+            *self._moments,
+            optimizer,
+            rates,
+            settings.wd,
+            settings.l1,
+            problem.outputs_per_model,
+            *common,
+        )
+        if problem.hp["use_bias"]:
+            bias = self.bias.reshape(1, -1)
+            kernels.update_weights(
+                bias,
+                column_sums.reshape(1, -1),
+                *self._bias_moments,
+                optimizer,
+                rates * settings.bias_lr_mult,
+                settings.wd * settings.bias_wd_mult,
+                self._no_l1,
+                problem.outputs_per_model,
+                *common,
+            )
+
+    # ---- the train sample
+
+    def _keep_sample(self, batch: Batch) -> None:
+        if not self._sample_limit:
+            row_bytes = max(1, (batch.X.nnz * 8 // max(batch.n_rows, 1)) if batch.is_sparse else batch.n_features * 4)
+            self._sample_limit = max(1, min(self.calibration_rows, SAMPLE_BYTES // row_bytes))
+        if self._sample_rows < self._sample_limit:
+            part = _head(batch, self._sample_limit - self._sample_rows)
+            self._sample.append(_owned(part))
+            self._sample_rows += part.n_rows
+
+    def _sample_batch(self) -> Batch:
+        return _stack(self._sample)
+
+
+def _owned(batch: Batch) -> Batch:
+    """A batch whose arrays are not views into a decoder's buffers."""
+    X = batch.X.copy()
+    return Batch(X, None if batch.y is None else batch.y.copy(), None if batch.w is None else batch.w.copy())
+
+
+def _head(batch: Batch, rows: int) -> Batch:
+    if batch.n_rows <= rows:
+        return batch
+    return Batch(
+        batch.X[:rows], None if batch.y is None else batch.y[:rows], None if batch.w is None else batch.w[:rows]
+    )
+
+
+def _stack(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    if any(b.is_sparse for b in batches):
+        X = sp.vstack([b.X if b.is_sparse else sp.csr_matrix(b.X) for b in batches], format="csr")
+    else:
+        X = np.concatenate([b.X for b in batches])
+    y = np.concatenate([b.y for b in batches]) if batches[0].y is not None else None
+    w = np.concatenate([_row_weights(b) for b in batches]) if any(b.w is not None for b in batches) else None
+    return Batch(X, y, w)
+
+
+def load(files, problem_hp: dict[str, Any]) -> LinearLearnerModel:
+    """The model saved in `files` (ModelFiles of a linear-learner model directory)."""
+    feature_dim = files.integer("feature_dim")
+    outputs = files.integer("outputs_per_model")
+    scaler = Scaler(
+        files.array("feature_mean", shape=(feature_dim,)).astype(np.float32),
+        files.array("feature_scale", shape=(feature_dim,)).astype(np.float32),
+        files.number("label_mean"),
+        files.number("label_scale"),
+    )
+    return LinearLearnerModel(
+        problem_hp,
+        weights=files.array("weights", shape=(feature_dim, outputs)),
+        bias=files.array("bias", shape=(outputs,)),
+        scaler=scaler,
+        threshold=files.number("threshold"),
+        settings=files.mapping("selected_model"),
+    )
