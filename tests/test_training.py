@@ -56,6 +56,9 @@ class MeanState:
         self.sum = self.count = 0.0
         return [Metric("distance", abs(target - self.mean))]
 
+    def current_model(self) -> MeanModel:
+        return self.finalize()[0]
+
     def finalize(self) -> tuple[MeanModel, list[Metric]]:
         return MeanModel(self.mean, self.feature_dim), [Metric("final_mean", self.mean, kind="score")]
 
@@ -122,7 +125,8 @@ def test_epochs_batches_and_metric_lines_in_order(caplog):
     with caplog.at_level("INFO"):
         model = train(channels, epochs=2, mini_batch_size=15)
     assert model.mean == 6.0  # 0 -> 4 -> 6
-    assert channels.passes == {"train": 2, "validation": 2, "test": 1}
+    # Validation: once a pass, then once more for the final model (the tuner's ":final" metrics).
+    assert channels.passes == {"train": 2, "validation": 3, "test": 1}
     lines = metric_lines(caplog)
     assert lines[:3] == [
         "#quality_metric: host=algo-2, epoch=0, train distance <loss>=4.0",
@@ -137,6 +141,7 @@ def test_epochs_batches_and_metric_lines_in_order(caplog):
     assert lines[6].startswith("#throughput_metric: host=algo-2, train throughput=")
     assert lines[7:] == [
         "#quality_metric: host=algo-2, train final_mean <score>=6.0",
+        "#quality_metric: host=algo-2, validation mse <loss>=0.0",
         "#quality_metric: host=algo-2, test mse <loss>=4.0",
     ]
 

@@ -143,7 +143,8 @@ HYPERPARAMETERS = Schema(
             "loss",
             "str",
             default=AUTO,
-            choices=(AUTO, *LOSSES),
+            choices=tuple(LOSSES),
+            allow_auto=True,
             description="Loss; auto: logistic, softmax_loss or squared_loss by predictor_type.",
         ),
         _positive("loss_insensitivity", 0.01, "epsilon of the eps-insensitive losses."),
@@ -162,7 +163,8 @@ HYPERPARAMETERS = Schema(
             "optimizer",
             "str",
             default=AUTO,
-            choices=(AUTO, "sgd", "adam", "rmsprop"),
+            choices=("sgd", "adam", "rmsprop"),
+            allow_auto=True,
             description="Optimizer; auto is adam.",
         ),
         Hyperparameter(
@@ -277,7 +279,9 @@ class LinearLearner(StreamingAlgorithm):
 
     def load_model(self, files: ModelFiles) -> LinearLearnerModel:
         files.expect_format_version(FORMAT_VERSION, self.title)
-        return load(files, self.hyperparameters.parse(files.mapping("hyperparameters")))
+        # Unset optional hyperparameters (num_classes of a binary classifier) are saved as null.
+        saved = {name: value for name, value in files.mapping("hyperparameters").items() if value is not None}
+        return load(files, self.hyperparameters.parse(saved))
 
 
 ALGORITHM = LinearLearner()

@@ -155,7 +155,7 @@ class Problem:
             raise UserError(
                 f"The {channel} channel's records carry no label; linear learner needs one per record "
                 f"(CSV: the first column, with content type text/csv; RecordIO-protobuf: the record's "
-                f'"values" label)."'
+                f'"values" label).'
             )
         if self.predictor_type == REGRESSOR:
             bad = ~np.isfinite(y)
