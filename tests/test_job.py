@@ -13,6 +13,7 @@ from conftest import clustered_rows, csv_text
 from smalgo.algorithms import kmeans, pca
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.runtime import device
 from smalgo.containers import job as job_module
 from smalgo.containers.channels import ChannelData, check_channels
@@ -124,21 +125,51 @@ def test_model_dir_that_already_exists_as_a_mount_point(job):
     assert job.model_files() == ["centers.npy", "model.json"]
 
 
+LINEAR_LEARNER_TEST_METRIC = {
+    "binary_classifier": "binary_classification_accuracy <score>=",
+    "regressor": "mse <loss>=",
+    "multiclass_classifier": "multiclass_accuracy <score>=",
+}
+
+
+def linear_learner_rows(predictor_type: str, n_rows: int = 1200, n_features: int = 50, seed: int = 0):
+    """Float32 features and labels from a linear rule, as a Linear Learner of that predictor type
+    expects them: 0/1 for binary_classifier, reals for regressor, 0..2 for multiclass_classifier."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0.0, 1.0, (n_rows, n_features)).astype(np.float32)
+    scores = X @ rng.normal(0.0, 1.0, (n_features, 3))
+    labels = {
+        "binary_classifier": scores[:, 0] > 0,
+        "regressor": scores[:, 0] + rng.normal(0.0, 0.1, n_rows),
+        "multiclass_classifier": scores.argmax(axis=1),
+    }[predictor_type]
+    return X, labels.astype(np.float32)
+
+
 def test_sdk_v2_hyperparameters_train_unchanged(make_job, caplog):
-    """The exact maps the SageMaker Python SDK v2 KMeans(...) and PCA(...) estimators send,
-    with a test channel, so that k-means' eval_metrics '["msd", "ssd"]' is put to use too."""
+    """The exact maps the SageMaker Python SDK v2 KMeans(...), PCA(...) and LinearLearner(...)
+    estimators send, with a test channel, so that k-means' eval_metrics '["msd", "ssd"]' and
+    Linear Learner's test metrics are put to use too."""
     fixtures = sorted(SDK_HYPERPARAMETERS.glob("*.json"))
-    assert {p.stem for p in fixtures} >= {"kmeans", "pca"}
+    linear_learner_stems = {f"linear_learner_{kind}" for kind in ("binary", "regressor", "multiclass", "explicit")}
+    assert {p.stem for p in fixtures} >= {"kmeans", "pca"} | linear_learner_stems
     for fixture in fixtures:
         hyperparameters = json.loads(fixture.read_text())
         assert all(isinstance(v, str) for v in hyperparameters.values())
-        algorithm = "pca" if fixture.stem.startswith("pca") else "kmeans"
-        X = clustered_rows(n_rows=1200, n_features=int(hyperparameters["feature_dim"]), n_clusters=10)
+        algorithm = next(a for a in ("linear-learner", "pca", "kmeans") if fixture.stem.startswith(a.replace("-", "_")))
+        n_features = int(hyperparameters["feature_dim"])
+        if algorithm == "linear-learner":
+            X, labels = linear_learner_rows(hyperparameters["predictor_type"], n_features=n_features)
+            test_labels = labels[:200]
+        else:
+            X, labels, test_labels = clustered_rows(n_rows=1200, n_features=n_features, n_clusters=10), None, None
         job = make_job()
         job.write_config("hyperparameters.json", hyperparameters)
         # RecordIO-protobuf, as the SDK's record_set() uploads it.
-        job.channel("train", "application/x-recordio-protobuf", files={"matrix_0.pbr": recordio_bytes(X)})
-        job.channel("test", "application/x-recordio-protobuf", files={"matrix_0.pbr": recordio_bytes(X[:200])})
+        job.channel("train", "application/x-recordio-protobuf", files={"matrix_0.pbr": recordio_bytes(X, labels)})
+        job.channel(
+            "test", "application/x-recordio-protobuf", files={"matrix_0.pbr": recordio_bytes(X[:200], test_labels)}
+        )
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="smalgo"):
             assert run_training(job.paths, algorithm) == 0, f"{fixture.name}: {job.failure()}"
@@ -147,9 +178,13 @@ def test_sdk_v2_hyperparameters_train_unchanged(make_job, caplog):
             assert kmeans.ALGORITHM.load(job.paths.model_dir).centers.shape == (10, 50)
             for line in ("epoch=0, train msd <loss>=", "test msd <loss>=", "test ssd <loss>="):
                 assert f"#quality_metric: host=algo-1, {line}" in caplog.text, (fixture.name, line)
-        else:
+        elif algorithm == "pca":
             assert pca.ALGORITHM.load(job.paths.model_dir).components.shape == (50, 5)
             assert "#quality_metric: host=algo-1, test reconstruction_error <loss>=" in caplog.text
+        else:
+            get_algorithm(algorithm).load(job.paths.model_dir)
+            metric = LINEAR_LEARNER_TEST_METRIC[hyperparameters["predictor_type"]]
+            assert f"#quality_metric: host=algo-1, test {metric}" in caplog.text, (fixture.name, metric)
 
 
 # --------------------------------------------------------------------------- File and Pipe mode
@@ -526,7 +561,9 @@ def test_bad_job_configuration(job, configure, expected):
 def test_unknown_algorithm(job):
     job.hyperparameters(**KMEANS_HP).channel("train", files={"train.csv": good_csv()})
     assert_user_failure(
-        job, run_training(job.paths, "xgboostt"), "Unknown algorithm 'xgboostt'; this smalgo provides: kmeans, pca."
+        job,
+        run_training(job.paths, "xgboostt"),
+        "Unknown algorithm 'xgboostt'; this smalgo provides: kmeans, linear-learner, pca.",
     )
 
 

@@ -24,6 +24,10 @@ from test_serve_support import (
     train_sample_models,
 )
 
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.data import InMemoryData
+from smalgo.algorithms.registry import get_algorithm
+
 REPO = Path(__file__).resolve().parents[1]
 SDK_PYTHON = REPO / "benchmarks" / ".venv-sdk" / "bin" / "python"
 SDK_CLIENT = REPO / "tests" / "sdk_client.py"
@@ -201,14 +205,18 @@ def test_a_damaged_model_exits_1_with_one_line_naming_the_file_and_the_field(mod
 # --------------------------------------------------------------------------- SageMaker SDK v2
 
 
-def sdk_answers(url: str, rows: np.ndarray) -> dict:
+def sdk_answers(url: str, rows: np.ndarray, mode: str | None = None) -> dict:
     if not SDK_PYTHON.exists():
         pytest.fail(
             f"The SageMaker SDK v2 environment {SDK_PYTHON.parent.parent} is missing: create it with "
             f"`bash benchmarks/recordio/setup_sdk_env.sh` (or `make sdk-env`)."
         )
+    mode_args = [mode] if mode else []
     result = subprocess.run(
-        [str(SDK_PYTHON), str(SDK_CLIENT), url, json.dumps(rows.tolist())], capture_output=True, text=True, timeout=300
+        [str(SDK_PYTHON), str(SDK_CLIENT), *mode_args, url, json.dumps(rows.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -246,6 +254,56 @@ def test_sdk_v2_serializers_and_deserializers_pca(servers, model_dirs):
     assert answers["recordio+recordio"] == [{"projection": p} for p in projections]
     assert answers["recordio-one-row+recordio"] == [{"projection": one_row[0]}]
     assert answers["csv+recordio"] == answers["recordio+recordio"]
+
+
+def train_linear_learner(model_dir: Path, predictor_type: str, **hyperparameters: str):
+    """A small Linear Learner trained in-process, on labels from a linear rule, and saved."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(0, 1, (400, FEATURES)).astype(np.float32)
+    scores = X @ rng.normal(0, 1, (FEATURES, 3))
+    labels = scores[:, 0] > 0 if predictor_type == "binary_classifier" else scores.argmax(axis=1)
+    algorithm = get_algorithm("linear-learner")
+    hp = algorithm.hyperparameters.parse(
+        {"predictor_type": predictor_type, "feature_dim": str(FEATURES), "mini_batch_size": "100", **hyperparameters}
+    )
+    model = algorithm.train(hp, InMemoryData({"train": (X, labels.astype(np.float32))}))
+    model.save(model_dir)
+    return model
+
+
+@pytest.mark.parametrize(
+    "predictor_type, hyperparameters",
+    [("binary_classifier", {}), ("multiclass_classifier", {"num_classes": "3"})],
+    ids=["binary", "multiclass"],
+)
+def test_sdk_v2_linear_learner_predictor_reads_the_answers(tmp_path, predictor_type, hyperparameters):
+    """sagemaker.LinearLearnerPredictor(...).predict(rows), with the SDK's default serializer and
+    deserializer for it, reads a score and a predicted_label per row: those of model.predict."""
+    model = train_linear_learner(tmp_path / "model", predictor_type, **hyperparameters)
+    rows = ROWS / np.float32(8)  # on the training data's scale, so that scores are not all 0 or 1
+    server = ServerProcess(tmp_path / "model", tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    try:
+        answers = sdk_answers(server.wait_until_ready().base_url + "/invocations", rows, "linear-learner-predictor")
+    finally:
+        server.kill()
+    records = answers.pop("records")
+    assert answers == {
+        "serializer": "RecordSerializer",
+        "deserializer": "RecordDeserializer",
+        "content_type": "application/x-recordio-protobuf",
+        "accept": ["application/x-recordio-protobuf"],
+    }
+    expected = model.predict(Batch(rows))
+    assert len(records) == len(rows)
+    for i, record in enumerate(records):
+        assert {"score", "predicted_label"} <= set(record), record
+        for key in ("score", "predicted_label"):
+            assert record[key]["tensor"] == "float32_tensor", (i, key, record[key])
+            np.testing.assert_array_equal(
+                np.array(record[key]["values"], np.float32),
+                np.atleast_1d(expected[key][i]).astype(np.float32),
+                err_msg=f"row {i}, {key}",
+            )
 
 
 def raw_exchange(server, request: bytes) -> tuple[bytes, dict]:

@@ -434,16 +434,7 @@ class ModelEvaluation:
         w = _row_weights(batch)
         Z = self.candidates.outputs(batch.X)
         y_normal = _normal_labels(y, self.candidates.scaler, self.problem)
-        kernels.loss_and_gradient(
-            Z,
-            y_normal,
-            w,
-            _NO_GRADIENT,
-            LOSSES[self.problem.loss],
-            _scaled_parameter(self.problem, self.candidates.scaler),
-            self.problem.outputs_per_model,
-            self.losses,
-        )
+        _add_losses(Z, y_normal, w, problem=self.problem, scaler=self.candidates.scaler, losses=self.losses)
         self.total_weight += float(w.sum(dtype=np.float64))
         self.rows += batch.n_rows
         if self.problem.calibrates and self._kept < self.limit:
@@ -476,7 +467,24 @@ class ModelEvaluation:
         return values, thresholds
 
 
-_NO_GRADIENT = np.zeros((0, 0), np.float32)
+_NONE = np.zeros(0)
+
+
+def _add_losses(Z: np.ndarray, y: np.ndarray, w: np.ndarray, *, problem: Problem, scaler: Scaler, losses) -> None:
+    """Add each model's loss over the rows (raw outputs Z, labels y in the normalised space) to
+    `losses`; Z is left as it is."""
+    kernels.loss_and_gradient(
+        Z,
+        y,
+        w,
+        _NONE,
+        _NONE,
+        LOSSES[problem.loss],
+        _scaled_parameter(problem, scaler),
+        problem.outputs_per_model,
+        False,
+        losses,
+    )
 
 
 def _link(Z: np.ndarray, problem: Problem) -> np.ndarray:
@@ -566,15 +574,13 @@ def model_metrics(model: LinearLearnerModel, Z: np.ndarray, *, y: np.ndarray, w:
     # The objective, from the outputs in the normalised label space.
     Z_normal = ((Z - scaler.label_mean) / scaler.label_scale).astype(np.float32) if Z.ndim == 1 else Z
     losses = np.zeros(1)
-    kernels.loss_and_gradient(
+    _add_losses(
         np.ascontiguousarray(Z_normal.reshape(len(y), -1)),
         _normal_labels(y, scaler, problem),
         w,
-        _NO_GRADIENT,
-        LOSSES[problem.loss],
-        _scaled_parameter(problem, scaler),
-        problem.outputs_per_model,
-        losses,
+        problem=problem,
+        scaler=scaler,
+        losses=losses,
     )
     objective = float(losses[0] / max(float(w.sum(dtype=np.float64)), 1e-300) * _loss_unit(problem, scaler))
     found = [Metric(problem.objective_metric, objective)]
@@ -637,8 +643,9 @@ class LinearLearnerTraining:
         self.scaler: Scaler | None = None
         self.weights = np.zeros((0, 0), np.float32)
         self.bias = np.zeros(0, np.float32)
-        self.positive_weights = np.ones(self.settings.count)
-        self.class_weights: np.ndarray | None = None
+        # Empty: every positive (binary) or class (multiclass) weighs 1.
+        self.positive_weights = _NONE
+        self.class_weights = _NONE
         self._no_l1 = np.zeros(self.settings.count)  # the bias is never l1-regularised
 
     # ---- the StreamingState protocol
@@ -699,7 +706,9 @@ class LinearLearnerTraining:
         best = int(np.argmax(selection.values))
         k = self.problem.outputs_per_model
         assert selection.weights is not None and selection.bias is not None
-        positive_weight = float(self.positive_weights[best]) if self.problem.predictor_type == BINARY else None
+        positive_weight = None
+        if self.problem.predictor_type == BINARY:
+            positive_weight = float(self.positive_weights[best]) if len(self.positive_weights) else 1.0
         described = self.settings.describe(best, positive_weight)
         logger.info("Best model found for hyperparameters: %s", json.dumps(described))
         if selection.epochs[best] >= 0 and self.selection.recorded:
@@ -769,7 +778,9 @@ class LinearLearnerTraining:
             if self.settings.positive_weight_exponent is not None:
                 self.positive_weights = ratio**self.settings.positive_weight_exponent
             else:
-                self.positive_weights = np.full(self.settings.count, ratio if mult == "balanced" else float(mult))
+                weight = ratio if mult == "balanced" else float(mult)
+                if weight != 1.0:
+                    self.positive_weights = np.full(self.settings.count, weight)
         elif self.problem.predictor_type == MULTICLASS and hp["balance_multiclass_weights"]:
             counts = np.bincount(y.astype(np.int64), minlength=self.problem.num_classes).astype(np.float64)
             # Classes missing from the sample weigh like the rarest one present.
@@ -778,14 +789,6 @@ class LinearLearnerTraining:
             weights[present] = len(y) / (present.sum() * counts[present])
             weights[~present] = weights[present].max() if present.any() else 1.0
             self.class_weights = weights
-
-    def _gradient_weights(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Each row's weight in each model's gradient: row weight x class weight."""
-        if self.problem.predictor_type == BINARY:
-            factors = np.where(y[:, None] == 1, self.positive_weights[None, :], 1.0)
-            return (factors * w[:, None]).astype(np.float32)
-        row = w if self.class_weights is None else w * self.class_weights[y.astype(np.int64)]
-        return np.ascontiguousarray(np.broadcast_to(row[:, None], (len(y), self.settings.count)), dtype=np.float32)
 
     def _train(self, batch: Batch) -> None:
         y = batch.y
@@ -801,10 +804,12 @@ class LinearLearnerTraining:
                 G,
                 y_normal,
                 w,
-                self._gradient_weights(y, w),
+                self.positive_weights,
+                self.class_weights,
                 LOSSES[problem.loss],
                 _scaled_parameter(problem, scaler),
                 problem.outputs_per_model,
+                True,
                 self._epoch_losses,
             )
             if batch.is_sparse:

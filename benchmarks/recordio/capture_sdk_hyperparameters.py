@@ -18,6 +18,16 @@ Notes on the SDK v2 behaviour this records:
   documented "auto" cannot be passed (`int("auto")` raises ValueError). kmeans.json leaves
   them unset (how an SDK user gets "auto"); kmeans_explicit.json sets integers so that
   `local_lloyd_num_trials` and `extra_center_factor` appear in a fixture too.
+- LinearLearner sends only what was set (no defaults of its own), plus `feature_dim` and
+  `mini_batch_size`. Without `mini_batch_size` in fit() the SDK sends
+  min(1000, num_records // instance_count): "1000" for the 100,000 records used here.
+  `predictor_type` is optional in the SDK (an estimator without it sends no `predictor_type`, which
+  the algorithm requires); `multiclass_classifier` without `num_classes` >= 3 raises ValueError.
+- LinearLearner booleans are Python-cased ("True"/"False", not the documented "true"/"false"), and
+  they pass through bool(): `use_bias="false"` is sent as "True". Floats go through str(float):
+  1e-5 is sent as "1e-05", 1.0 as "1.0". `num_models` (int) and `learning_rate` (float) cannot be
+  "auto"; leave them unset for that. `positive_example_weight_mult` is typed str, so "balanced" and
+  "auto" pass, and a number is sent as str() of what was given ("2" for 2, "2.0" for 2.0).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ logging.disable(logging.INFO)  # sagemaker.config / image_uris INFO chatter
 
 import boto3  # noqa: E402
 import sagemaker  # noqa: E402
-from sagemaker import PCA, KMeans  # noqa: E402
+from sagemaker import PCA, KMeans, LinearLearner  # noqa: E402
 from sagemaker.amazon.amazon_estimator import RecordSet  # noqa: E402
 from sagemaker.session import Session  # noqa: E402
 
@@ -75,7 +85,8 @@ class OfflineSession(Session):
         return BUCKET
 
 
-def _capture(estimator, session, feature_dim, num_records, mini_batch_size):
+def _capture(estimator, session, feature_dim, num_records, mini_batch_size=None):
+    """fit() on a RecordSet; mini_batch_size None leaves the estimator to pick its default."""
     records = RecordSet(
         f"s3://{BUCKET}/sagemaker-record-sets/manifest",
         num_records=num_records,
@@ -136,6 +147,60 @@ def main() -> int:
         sagemaker_session=s,
     )
     captured["pca"] = _capture(pca, s, feature_dim=50, num_records=100_000, mini_batch_size=500)
+
+    # Linear Learner: fit() without mini_batch_size, so the SDK picks it as
+    # min(DEFAULT_MINI_BATCH_SIZE=1000, num_records // instance_count) = 1000 here.
+    linear_learner = {
+        "linear_learner_binary": dict(predictor_type="binary_classifier"),
+        "linear_learner_regressor": dict(predictor_type="regressor"),
+        "linear_learner_multiclass": dict(predictor_type="multiclass_classifier", num_classes=3),
+        "linear_learner_explicit": dict(
+            predictor_type="binary_classifier",
+            epochs=5,
+            num_models=4,
+            loss="hinge_loss",
+            margin=1.0,
+            optimizer="sgd",
+            momentum=0.9,
+            learning_rate=0.01,
+            wd=1e-4,
+            l1=1e-5,
+            use_bias=False,
+            init_method="normal",
+            init_sigma=0.01,
+            positive_example_weight_mult="balanced",
+            binary_classifier_model_selection_criteria="precision_at_target_recall",
+            target_recall=0.9,
+            early_stopping_patience=3,
+            early_stopping_tolerance=0.001,
+            normalize_data=True,
+            unbias_data=True,
+            num_point_for_scaler=1000,
+            num_calibration_samples=1000,
+            use_lr_scheduler=True,
+            lr_scheduler_step=10,
+            lr_scheduler_factor=0.99,
+            lr_scheduler_minimum_lr=1e-5,
+        ),
+    }
+    for name, settings in linear_learner.items():
+        s = OfflineSession()
+        ll = LinearLearner(**common, **settings, sagemaker_session=s)
+        captured[name] = _capture(ll, s, feature_dim=50, num_records=100_000)
+    # What the SDK's types do to values the algorithm documents: checked, so that the notes
+    # above stay true for the SDK version in the venv.
+    s = OfflineSession()
+    for name, value in (("num_models", "auto"), ("learning_rate", "auto")):
+        try:
+            LinearLearner(**common, predictor_type="binary_classifier", sagemaker_session=s, **{name: value})
+        except ValueError as e:
+            print(f"SDK v2 rejects LinearLearner {name}={value!r}: {e}", file=sys.stderr)
+        else:
+            raise AssertionError(f"SDK v2 accepted LinearLearner {name}={value!r}; update the notes above")
+    for name, value, sent in (("use_bias", "false", "True"), ("positive_example_weight_mult", 2, "2")):
+        ll = LinearLearner(**common, predictor_type="binary_classifier", sagemaker_session=s, **{name: value})
+        assert ll.hyperparameters()[name] == sent, (name, value, ll.hyperparameters())
+    assert LinearLearner(**common, sagemaker_session=s).hyperparameters() == {}  # predictor_type optional
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for name, hps in captured.items():
