@@ -209,48 +209,123 @@ def csr_transpose_times_dense(indptr, indices, data, G, out):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def update_weights(  # noqa: PLR0913
+def learning_rates(rates, base, factor, every, minimum, step, scheduled):
+    """Each model's learning rate for update number `step` (from 0) into `rates`: the base rate
+    multiplied by `factor` every `every` updates, never below `minimum` (nor above the base)."""
+    for m in range(rates.shape[0]):
+        rate = base[m]
+        if scheduled:
+            rate = min(base[m], max(base[m] * factor[m] ** (step // every[m]), minimum[m]))
+        rates[m] = rate
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+def _optimizer_step(w, g, first_moment, second_moment, j, c, optimizer, lr, momentum, beta_1, beta_2, corrections):
+    """w after one step along gradient g; updates the moments at [j, c]."""
+    if optimizer == ADAM:
+        mean = beta_1 * first_moment[j, c] + (1.0 - beta_1) * g
+        square = beta_2 * second_moment[j, c] + (1.0 - beta_2) * g * g
+        first_moment[j, c] = mean
+        second_moment[j, c] = square
+        return w - lr * (mean / corrections[0]) / (math.sqrt(square / corrections[1]) + OPTIMIZER_EPSILON)
+    if optimizer == RMSPROP:
+        square = RMSPROP_DECAY * second_moment[j, c] + (1.0 - RMSPROP_DECAY) * g * g
+        second_moment[j, c] = square
+        return w - lr * g / (math.sqrt(square) + OPTIMIZER_EPSILON)
+    velocity = momentum * first_moment[j, c] - lr * g
+    first_moment[j, c] = velocity
+    return w + velocity
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def update_weights(
     W,
-    gradient,
+    raw_gradient,
+    column_sums,
+    mean,
+    inverse_scale,
     first_moment,
     second_moment,
-    optimizer,
-    learning_rates,
+    rates,
     weight_decays,
     l1s,
     n_outputs,
+    optimizer,
+    momentum,
+    beta_1,
+    beta_2,
+    step,
+    W_raw,
+    shift,
+):
+    """One optimizer step on the normalised weights W (features x models*n_outputs), in place.
+
+    The gradient with respect to W is (raw_gradient - mean column_sums) * inverse_scale, where
+    raw_gradient = X^T G over raw features and column_sums = sum of G's rows: the scaling folded
+    into the gradient as it is into the forward pass. Column c belongs to model c // n_outputs,
+    whose learning rate, wd and l1 are rates/weight_decays/l1s[model]: wd (L2) joins the
+    gradient, l1 is a proximal step after it (soft thresholding: small weights become exactly
+    0). `step` counts updates from 1 (adam's bias correction). first_moment is sgd's velocity or
+    adam's mean, second_moment adam's or rmsprop's mean square.
+
+    Also writes what the next forward pass needs: W_raw = W * inverse_scale (per feature) and
+    shift = (mean * inverse_scale) @ W, so that X @ W_raw - shift + bias is the normalised
+    model applied to raw X."""
+    rows, columns = W.shape
+    corrections = (1.0 - beta_1**step, 1.0 - beta_2**step)
+    shift[:] = 0.0
+    for j in range(rows):
+        inverse = inverse_scale[j]
+        centre = mean[j] * inverse
+        for c in range(columns):
+            m = c // n_outputs
+            lr = rates[m]
+            g = (raw_gradient[j, c] - mean[j] * column_sums[c]) * inverse + weight_decays[m] * W[j, c]
+            w = _optimizer_step(
+                W[j, c], g, first_moment, second_moment, j, c, optimizer, lr, momentum, beta_1, beta_2, corrections
+            )
+            shrink = lr * l1s[m]
+            if shrink > 0.0:
+                w = w - shrink if w > shrink else w + shrink if w < -shrink else 0.0
+            W[j, c] = w
+            W_raw[j, c] = w * inverse
+            shift[c] += centre * w
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def update_bias(
+    bias,
+    column_sums,
+    first_moment,
+    second_moment,
+    rates,
+    lr_mult,
+    weight_decays,
+    wd_mult,
+    n_outputs,
+    optimizer,
     momentum,
     beta_1,
     beta_2,
     step,
 ):
-    """One optimizer step on W (rows x models*n_outputs) in place. Column c belongs to model
-    c // n_outputs, whose learning rate, wd and l1 are learning_rates/weight_decays/l1s[model].
-    `step` counts updates from 1 (adam's bias correction). first_moment is sgd's velocity or
-    adam's mean; second_moment adam's or rmsprop's mean square."""
-    rows, columns = W.shape
-    correction_1 = 1.0 - beta_1**step
-    correction_2 = 1.0 - beta_2**step
-    for j in range(rows):
-        for c in range(columns):
-            m = c // n_outputs
-            lr = learning_rates[m]
-            g = gradient[j, c] + weight_decays[m] * W[j, c]
-            if optimizer == ADAM:
-                mean = beta_1 * first_moment[j, c] + (1.0 - beta_1) * g
-                square = beta_2 * second_moment[j, c] + (1.0 - beta_2) * g * g
-                first_moment[j, c] = mean
-                second_moment[j, c] = square
-                w = W[j, c] - lr * (mean / correction_1) / (math.sqrt(square / correction_2) + OPTIMIZER_EPSILON)
-            elif optimizer == RMSPROP:
-                square = RMSPROP_DECAY * second_moment[j, c] + (1.0 - RMSPROP_DECAY) * g * g
-                second_moment[j, c] = square
-                w = W[j, c] - lr * g / (math.sqrt(square) + OPTIMIZER_EPSILON)
-            else:
-                velocity = momentum * first_moment[j, c] - lr * g
-                first_moment[j, c] = velocity
-                w = W[j, c] + velocity
-            shrink = lr * l1s[m]
-            if shrink > 0.0:
-                w = w - shrink if w > shrink else w + shrink if w < -shrink else 0.0
-            W[j, c] = w
+    """One optimizer step on the biases (one per column), whose gradient is column_sums; the
+    learning rate and wd are the models' times lr_mult and wd_mult, and there is no l1."""
+    corrections = (1.0 - beta_1**step, 1.0 - beta_2**step)
+    for c in range(bias.shape[0]):
+        m = c // n_outputs
+        g = column_sums[c] + weight_decays[m] * wd_mult * bias[c]
+        bias[c] = _optimizer_step(
+            bias[c],
+            g,
+            first_moment,
+            second_moment,
+            0,
+            c,
+            optimizer,
+            rates[m] * lr_mult,
+            momentum,
+            beta_1,
+            beta_2,
+            corrections,
+        )

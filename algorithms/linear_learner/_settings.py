@@ -147,15 +147,6 @@ class ModelSettings:
     def count(self) -> int:
         return int(self.learning_rate.shape[0])
 
-    def learning_rates_at(self, step: int, *, scheduled: bool) -> np.ndarray:
-        """Each model's learning rate for update number `step` (from 0): multiplied by the
-        factor every lr_scheduler_step updates, never below lr_scheduler_minimum_lr (nor above
-        the rate it started from)."""
-        if not scheduled:
-            return self.learning_rate
-        decayed = self.learning_rate * self.lr_scheduler_factor ** (step // self.lr_scheduler_step)
-        return np.minimum(self.learning_rate, np.maximum(decayed, self.lr_scheduler_minimum_lr))
-
     def describe(self, model: int, positive_weight: float | None = None) -> dict[str, Any]:
         """Model `model`'s varied settings, as AWS's "Best model found" line lists them."""
         described: dict[str, Any] = {
