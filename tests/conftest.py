@@ -112,3 +112,15 @@ def make_job(tmp_path):
         return SageMakerJob(tmp_path / f"opt_ml_{next(counter)}")
 
     return make
+
+
+def assert_user_failure(job, exit_code: int, expected: str) -> str:
+    """The job failed as a user error should: exit 1, the failure file starts with the message
+    (no traceback), no model file, no success file."""
+    assert exit_code == 1
+    failure = job.failure()
+    assert failure.startswith(expected), failure
+    assert "Traceback" not in failure
+    assert job.model_files() == []
+    assert not job.succeeded()
+    return failure

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import clustered_rows, csv_text
+from conftest import assert_user_failure, clustered_rows, csv_text
 
 from smalgo.algorithms import kmeans, pca
 from smalgo.algorithms.data import TrainingData
@@ -30,18 +30,6 @@ def recordio_bytes(X, labels=None) -> bytes:
     buffer = io.BytesIO()
     write_dense(buffer, X, labels)
     return buffer.getvalue()
-
-
-def assert_user_failure(job, exit_code: int, expected: str) -> str:
-    """The job failed as a user error should: exit 1, the failure file starts with the message
-    (no traceback), no model file, no success file."""
-    assert exit_code == 1
-    failure = job.failure()
-    assert failure.startswith(expected), failure
-    assert "Traceback" not in failure
-    assert job.model_files() == []
-    assert not job.succeeded()
-    return failure
 
 
 # --------------------------------------------------------------------------- success

@@ -171,6 +171,7 @@ HYPERPARAMETERS = Schema(
             "positive_example_weight_mult",
             "str",
             default="1.0",
+            allow_auto=True,
             description="Weight of positive examples: a positive number, balanced or auto.",
         ),
         _open_unit("quantile", 0.5, "quantile_loss: the quantile predicted."),
