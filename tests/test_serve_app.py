@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,7 +15,10 @@ import scipy.sparse as sp
 from test_serve_support import DAMAGED_MODELS, FEATURES, damaged_model, expected_outputs, train_sample_models
 
 from smalgo import recordio
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.data import InMemoryData
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.linear_learner import ALGORITHM as LL
 from smalgo.algorithms.registry import ALGORITHMS
 from smalgo.algorithms.runtime import device
 from smalgo.recordio.parallel import available_cpus
@@ -86,10 +90,9 @@ def outputs_of(response, algorithm: str) -> dict[str, np.ndarray]:
     elif media_type == "text/csv":
         assert text.endswith("\n")
         values = [[float(v) for v in line.split(",")] for line in text.split("\n")[:-1]]
-        if algorithm == "kmeans":
-            rows = [{"closest_cluster": v[0], "distance_to_cluster": v[1]} for v in values]
-        else:
-            rows = [{"projection": v} for v in values]
+        # One line a record: a lone output is a vector (PCA's projection), several are one
+        # number each, in order (cluster,distance; score,predicted_label).
+        rows = [{names[0]: v} if len(names) == 1 else dict(zip(names, v, strict=True)) for v in values]
     else:
         raise AssertionError(f"unexpected Content-Type {media_type}")
     for row in rows:
@@ -828,8 +831,9 @@ def test_unreadable_model_json(tmp_path):
 
 
 def test_unknown_algorithm(tmp_path):
-    (tmp_path / "model.json").write_text(json.dumps({"algorithm": "linear-learner"}))
-    with pytest.raises(ModelError, match="names algorithm 'linear-learner'; this server serves kmeans, pca"):
+    (tmp_path / "model.json").write_text(json.dumps({"algorithm": "factorization-machines"}))
+    served = ", ".join(sorted(ALGORITHMS))
+    with pytest.raises(ModelError, match=f"names algorithm 'factorization-machines'; this server serves {served}"):
         create_app(tmp_path)
 
 
@@ -862,3 +866,65 @@ def test_a_damaged_model_is_refused_by_the_algorithm_s_own_loader_too(model_dirs
     model_dir, named_file, _ = damaged_model(model_dirs, "NaN singular values", tmp_path)
     with pytest.raises(UserError, match="singular_values.npy holds NaN"):
         ALGORITHMS["pca"].load(model_dir)
+
+
+# --------------------------------------------------------------------------- linear learner's predictor types
+
+
+@pytest.fixture(scope="module")
+def linear_learner_clients(tmp_path_factory):
+    """A served linear learner of each predictor type, trained on ROWS-like data of 4 features."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.0, 5.0, (600, ROWS.shape[1])).astype(np.float32)
+    score = X @ np.array([1.0, -0.5, 0.25, 0.1])
+    labels = {
+        "binary_classifier": (score > 0).astype(np.float32),
+        "multiclass_classifier": np.digitize(score, [-2.0, 2.0]).astype(np.float32),
+        "regressor": (score * 10 + 3).astype(np.float32),
+    }
+    served = {}
+    for predictor_type, y in labels.items():
+        raw = {"predictor_type": predictor_type, "feature_dim": "4", "epochs": "2", "num_models": "2"}
+        if predictor_type == "multiclass_classifier":
+            raw["num_classes"] = "3"
+        hp = LL.hyperparameters.parse(raw)
+        model = LL.train(hp, InMemoryData({"train": (X, y)}))
+        model_dir = tmp_path_factory.mktemp(predictor_type)
+        model.save(model_dir)
+        served[predictor_type] = (make_client(model_dir), model)
+    return served
+
+
+@pytest.mark.parametrize("predictor_type", ["binary_classifier", "multiclass_classifier", "regressor"])
+def test_linear_learner_answers_in_every_form(linear_learner_clients, predictor_type):
+    """spec 4.1's outputs: score and predicted_label for binary, a score per class and
+    predicted_label for multiclass, score alone for regression, in every response form."""
+    client, model = linear_learner_clients[predictor_type]
+    # BLAS may round the last bit differently for another batch shape or thread count.
+    assert_same = partial(np.testing.assert_allclose, rtol=1e-6, atol=0)
+    expected = model.predict(Batch(ROWS))
+    names = list(expected)
+    assert names == (["score"] if predictor_type == "regressor" else ["score", "predicted_label"])
+    document = json.loads(post(client, csv_of(ROWS), accept="application/json").data)
+    rows = document["predictions"]
+    assert [list(row) for row in rows] == [names] * len(ROWS)
+    for name in names:
+        assert_same(np.array([row[name] for row in rows], np.float32), expected[name])
+    lines = post(client, csv_of(ROWS), accept="application/jsonlines").get_data(as_text=True).splitlines()
+    assert [json.loads(line) for line in lines] == rows
+    body = post(
+        client, recordio_dense(ROWS), "application/x-recordio-protobuf", accept="application/x-recordio-protobuf"
+    )
+    vectors = ("score",) if predictor_type == "multiclass_classifier" else ()
+    records = recordio.decode_response(body.data, vector_keys=vectors)
+    for name in names:
+        assert_same(records[name], expected[name])
+    csv_lines = post(client, csv_of(ROWS), accept="text/csv").get_data(as_text=True).splitlines()
+    flattened = np.column_stack([expected[name].reshape(len(ROWS), -1) for name in names])
+    assert_same(np.array([[float(v) for v in line.split(",")] for line in csv_lines]), flattened)
+    # A sparse JSON instance (spec 3.4) is the row it stands for.
+    sparse = {"instances": [{"data": {"features": {"keys": [0, 2], "shape": [4], "values": [1.5, 14.0]}}}]}
+    answer = json.loads(post(client, json.dumps(sparse).encode(), "application/json").data)["predictions"][0]
+    dense = model.predict(Batch(np.array([[1.5, 0.0, 14.0, 0.0]], np.float32)))
+    for name in names:
+        assert_same(np.float32(answer[name]), dense[name][0])
