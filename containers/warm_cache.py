@@ -76,8 +76,12 @@ def _write_inputs(data_dir: Path, *, labelled: bool):
         csv_rows = np.column_stack([labels[rows], X[rows]]) if labelled else X[rows]
         np.savetxt(data_dir / f"{part}.csv", csv_rows, delimiter=",", fmt="%.6g")
         write_dense(str(data_dir / f"{part}.pbr"), X[rows], labels[rows])
-        write_sparse(str(data_dir / f"{part}-sparse.pbr"), sp.csr_matrix(X[rows]))
-        (data_dir / f"{part}-unequal.pbr").write_bytes(_records_of_unequal_sizes(X[rows][:TEST_ROWS]))
+        part_labels = labels[rows] if labelled else None
+        write_sparse(str(data_dir / f"{part}-sparse.pbr"), sp.csr_matrix(X[rows]), part_labels)
+        unequal = _records_of_unequal_sizes(
+            X[rows][:TEST_ROWS], None if part_labels is None else part_labels[:TEST_ROWS]
+        )
+        (data_dir / f"{part}-unequal.pbr").write_bytes(unequal)
     inputs = {
         input_name: (content_type, data_dir / f"train{suffix}", data_dir / f"test{suffix}")
         for input_name, content_type, suffix in (
@@ -103,13 +107,15 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Pat
     sample = algorithm.sample_job
     name = algorithm.name
     variants = [None, *sample.variants]
+    # An algorithm that validates each pass scores with kernels of its own there.
+    validation = "validation" in algorithm.channels
     for number, variant in enumerate(variants):
         hyperparameters = sample.hyperparameters_for(algorithm, FEATURES, variant)
         for input_name, (content_type, train_file, test_file) in inputs.items():
             job = lay_out_job(
                 workdir / f"job-{number}-{input_name}",
                 hyperparameters=hyperparameters,
-                channels={"train": train_file, "test": test_file},
+                channels={"train": train_file, "test": test_file, **({"validation": test_file} if validation else {})},
                 content_type=content_type,
             )
             _check(_quietly(run_training, job, name), job)
@@ -197,9 +203,10 @@ def _sparse_record(keys: list[int]) -> bytes:
     return frame(record.SerializeToString())
 
 
-def _records_of_unequal_sizes(X) -> bytes:
+def _records_of_unequal_sizes(X, labels=None) -> bytes:
     """Dense records whose `uid` fields differ in length, as some writers (not the SDK's) write
-    them: their values lie at irregular offsets, which the readers copy row by row."""
+    them: their values lie at irregular offsets, which the readers copy row by row. With
+    `labels`, each record carries its label."""
     from smalgo.recordio import record_pb2
     from smalgo.recordio.framing import frame
 
@@ -207,6 +214,8 @@ def _records_of_unequal_sizes(X) -> bytes:
     for i, row in enumerate(X):
         record = record_pb2.Record(uid="r" * (1 + i % 7))
         record.features["values"].float32_tensor.values.extend(row.tolist())
+        if labels is not None:
+            record.label["values"].float32_tensor.values.append(float(labels[i]))
         frames.append(frame(record.SerializeToString()))
     return b"".join(frames)
 
