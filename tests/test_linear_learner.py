@@ -463,3 +463,29 @@ def test_unlabelled_data_fail_the_job(job):
     job.hyperparameters(feature_dim=D, predictor_type="binary_classifier")
     job.channel("train", "text/csv;label_size=0", files={"train.csv": csv_text(X)})
     assert_user_failure(job, run_training(job.paths, "linear-learner"), "The train channel's records carry no label")
+
+
+def test_packed_models_too_large_for_memory_are_refused_before_training():
+    with pytest.raises(UserError, match="feature_dim 3000000 x num_models 32 = 96000000 weights"):
+        LL.validate(LL.hyperparameters.parse({"predictor_type": "binary_classifier", "feature_dim": "3000000"}))
+    with pytest.raises(UserError, match="x num_classes 1000 = .* lower num_models"):
+        LL.validate(
+            LL.hyperparameters.parse(
+                {"predictor_type": "multiclass_classifier", "num_classes": "1000", "feature_dim": "5000"}
+            )
+        )
+
+
+def test_a_job_whose_every_model_diverges_fails_saying_so():
+    X, y, _ = linear_data(2000, seed=16)
+    X[:, 0] *= 1e30  # unscaled (normalize_data=false), sgd at a huge rate overflows
+    with pytest.raises(UserError, match="Training diverged: every one of the 2 models"):
+        train(
+            {"train": (X, y)},
+            predictor_type="binary_classifier",
+            normalize_data=False,
+            optimizer="sgd",
+            learning_rate=1e10,
+            num_models=2,
+            epochs=2,
+        )

@@ -30,6 +30,7 @@ from ._linear_learner import (
     LinearLearnerTraining,
     ModelScorer,
     Problem,
+    check_model_size,
     load,
 )
 from ._settings import (
@@ -243,6 +244,13 @@ class LinearLearner(StreamingAlgorithm):
             logger.warning("normalize_label is ignored: a %s's labels are classes.", predictor_type)
         if hp["optimizer"] != "sgd" and hp["momentum"] not in (AUTO, 0.0):
             logger.warning("momentum is ignored: it applies to optimizer sgd.")
+        if not hp["use_bias"]:
+            for name in ("unbias_data", "unbias_label"):
+                if hp[name] is True:
+                    logger.warning("%s is ignored: centring needs a bias, and use_bias is false.", name)
+        feature_dim = self.feature_dim(hp)
+        if feature_dim is not None:
+            check_model_size(hp, feature_dim)
 
     def batch_rows(self, hp: Hyperparameters) -> int:
         return int(hp["mini_batch_size"])

@@ -88,6 +88,10 @@ NAME = "linear-learner"
 FORMAT_VERSION = 1
 # The train rows kept for model selection when there is no validation channel, at most.
 SAMPLE_BYTES = 64 << 20
+# Weights of all packed models together, at most: training holds about seven arrays of this
+# size (weights, two optimizer moments, the gradient, the raw-feature weights, the best pass's
+# copy, a sparse gradient buffer), so 2**26 float32 values are about 1.8 GB.
+MAX_WEIGHT_VALUES = 1 << 26
 
 
 # --------------------------------------------------------------------------- the problem
@@ -174,6 +178,20 @@ class Problem:
                 f"Record {first_record + i + 1} of the {channel} channel has label {float(y[i])!r}; expected {what}."
             )
         return y
+
+
+def check_model_size(hp: dict[str, Any], feature_dim: int) -> None:
+    """UserError naming the hyperparameters when the packed models would not fit in memory."""
+    problem = Problem.of(hp)
+    models = model_settings(hp).count
+    values = feature_dim * models * problem.outputs_per_model
+    if values > MAX_WEIGHT_VALUES:
+        classes = f" x num_classes {problem.num_classes}" if problem.predictor_type == MULTICLASS else ""
+        raise UserError(
+            f"feature_dim {feature_dim} x num_models {models}{classes} = {values} weights is more than the "
+            f"{MAX_WEIGHT_VALUES} this implementation trains at once (it keeps about seven copies); "
+            "lower num_models."
+        )
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -452,13 +470,19 @@ class ModelEvaluation:
         losses = self.mean_losses()
         thresholds = np.full(self.candidates.count, self.problem.default_threshold)
         if not self.problem.calibrates:
-            return -losses, thresholds
-        thresholds, values = calibrate(
-            np.concatenate(self._scores),
-            np.concatenate(self._labels),
-            np.concatenate(self._weights),
-            problem=self.problem,
-        )
+            # A model that diverged (an infinite or NaN loss) is never chosen.
+            return np.nan_to_num(-losses, nan=-np.inf), thresholds
+        scores = np.concatenate(self._scores)
+        # A model that diverged (NaN scores) is never chosen; the others are calibrated.
+        finite = np.isfinite(scores).all(axis=0) & np.isfinite(losses)
+        values = np.full(self.candidates.count, -np.inf)
+        if finite.any():
+            thresholds[finite], values[finite] = calibrate(
+                scores[:, finite],
+                np.concatenate(self._labels),
+                np.concatenate(self._weights),
+                problem=self.problem,
+            )
         return values, thresholds
 
 
@@ -728,6 +752,11 @@ class LinearLearnerTraining:
             selection = Selection(self.settings.count)
             selection.record(values, thresholds, candidates)
         best = int(np.argmax(selection.values))
+        if not np.isfinite(selection.values[best]):
+            raise UserError(
+                f"Training diverged: every one of the {self.settings.count} models reached an infinite or undefined "
+                "loss. Lower learning_rate (or use optimizer adam), or check the data for extreme values."
+            )
         k = self.problem.outputs_per_model
         assert selection.weights is not None and selection.bias is not None
         positive_weight = None
@@ -783,6 +812,7 @@ class LinearLearnerTraining:
 
     def _init_models(self, d: int, y: np.ndarray) -> None:
         hp = self.problem.hp
+        check_model_size(hp, d)  # feature_dim = auto: the data's width is known only now
         columns = self.settings.count * self.problem.outputs_per_model
         if hp["init_method"] == "normal":
             W = self.rng.normal(0.0, float(hp["init_sigma"]), size=(d, columns))
