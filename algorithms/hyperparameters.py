@@ -179,7 +179,8 @@ class Schema:
 
     def parse(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate `raw` (as read from hyperparameters.json) and return every hyperparameter of
-        the schema by its canonical name, defaults filled in (None where there is none)."""
+        the schema by its canonical name, defaults filled in (None where there is none), plus
+        the platform's own (`_tuning_objective_metric`) when given, as the string it is."""
         by_name = {p.name: p for p in self.parameters}
         by_name.update({a: p for p in self.parameters for a in p.aliases})
         ignored = set(PLATFORM_HYPERPARAMETERS) | set(self.extra_allowed)
@@ -209,6 +210,9 @@ class Schema:
             )
         for p in self.parameters:
             values.setdefault(p.name, p.default)
+        for name in PLATFORM_HYPERPARAMETERS:
+            if name in raw:
+                values[name] = str(_unwrap_json_string(raw[name]))
         return values
 
 

@@ -489,3 +489,12 @@ def test_a_job_whose_every_model_diverges_fails_saying_so():
             num_models=2,
             epochs=2,
         )
+
+
+def test_a_tuning_job_trains_one_model_unless_num_models_is_set():
+    tuned = LL.hyperparameters.parse(
+        {"predictor_type": "binary_classifier", "_tuning_objective_metric": "validation:objective_loss"}
+    )
+    assert tuned["_tuning_objective_metric"] == "validation:objective_loss"
+    assert _settings.model_settings(tuned).count == 1
+    assert _settings.model_settings(dict(tuned, num_models=4)).count == 4

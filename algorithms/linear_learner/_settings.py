@@ -18,7 +18,8 @@ AWS documents that linear learner trains several models in parallel "with varied
     positive_example_weight_mult=auto (binary): model 0 weighs positives 1, the others
                    r ** u with r = negatives / positives in the scaler sample (`balanced`) and
                    u uniform over 0 .. 1, so the models span "as given" to "balanced".
-* num_models = auto is 32 (the packing AWS's logs show: models 0 to 31).
+* num_models = auto is 32 (the packing AWS's logs show: models 0 to 31), and 1 in a job that
+  SageMaker's automatic model tuning started (as AWS documents).
 * optimizer = auto is adam (as documented); momentum = auto is 0 (sgd without momentum),
   beta_1 / beta_2 = auto are 0.9 / 0.999, bias_lr_mult = auto is 10, bias_wd_mult = auto 0
   (no bias regularisation, as documented).
@@ -101,6 +102,8 @@ LOSS_PARAMETER = {
 CRITERION_ALIASES = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}
 
 DEFAULT_NUM_MODELS = 32
+# What SageMaker's automatic model tuning adds to the hyperparameters of each job it starts.
+TUNING_OBJECTIVE = "_tuning_objective_metric"
 DEFAULT_CALIBRATION_SAMPLES = 100_000
 BASE_LEARNING_RATE = {"adam": 0.02, "rmsprop": 0.01, "sgd": 0.1}
 OPTIMIZERS = {"sgd": kernels.SGD, "adam": kernels.ADAM, "rmsprop": kernels.RMSPROP}
@@ -163,9 +166,18 @@ class ModelSettings:
         return described
 
 
+def num_models(hp: dict[str, Any]) -> int:
+    """num_models, resolved: auto is DEFAULT_NUM_MODELS, or 1 in a job of an automatic model
+    tuning job (SageMaker's tuner, not the models packed in one job, explores the settings
+    then; AWS documents the same)."""
+    if hp["num_models"] != AUTO:
+        return int(hp["num_models"])
+    return 1 if hp.get(TUNING_OBJECTIVE) else DEFAULT_NUM_MODELS
+
+
 def model_settings(hp: dict[str, Any]) -> ModelSettings:
     """Resolve `auto` and draw the per-model variations (see the module docstring)."""
-    count = DEFAULT_NUM_MODELS if hp["num_models"] == AUTO else int(hp["num_models"])
+    count = num_models(hp)
     rng = np.random.default_rng(SEED)
     optimizer = _auto(hp["optimizer"], "adam")
 
