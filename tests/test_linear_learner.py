@@ -402,18 +402,20 @@ def test_l1_sets_weights_of_useless_features_to_zero():
 
 
 def test_optimizer_step_matches_the_textbook_adam_update():
-    W = np.array([[0.5, -0.2]], np.float32)
-    grad = np.array([[0.1, -0.3]], np.float32)
+    W = np.array([[0.5, -0.2], [1.0, 1.0]], np.float32)
+    grad = np.array([[0.1, -0.3]], np.float32)  # the gradient of row 1 only (a lazy, sparse update)
     first, second = np.zeros_like(W), np.zeros_like(W)
-    W_raw, shift = np.zeros_like(W), np.zeros(2)
-    rates = np.array([0.01])
-    _kernels.update_weights(
-        W, grad, np.zeros(2, np.float32), np.zeros(1, np.float32), np.ones(1, np.float32), first, second,
-        rates, np.zeros(1), np.zeros(1), 2, _kernels.ADAM, 0.0, 0.9, 0.999, 1, W_raw, shift,
+    W_raw = W.copy()
+    kernels = _kernels
+    kernels.update_rows(
+        W, np.array([1]), 1, grad, np.zeros(2, np.float32), np.zeros(2, np.float32), np.full(2, 0.5, np.float32),
+        first, second, np.full(2, 0.01), np.zeros(2), np.zeros(2), kernels.ADAM, 0.0, 0.9, 0.999, 1, W_raw,
     )  # fmt: skip
-    # Step 1: m_hat = g, v_hat = g^2, so every weight moves by lr * sign(g).
-    np.testing.assert_allclose(W, [[0.49, -0.19]], rtol=1e-5)
-    np.testing.assert_array_equal(W_raw, W)
+    # Step 1: m_hat = g, v_hat = g^2 (g = raw gradient x inverse scale 0.5), so every weight of
+    # the row moves by lr * sign(g); row 0 is untouched.
+    np.testing.assert_allclose(W, [[0.5, -0.2], [0.99, 1.01]], rtol=1e-5)
+    np.testing.assert_allclose(W_raw, [[0.5, -0.2], [0.495, 0.505]], rtol=1e-5)
+    np.testing.assert_array_equal(first[0], 0)
 
 
 # --------------------------------------------------------------------------- the job

@@ -195,52 +195,56 @@ def csr_times_dense(indptr, indices, data, W, out):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def csr_transpose_times_dense(indptr, indices, data, G, out):
-    """out (features x columns) = CSR^T @ G (rows x columns); out is zeroed first."""
-    out[:] = 0.0
-    rows = indptr.shape[0] - 1
+def csr_gradient_rows(indptr, indices, data, G, slots, touched, out):
+    """The rows of CSR^T @ G (features x columns) that the batch touches: out[t] is the
+    gradient row of feature touched[t], for t < the returned count (in order of first
+    appearance). Features the batch does not touch have a zero row, which is never written: a
+    1,000-row batch of 50,000 features touches at most 50,000 x 0.63 of them, and the rest of
+    the work (the optimizer step) runs over the touched rows only. `slots` (int32, one per
+    feature, all -1) maps a feature to its row of `out` while the kernel runs and is left all
+    -1 again."""
     columns = G.shape[1]
-    for i in range(rows):
+    count = 0
+    for i in range(indptr.shape[0] - 1):
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
+            slot = slots[j]
+            if slot < 0:
+                slot = count
+                slots[j] = slot
+                touched[slot] = j
+                count += 1
+                for c in range(columns):
+                    out[slot, c] = 0.0
             v = data[k]
             for c in range(columns):
-                out[j, c] += v * G[i, c]
+                out[slot, c] += v * G[i, c]
+    for t in range(count):
+        slots[touched[t]] = -1
+    return count
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def learning_rates(rates, base, factor, every, minimum, step, scheduled):
-    """Each model's learning rate for update number `step` (from 0) into `rates`: the base rate
-    multiplied by `factor` every `every` updates, never below `minimum` (nor above the base)."""
-    for m in range(rates.shape[0]):
+    """Each model's learning rate for update number `step` (from 0), written to each of its
+    columns of `rates` (models x outputs per model): the base rate multiplied by `factor` every
+    `every` updates, never below `minimum` (nor above the base)."""
+    models = base.shape[0]
+    n_outputs = rates.shape[0] // models
+    for m in range(models):
         rate = base[m]
         if scheduled:
             rate = min(base[m], max(base[m] * factor[m] ** (step // every[m]), minimum[m]))
-        rates[m] = rate
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
-def _optimizer_step(w, g, first_moment, second_moment, j, c, optimizer, lr, momentum, beta_1, beta_2, corrections):
-    """w after one step along gradient g; updates the moments at [j, c]."""
-    if optimizer == ADAM:
-        mean = beta_1 * first_moment[j, c] + (1.0 - beta_1) * g
-        square = beta_2 * second_moment[j, c] + (1.0 - beta_2) * g * g
-        first_moment[j, c] = mean
-        second_moment[j, c] = square
-        return w - lr * (mean / corrections[0]) / (math.sqrt(square / corrections[1]) + OPTIMIZER_EPSILON)
-    if optimizer == RMSPROP:
-        square = RMSPROP_DECAY * second_moment[j, c] + (1.0 - RMSPROP_DECAY) * g * g
-        second_moment[j, c] = square
-        return w - lr * g / (math.sqrt(square) + OPTIMIZER_EPSILON)
-    velocity = momentum * first_moment[j, c] - lr * g
-    first_moment[j, c] = velocity
-    return w + velocity
+        for k in range(n_outputs):
+            rates[m * n_outputs + k] = rate
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def update_weights(
+def update_rows(
     W,
-    raw_gradient,
+    rows,
+    count,
+    gradient,
     column_sums,
     mean,
     inverse_scale,
@@ -249,83 +253,73 @@ def update_weights(
     rates,
     weight_decays,
     l1s,
-    n_outputs,
     optimizer,
     momentum,
     beta_1,
     beta_2,
     step,
     W_raw,
-    shift,
 ):
-    """One optimizer step on the normalised weights W (features x models*n_outputs), in place.
+    """One optimizer step on rows rows[:count] of the normalised weights W (features x
+    columns), in place; gradient[t] is the raw-feature gradient of row rows[t].
 
-    The gradient with respect to W is (raw_gradient - mean column_sums) * inverse_scale, where
-    raw_gradient = X^T G over raw features and column_sums = sum of G's rows: the scaling folded
-    into the gradient as it is into the forward pass. Column c belongs to model c // n_outputs,
-    whose learning rate, wd and l1 are rates/weight_decays/l1s[model]: wd (L2) joins the
-    gradient, l1 is a proximal step after it (soft thresholding: small weights become exactly
-    0). `step` counts updates from 1 (adam's bias correction). first_moment is sgd's velocity or
-    adam's mean, second_moment adam's or rmsprop's mean square.
+    The gradient with respect to W is (gradient - mean column_sums) * inverse_scale, where
+    gradient = X^T G over raw features and column_sums = sum of G's rows: the scaling folded
+    into the gradient as it is into the forward pass. rates, weight_decays and l1s are per
+    column (each model's, repeated over its outputs): wd (L2) joins the gradient, l1 is a
+    proximal step after it (soft thresholding: small weights become exactly 0). `step` counts
+    updates from 1 (adam's bias correction). first_moment is sgd's velocity or adam's mean,
+    second_moment adam's or rmsprop's mean square. W_raw = W * inverse_scale is kept up to date
+    for the next forward pass.
 
-    Also writes what the next forward pass needs: W_raw = W * inverse_scale (per feature) and
-    shift = (mean * inverse_scale) @ W, so that X @ W_raw - shift + bias is the normalised
-    model applied to raw X."""
-    rows, columns = W.shape
-    corrections = (1.0 - beta_1**step, 1.0 - beta_2**step)
-    shift[:] = 0.0
-    for j in range(rows):
+    A dense batch updates every row. A sparse one updates the rows its features touch, as
+    MXNet's optimizers do for row-sparse gradients (lazy_update): an untouched row keeps its
+    weights and moments, decay included, until a batch touches it.
+
+    One loop per optimizer, each over contiguous columns, so that LLVM vectorises them."""
+    columns = W.shape[1]
+    correction_1 = 1.0 - beta_1**step
+    correction_2 = 1.0 - beta_2**step
+    for t in range(count):
+        j = rows[t]
         inverse = inverse_scale[j]
-        centre = mean[j] * inverse
-        for c in range(columns):
-            m = c // n_outputs
-            lr = rates[m]
-            g = (raw_gradient[j, c] - mean[j] * column_sums[c]) * inverse + weight_decays[m] * W[j, c]
-            w = _optimizer_step(
-                W[j, c], g, first_moment, second_moment, j, c, optimizer, lr, momentum, beta_1, beta_2, corrections
-            )
-            shrink = lr * l1s[m]
-            if shrink > 0.0:
-                w = w - shrink if w > shrink else w + shrink if w < -shrink else 0.0
-            W[j, c] = w
-            W_raw[j, c] = w * inverse
-            shift[c] += centre * w
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def update_bias(
-    bias,
-    column_sums,
-    first_moment,
-    second_moment,
-    rates,
-    lr_mult,
-    weight_decays,
-    wd_mult,
-    n_outputs,
-    optimizer,
-    momentum,
-    beta_1,
-    beta_2,
-    step,
-):
-    """One optimizer step on the biases (one per column), whose gradient is column_sums; the
-    learning rate and wd are the models' times lr_mult and wd_mult, and there is no l1."""
-    corrections = (1.0 - beta_1**step, 1.0 - beta_2**step)
-    for c in range(bias.shape[0]):
-        m = c // n_outputs
-        g = column_sums[c] + weight_decays[m] * wd_mult * bias[c]
-        bias[c] = _optimizer_step(
-            bias[c],
-            g,
-            first_moment,
-            second_moment,
-            0,
-            c,
-            optimizer,
-            rates[m] * lr_mult,
-            momentum,
-            beta_1,
-            beta_2,
-            corrections,
-        )
+        centre = mean[j]
+        w_row = W[j]
+        raw_row = W_raw[j]
+        g_row = gradient[t]
+        m_row = first_moment[j]
+        v_row = second_moment[j]
+        if optimizer == ADAM:
+            for c in range(columns):
+                g = (g_row[c] - centre * column_sums[c]) * inverse + weight_decays[c] * w_row[c]
+                mean_c = beta_1 * m_row[c] + (1.0 - beta_1) * g
+                square = beta_2 * v_row[c] + (1.0 - beta_2) * g * g
+                m_row[c] = mean_c
+                v_row[c] = square
+                w = w_row[c] - rates[c] * (mean_c / correction_1) / (
+                    math.sqrt(square / correction_2) + OPTIMIZER_EPSILON
+                )
+                shrink = rates[c] * l1s[c]
+                w = max(w - shrink, 0.0) + min(w + shrink, 0.0)
+                w_row[c] = w
+                raw_row[c] = w * inverse
+        elif optimizer == RMSPROP:
+            for c in range(columns):
+                g = (g_row[c] - centre * column_sums[c]) * inverse + weight_decays[c] * w_row[c]
+                square = RMSPROP_DECAY * v_row[c] + (1.0 - RMSPROP_DECAY) * g * g
+                v_row[c] = square
+                w = w_row[c] - rates[c] * g / (math.sqrt(square) + OPTIMIZER_EPSILON)
+                shrink = rates[c] * l1s[c]
+                w = max(w - shrink, 0.0) + min(w + shrink, 0.0)
+                w_row[c] = w
+                raw_row[c] = w * inverse
+        else:
+            for c in range(columns):
+                g = (g_row[c] - centre * column_sums[c]) * inverse + weight_decays[c] * w_row[c]
+                velocity = momentum * m_row[c] - rates[c] * g
+                m_row[c] = velocity
+                w = w_row[c] + velocity
+                shrink = rates[c] * l1s[c]
+                w = max(w - shrink, 0.0) + min(w + shrink, 0.0)
+                w_row[c] = w
+                raw_row[c] = w * inverse

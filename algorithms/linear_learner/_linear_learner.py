@@ -487,17 +487,24 @@ class ModelEvaluation:
 
 
 _NONE = np.zeros(0)
+# The bias as a row of the update kernel: row 0, no centring, no scaling.
+_FIRST_ROW = np.zeros(1, np.int64)
+_NO_CENTRE = np.zeros(1, np.float32)
+_NO_SCALE = np.ones(1, np.float32)
 # Calibrations of fewer scores than this run on the calling thread alone.
 _MIN_THREADED_SCORES = 1 << 20
+# Models calibrated together (the working arrays' memory grows with it).
+_CALIBRATION_MODELS = 4
 
 
 def calibrate(
     scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, problem: Problem
 ) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds, values) of every model column of `scores` under the binary selection
-    criterion, the models split over the process's threads (numpy's sorts and cumulative sums
-    release the GIL): the sort is most of a selection's cost, 0.17 s for 100,000 rows x 32
-    models on one core."""
+    criterion. A few models at a time: a calibration holds about eight rows x models float64
+    arrays (200 MB for 100,000 rows x 32 models at once), and the process's threads take the
+    chunks in turn (numpy's sorts and cumulative sums release the GIL; the sort is most of the
+    cost, 0.17 s for 100,000 rows x 32 models on one core)."""
     hp = problem.hp
     options = {
         "beta": problem.beta,
@@ -505,17 +512,17 @@ def calibrate(
         "target_precision": float(hp["target_precision"]),
     }
     models = scores.shape[1]
-    parts = min(available_cpus(), models) if scores.size >= _MIN_THREADED_SCORES else 1
-    bounds = [models * i // parts for i in range(parts + 1)]
+    starts = range(0, models, _CALIBRATION_MODELS)
 
-    def columns(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        return _metrics.calibrate_thresholds(scores[:, lo:hi], labels, weights, problem.criterion, **options)
+    def columns(start: int) -> tuple[np.ndarray, np.ndarray]:
+        stop = min(models, start + _CALIBRATION_MODELS)
+        return _metrics.calibrate_thresholds(scores[:, start:stop], labels, weights, problem.criterion, **options)
 
-    if parts == 1:
-        return columns(0, models)
-    pool = shared_pool(parts - 1)
-    futures = [pool.submit(columns, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
-    results = [columns(bounds[0], bounds[1])] + [future.result() for future in futures]
+    threads = min(available_cpus(), len(starts)) if scores.size >= _MIN_THREADED_SCORES else 1
+    if threads == 1:
+        results = [columns(start) for start in starts]
+    else:
+        results = list(shared_pool(threads).map(columns, starts))
     return np.concatenate([t for t, _ in results]), np.concatenate([v for _, v in results])
 
 
@@ -743,11 +750,11 @@ class LinearLearnerTraining:
             self._begin()
         candidates = self.current_model()
         selection = self.selection
-        sample = self._sample_batch()
         if not selection.recorded:
             # No validation channel: compare the models on the train sample.
             evaluation = ModelEvaluation(candidates, self.calibration_rows, channel="train")
-            evaluation.add(sample)
+            for part in self._sample:
+                evaluation.add(part)
             values, thresholds = evaluation.compare()
             selection = Selection(self.settings.count)
             selection.record(values, thresholds, candidates)
@@ -774,9 +781,12 @@ class LinearLearnerTraining:
             threshold=float(selection.thresholds[best]),
             settings=dict(described, model=best),
         )
-        Z = model.raw_scores(sample.X)
-        assert sample.y is not None
-        return model, model_metrics(model, Z, y=sample.y, w=_row_weights(sample))
+        # The final model's train metrics, on the sample part by part (never stacked: a copy of
+        # up to SAMPLE_BYTES more).
+        scorer = ModelScorer(model, "train")
+        for part in self._sample:
+            scorer.add(part)
+        return model, scorer.metrics()
 
     # ---- training
 
@@ -824,12 +834,25 @@ class LinearLearnerTraining:
         self.bias = np.full(columns, float(hp["init_bias"]) if use_bias else 0.0, np.float32)
         self._moments = (np.zeros_like(self.weights), np.zeros_like(self.weights))
         self._bias_moments = (np.zeros((1, columns), np.float32), np.zeros((1, columns), np.float32))
-        self._sparse_gradient = np.zeros_like(self.weights)
-        self._rates = np.zeros(self.settings.count)
+        # Per column (each model's value repeated over its outputs), as the update kernel reads them.
+        k = self.problem.outputs_per_model
+        settings = self.settings
+        self._rates = np.zeros(columns)
+        self._wd = np.repeat(settings.wd, k)
+        self._l1 = np.repeat(settings.l1, k)
+        self._bias_wd = self._wd * settings.bias_wd_mult
+        self._no_sums = np.zeros(columns, np.float32)
+        self._no_l1 = np.zeros(columns)
+        self._bias_scratch = np.zeros((1, columns), np.float32)
         # The weights on raw features and the shift the centring adds (see Scaler.effective),
         # kept up to date by the update kernel.
         W_raw, b_raw = self._scaler.effective(self.weights, np.zeros(columns, np.float32))
         self._W_raw, self._shift = W_raw, -b_raw.astype(np.float64)
+        self._all_rows = np.arange(d, dtype=np.int64)
+        # Sparse batches: the touched features' gradient rows, and the feature -> row map.
+        self._sparse_gradient = np.zeros((0, columns), np.float32)
+        self._slots = np.full(d, -1, np.int32)
+        self._touched = np.zeros(d, np.int64)
         if self.problem.predictor_type == BINARY:
             positives = float(np.sum(y == 1))
             ratio = (len(y) - positives) / positives if positives > 0 and positives < len(y) else 1.0
@@ -870,12 +893,20 @@ class LinearLearnerTraining:
                 True,
                 self._epoch_losses,
             )
-            if batch.is_sparse:
+            lazy = batch.is_sparse and not scaler.centred
+            if lazy:
                 X = batch.X
-                kernels.csr_transpose_times_dense(X.indptr, X.indices, X.data, G, self._sparse_gradient)
-                raw_gradient = self._sparse_gradient
+                if self._sparse_gradient.shape[0] < min(X.nnz, self.weights.shape[0]):
+                    self._sparse_gradient = np.zeros((min(X.nnz, self.weights.shape[0]), G.shape[1]), np.float32)
+                rows = self._touched
+                count = kernels.csr_gradient_rows(
+                    X.indptr, X.indices, X.data, G, self._slots, rows, self._sparse_gradient
+                )
+                gradient = self._sparse_gradient
             else:
-                raw_gradient = batch.X.T @ G
+                # Every row: a dense batch's gradient is dense, and with centring so is a sparse one's.
+                gradient = np.ascontiguousarray(batch.X.T @ G, dtype=np.float32)
+                rows, count = self._all_rows, len(self._all_rows)
         column_sums = G.sum(axis=0)
         self._epoch_weight += float(w.sum(dtype=np.float64))
         self.rows_seen += batch.n_rows
@@ -890,40 +921,40 @@ class LinearLearnerTraining:
         )
         self.step += 1
         optimizer = OPTIMIZERS[settings.optimizer]
-        kernels.update_weights(
+        common = (optimizer, settings.momentum, settings.beta_1, settings.beta_2, self.step)
+        kernels.update_rows(
             self.weights,
-            raw_gradient,
+            rows,
+            count,
+            gradient,
             column_sums,
             scaler.mean,
             scaler.inverse_scale,
             *self._moments,
             self._rates,
-            settings.wd,
-            settings.l1,
-            problem.outputs_per_model,
-            optimizer,
-            settings.momentum,
-            settings.beta_1,
-            settings.beta_2,
-            self.step,
+            self._wd,
+            self._l1,
+            *common,
             self._W_raw,
-            self._shift,
         )
+        if scaler.centred:
+            self._shift = (scaler.mean * scaler.inverse_scale).astype(np.float64) @ self.weights
         if problem.hp["use_bias"]:
-            kernels.update_bias(
-                self.bias,
-                column_sums,
+            # The bias is one more row: raw gradient column_sums, no scaling, no l1.
+            kernels.update_rows(
+                self.bias.reshape(1, -1),
+                _FIRST_ROW,
+                1,
+                column_sums.reshape(1, -1),
+                self._no_sums,
+                _NO_CENTRE,
+                _NO_SCALE,
                 *self._bias_moments,
-                self._rates,
-                settings.bias_lr_mult,
-                settings.wd,
-                settings.bias_wd_mult,
-                problem.outputs_per_model,
-                optimizer,
-                settings.momentum,
-                settings.beta_1,
-                settings.beta_2,
-                self.step,
+                self._rates * settings.bias_lr_mult,
+                self._bias_wd,
+                self._no_l1,
+                *common,
+                self._bias_scratch,
             )
 
     # ---- the train sample
@@ -936,9 +967,6 @@ class LinearLearnerTraining:
             part = _head(batch, self._sample_limit - self._sample_rows)
             self._sample.append(_owned(part))
             self._sample_rows += part.n_rows
-
-    def _sample_batch(self) -> Batch:
-        return _stack(self._sample)
 
 
 def _owned(batch: Batch) -> Batch:
