@@ -446,6 +446,14 @@ def test_bad_labels_fail_the_job_naming_the_record(job, predictor, bad_label, me
     assert len(failure) <= 1024
 
 
+def test_a_bad_label_in_a_later_batch_is_named_by_its_record_number(job):
+    # Batch 3 of 100 rows, held with the others until the normalisation statistics are known.
+    X, y, _ = linear_data(300)
+    y[250] = 2.0
+    job_with(job, X, y, predictor_type="binary_classifier", mini_batch_size=100)
+    assert_user_failure(job, run_training(job.paths, "linear-learner"), "Record 251 of the train channel has label 2.0")
+
+
 @pytest.mark.parametrize(
     ("hyperparameters", "message"),
     [

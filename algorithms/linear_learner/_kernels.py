@@ -197,28 +197,33 @@ def csr_times_dense(indptr, indices, data, W, out):
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def csr_gradient_rows(indptr, indices, data, G, slots, touched, out):
     """The rows of CSR^T @ G (features x columns) that the batch touches: out[t] is the
-    gradient row of feature touched[t], for t < the returned count (in order of first
-    appearance). Features the batch does not touch have a zero row, which is never written: a
-    1,000-row batch of 50,000 features touches at most 50,000 x 0.63 of them, and the rest of
-    the work (the optimizer step) runs over the touched rows only. `slots` (int32, one per
-    feature, all -1) maps a feature to its row of `out` while the kernel runs and is left all
-    -1 again."""
+    gradient row of feature touched[t], for t < the returned count, in increasing feature
+    order. Features the batch does not touch have a zero row, which is never written: a 1,000-row
+    batch of 50,000 features touches about 63 % of them, and the optimizer step then runs over
+    those rows only. `slots` (int32, one per feature, all -1) maps a feature to its row of `out`
+    while the kernel runs and is left all -1 again.
+
+    The rows come in feature order (a scan of `slots`, not the order of first appearance) so
+    that the optimizer step walks the weight arrays forwards: on 32,000 of 50,000 rows of 32
+    columns it took 5 ms so against 15-22 ms in random order, the arrays being larger than the
+    caches."""
     columns = G.shape[1]
+    for k in range(indices.shape[0]):
+        slots[indices[k]] = 0
     count = 0
+    for j in range(slots.shape[0]):
+        if slots[j] == 0:
+            slots[j] = count
+            touched[count] = j
+            for c in range(columns):
+                out[count, c] = 0.0
+            count += 1
     for i in range(indptr.shape[0] - 1):
         for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            slot = slots[j]
-            if slot < 0:
-                slot = count
-                slots[j] = slot
-                touched[slot] = j
-                count += 1
-                for c in range(columns):
-                    out[slot, c] = 0.0
+            row = out[slots[indices[k]]]
             v = data[k]
             for c in range(columns):
-                out[slot, c] += v * G[i, c]
+                row[c] += v * G[i, c]
     for t in range(count):
         slots[touched[t]] = -1
     return count
@@ -278,8 +283,15 @@ def update_rows(
 
     One loop per optimizer, each over contiguous columns, so that LLVM vectorises them."""
     columns = W.shape[1]
-    correction_1 = 1.0 - beta_1**step
-    correction_2 = 1.0 - beta_2**step
+    # float32 throughout (rates, weight_decays and l1s are float32 arrays): twice the SIMD lanes
+    # of float64, and every array the loops touch is float32 anyway.
+    one = np.float32(1.0)
+    b1, b2, mu = np.float32(beta_1), np.float32(beta_2), np.float32(momentum)
+    correction_1 = np.float32(1.0 - beta_1**step)
+    correction_2 = np.float32(1.0 - beta_2**step)
+    epsilon = np.float32(OPTIMIZER_EPSILON)
+    decay = np.float32(RMSPROP_DECAY)
+    zero = np.float32(0.0)
     for t in range(count):
         j = rows[t]
         inverse = inverse_scale[j]
@@ -292,34 +304,32 @@ def update_rows(
         if optimizer == ADAM:
             for c in range(columns):
                 g = (g_row[c] - centre * column_sums[c]) * inverse + weight_decays[c] * w_row[c]
-                mean_c = beta_1 * m_row[c] + (1.0 - beta_1) * g
-                square = beta_2 * v_row[c] + (1.0 - beta_2) * g * g
+                mean_c = b1 * m_row[c] + (one - b1) * g
+                square = b2 * v_row[c] + (one - b2) * g * g
                 m_row[c] = mean_c
                 v_row[c] = square
-                w = w_row[c] - rates[c] * (mean_c / correction_1) / (
-                    math.sqrt(square / correction_2) + OPTIMIZER_EPSILON
-                )
+                w = w_row[c] - rates[c] * (mean_c / correction_1) / (math.sqrt(square / correction_2) + epsilon)
                 shrink = rates[c] * l1s[c]
-                w = max(w - shrink, 0.0) + min(w + shrink, 0.0)
+                w = max(w - shrink, zero) + min(w + shrink, zero)
                 w_row[c] = w
                 raw_row[c] = w * inverse
         elif optimizer == RMSPROP:
             for c in range(columns):
                 g = (g_row[c] - centre * column_sums[c]) * inverse + weight_decays[c] * w_row[c]
-                square = RMSPROP_DECAY * v_row[c] + (1.0 - RMSPROP_DECAY) * g * g
+                square = decay * v_row[c] + (one - decay) * g * g
                 v_row[c] = square
-                w = w_row[c] - rates[c] * g / (math.sqrt(square) + OPTIMIZER_EPSILON)
+                w = w_row[c] - rates[c] * g / (math.sqrt(square) + epsilon)
                 shrink = rates[c] * l1s[c]
-                w = max(w - shrink, 0.0) + min(w + shrink, 0.0)
+                w = max(w - shrink, zero) + min(w + shrink, zero)
                 w_row[c] = w
                 raw_row[c] = w * inverse
         else:
             for c in range(columns):
                 g = (g_row[c] - centre * column_sums[c]) * inverse + weight_decays[c] * w_row[c]
-                velocity = momentum * m_row[c] - rates[c] * g
+                velocity = mu * m_row[c] - rates[c] * g
                 m_row[c] = velocity
                 w = w_row[c] + velocity
                 shrink = rates[c] * l1s[c]
-                w = max(w - shrink, 0.0) + min(w + shrink, 0.0)
+                w = max(w - shrink, zero) + min(w + shrink, zero)
                 w_row[c] = w
                 raw_row[c] = w * inverse

@@ -707,6 +707,7 @@ class LinearLearnerTraining:
 
     def update(self, batch: Batch) -> None:
         self.problem.check_labels(batch.y, channel="train", first_record=self.rows_seen)
+        self.rows_seen += batch.n_rows
         if self.epoch == 0:
             self._keep_sample(batch)
         if self.scaler is None:
@@ -837,12 +838,12 @@ class LinearLearnerTraining:
         # Per column (each model's value repeated over its outputs), as the update kernel reads them.
         k = self.problem.outputs_per_model
         settings = self.settings
-        self._rates = np.zeros(columns)
-        self._wd = np.repeat(settings.wd, k)
-        self._l1 = np.repeat(settings.l1, k)
-        self._bias_wd = self._wd * settings.bias_wd_mult
+        self._rates = np.zeros(columns, np.float32)
+        self._wd = np.repeat(settings.wd, k).astype(np.float32)
+        self._l1 = np.repeat(settings.l1, k).astype(np.float32)
+        self._bias_wd = self._wd * np.float32(settings.bias_wd_mult)
         self._no_sums = np.zeros(columns, np.float32)
-        self._no_l1 = np.zeros(columns)
+        self._no_l1 = np.zeros(columns, np.float32)
         self._bias_scratch = np.zeros((1, columns), np.float32)
         # The weights on raw features and the shift the centring adds (see Scaler.effective),
         # kept up to date by the update kernel.
@@ -909,7 +910,6 @@ class LinearLearnerTraining:
                 rows, count = self._all_rows, len(self._all_rows)
         column_sums = G.sum(axis=0)
         self._epoch_weight += float(w.sum(dtype=np.float64))
-        self.rows_seen += batch.n_rows
         kernels.learning_rates(
             self._rates,
             settings.learning_rate,
@@ -950,7 +950,7 @@ class LinearLearnerTraining:
                 _NO_CENTRE,
                 _NO_SCALE,
                 *self._bias_moments,
-                self._rates * settings.bias_lr_mult,
+                self._rates * np.float32(settings.bias_lr_mult),
                 self._bias_wd,
                 self._no_l1,
                 *common,
