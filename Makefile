@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: install sdk-env lint typecheck test demo bench bench-recordio bench-csv bench-kmeans bench-pca bench-serve proto clean \
-	wheelhouse smalgo-wheels images images-cpu images-gpu test-images
+.PHONY: install sdk-env lint typecheck test demo bench bench-recordio bench-csv bench-kmeans bench-pca \
+	bench-linear-learner bench-serve proto clean wheelhouse smalgo-wheels images images-cpu images-gpu test-images
 
 # Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu), one per
 # algorithm in the registry (`python -m smalgo.algorithms.registry`), or those named here.
@@ -58,7 +58,7 @@ typecheck: install
 demo: install
 	$(PY) -m smalgo.containers.demo
 
-bench: bench-recordio bench-csv bench-kmeans bench-pca bench-serve
+bench: bench-recordio bench-csv bench-kmeans bench-pca bench-linear-learner bench-serve
 
 # The SageMaker Python SDK v2 is the peer; it lives in the benchmark's own environment only.
 bench-recordio: install sdk-env
@@ -72,6 +72,9 @@ bench-kmeans: install
 
 bench-pca: install
 	$(PY) benchmarks/pca/run.py
+
+bench-linear-learner: install
+	$(PY) benchmarks/linear_learner/run.py
 
 # Needs wrk, the load generator (Debian: apt-get install -y wrk).
 bench-serve: install
