@@ -1,6 +1,7 @@
 """Linear learner: hyperparameters, training (losses, weights, calibration, early stopping,
 normalisation, sparse data), the model, and the job's refusals of bad labels and settings."""
 
+import io
 import json
 import logging
 
@@ -298,6 +299,27 @@ def test_robust_losses_ignore_outliers_that_pull_squared_loss_away(loss):
     assert errors[loss] < 30 < errors["squared_loss"], errors
 
 
+@pytest.mark.parametrize("loss", ["eps_insensitive_squared_loss", "eps_insensitive_absolute_loss"])
+def test_errors_within_loss_insensitivity_cost_nothing(loss):
+    X, base, rng = regression_data(6000, seed=17)
+    y = (base + rng.normal(0, 5, len(base))).astype(np.float32)
+    spread = {}
+    for insensitivity in (0.01, 1e6):
+        model = train(
+            {"train": (X, y)},
+            predictor_type="regressor",
+            loss=loss,
+            loss_insensitivity=insensitivity,
+            epochs=4,
+            mini_batch_size=200,
+            num_models=2,
+        )
+        spread[insensitivity] = float(np.sqrt(np.mean((model.predict(Batch(X))["score"] - y) ** 2)))
+    # With every error inside the insensitive band the models never move from their start
+    # (the label's mean); with a narrow band they fit the signal.
+    assert spread[0.01] < 10 and spread[1e6] > 0.9 * float(np.std(y)), spread
+
+
 def test_squared_loss_regression_matches_least_squares_and_normalises_the_label(caplog):
     X, base, rng = regression_data(10_000, seed=9)
     y = (base + rng.normal(0, 10, len(base))).astype(np.float32)
@@ -466,6 +488,27 @@ def test_bad_settings_fail_the_job_before_reading_data(job, hyperparameters, mes
     job_with(job, X, y, **hyperparameters)
     (job.paths.channel_dir("train") / "train.csv").write_text("not,a,number\n")  # never read
     assert_user_failure(job, run_training(job.paths, "linear-learner"), message)
+
+
+def test_pipe_mode_gives_the_model_of_file_mode(make_job):
+    from smalgo.containers.pipe_feeder import PipeFeeder
+    from smalgo.recordio import write_dense
+
+    X, y, _ = linear_data(600, seed=18)
+    buffer = io.BytesIO()
+    write_dense(buffer, X, y)
+    hp = {"feature_dim": D, "predictor_type": "binary_classifier", "epochs": 2, "mini_batch_size": 100}
+    content_type = "application/x-recordio-protobuf"
+    file_job = make_job().hyperparameters(**hp).channel("train", content_type, files={"train.pbr": buffer.getvalue()})
+    assert run_training(file_job.paths, "linear-learner") == 0, file_job.failure()
+    pipe_job = make_job().hyperparameters(**hp).channel("train", content_type, mode="Pipe")
+    with PipeFeeder(pipe_job.paths.data_dir, "train", buffer.getvalue()) as feeder:
+        assert run_training(pipe_job.paths, "linear-learner") == 0, pipe_job.failure()
+    assert feeder.passes_written == 2  # train_0 and train_1: one FIFO per epoch
+    for name in ("weights.npy", "bias.npy", "feature_mean.npy", "feature_scale.npy"):
+        np.testing.assert_array_equal(
+            np.load(file_job.paths.model_dir / name), np.load(pipe_job.paths.model_dir / name)
+        )
 
 
 def test_unlabelled_data_fail_the_job(job):
