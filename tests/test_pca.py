@@ -216,6 +216,23 @@ def test_randomized_with_a_sketch_as_wide_as_the_data_is_exact():
     np.testing.assert_allclose(randomized.components, regular.components, atol=1e-6)
 
 
+def test_randomized_singular_values_are_lower_bounds_and_the_model_says_so():
+    """Issue 10, point 12: a sketch's singular values are the Nystrom approximation's, below
+    the data's own along each component (the last one most); model.json names their kind."""
+    X = low_rank_data(20_000, 100, 100.0 * 0.8 ** np.arange(30), noise=0.5, seed=7)
+    randomized = train(X, num_components=10, mini_batch_size=2000, algorithm_mode="randomized")
+    regular = train(X, num_components=10, mini_batch_size=2000)
+    centred = X.astype(np.float64) - X.mean(axis=0)
+    along = np.linalg.norm(centred @ randomized.components.astype(np.float64), axis=0)
+    assert np.all(randomized.singular_values <= along * (1 + 1e-4))
+    assert along[0] - randomized.singular_values[0] > 0.01 * along[0]  # the smallest is visibly low
+    assert randomized.details["singular_values"] == "nystrom_lower_bounds"
+    assert regular.details["singular_values"] == "exact"
+    np.testing.assert_allclose(
+        regular.singular_values, np.linalg.norm(centred @ regular.components.astype(np.float64), axis=0), rtol=1e-4
+    )
+
+
 def test_randomized_on_data_of_lower_rank_than_num_components():
     rng = np.random.default_rng(5)
     X = (rng.standard_normal((300, 2)) @ rng.standard_normal((2, 40))).astype(np.float32)
