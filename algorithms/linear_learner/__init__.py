@@ -3,8 +3,8 @@ its schema and the checks that span several hyperparameters.
 
 Training, selection and the model are in `_linear_learner.py` (its docstring explains the method
 and the choices made where AWS's documentation is silent), what `auto` resolves to and what the
-packed models vary in `_settings.py`, the numba kernels in `_kernels.py`, the evaluation metrics
-and threshold calibration in `_metrics.py`.
+packed models vary in `_settings.py`, the numba kernels in `_kernels.py` (their GPU version in
+`_cuda.py`), the evaluation metrics and threshold calibration in `_metrics.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
 from smalgo.algorithms.hyperparameters import AUTO, Hyperparameter, Schema
 from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.model_files import ModelFiles
-from smalgo.algorithms.training import EarlyStopping, TrainingCallback, train_streaming
+from smalgo.algorithms.training import EarlyStopping, SingleHost, TrainingCallback, train_streaming
 
 from ._linear_learner import (
     FORMAT_VERSION,
@@ -196,6 +196,8 @@ class LinearLearner(StreamingAlgorithm):
     # score: a vector of class probabilities for multiclass_classifier, else one number;
     # regressors give no predicted_label.
     outputs = (Output("score", vector=None), Output("predicted_label"))
+    # Dense data train on a GPU when one is used (_cuda.py).
+    has_gpu_path = True
     model_files = ("model.json", "weights.npy", "bias.npy", "feature_mean.npy", "feature_scale.npy")
     sample_job = SampleJob(
         hyperparameters={
@@ -271,6 +273,7 @@ class LinearLearner(StreamingAlgorithm):
         *,
         metrics: MetricWriter | None = None,
         callbacks: Iterable[TrainingCallback] = (),
+        collective: SingleHost | None = None,
     ) -> Model:
         """The shared driver, with early stopping on the selection criterion (validation) or
         the train objective loss."""
@@ -284,7 +287,7 @@ class LinearLearner(StreamingAlgorithm):
             relative=True,
             maximize=metric != problem.objective_metric,
         )
-        return train_streaming(self, hp, data, metrics=metrics, callbacks=[*callbacks, stopping])
+        return train_streaming(self, hp, data, metrics=metrics, callbacks=[*callbacks, stopping], collective=collective)
 
     def load_model(self, files: ModelFiles) -> LinearLearnerModel:
         files.expect_format_version(FORMAT_VERSION, self.title)

@@ -40,6 +40,9 @@ Choices this module makes where the documentation is silent:
   training stops after `early_stopping_patience` passes in a row whose relative improvement is
   below `early_stopping_tolerance`.
 * A mini-batch larger than the channel is one batch of the whole channel (AWS fails there).
+* On a GPU (runtime/device.py: SMALGO_DEVICE), a job on dense data whose mini-batch is worth it
+  (MIN_GPU_WORK) trains on the GPU (_cuda.py: the same step, the state kept on the GPU); the
+  choice is made once, when training starts. Sparse data train on the CPU.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,6 +61,7 @@ from smalgo.algorithms.contract import check_width
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.metrics import Metric
 from smalgo.algorithms.model_files import save_model_files
+from smalgo.algorithms.runtime import device
 from smalgo.algorithms.runtime.threads import single_threaded_blas
 from smalgo.recordio.parallel import available_cpus, shared_pool
 
@@ -82,6 +86,9 @@ from ._settings import (
     resolve_loss,
 )
 
+if TYPE_CHECKING:
+    from ._cuda import GpuModels
+
 logger = logging.getLogger(__name__)
 
 NAME = "linear-learner"
@@ -92,6 +99,12 @@ SAMPLE_BYTES = 64 << 20
 # size (weights, two optimizer moments, the gradient, the raw-feature weights, the best pass's
 # copy, a sparse gradient buffer), so 2**26 float32 values are about 1.8 GB.
 MAX_WEIGHT_VALUES = 1 << 26
+# A job trains on the GPU (when one is used) only if a mini-batch's product X @ W has at least
+# this many multiply-adds (rows x features x models x outputs; 1,000 rows x 128 features x 32
+# models): below it the CPU's step takes well under a millisecond, about what the GPU's kernel
+# launches and copies cost. A round guess, not a measurement. Smaller jobs also never look for a
+# GPU.
+MIN_GPU_WORK = 1 << 22
 
 
 # --------------------------------------------------------------------------- the problem
@@ -232,8 +245,9 @@ def fit_scaler(X: np.ndarray | sp.csr_matrix, y: np.ndarray, problem: Problem, *
     if choice["normalize_data"] or choice["unbias_data"]:
         n = X.shape[0]
         if sparse:
-            column_mean = np.asarray(X.sum(axis=0), dtype=np.float64).ravel() / n
-            column_square = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel() / n
+            csr = cast("sp.csr_matrix", X)
+            column_mean = np.asarray(csr.sum(axis=0), dtype=np.float64).ravel() / n
+            column_square = np.asarray(csr.multiply(csr).sum(axis=0), dtype=np.float64).ravel() / n
         else:
             column_mean = X.mean(axis=0, dtype=np.float64)
             column_square = np.einsum("ij,ij->j", X, X, dtype=np.float64) / n
@@ -261,8 +275,9 @@ def fit_scaler(X: np.ndarray | sp.csr_matrix, y: np.ndarray, problem: Problem, *
 def forward(X: np.ndarray | sp.csr_matrix, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """X @ W + b as a float32 (rows x columns) array, for dense or CSR X."""
     if sp.issparse(X):
-        Z = np.empty((X.shape[0], W.shape[1]), np.float32)
-        kernels.csr_times_dense(X.indptr, X.indices, X.data, W, Z)
+        csr = cast("sp.csr_matrix", X)
+        Z = np.empty((csr.shape[0], W.shape[1]), np.float32)
+        kernels.csr_times_dense(csr.indptr, csr.indices, csr.data, W, Z)
     else:
         Z = X @ W
     Z += b
@@ -702,6 +717,10 @@ class LinearLearnerTraining:
         # Empty: every positive (binary) or class (multiclass) weighs 1.
         self.positive_weights = _NONE
         self.class_weights = _NONE
+        # On a GPU: the models there (_cuda.py), and whether they are ahead of the host arrays
+        # (weights, bias, loss sums) since the last download.
+        self._gpu: GpuModels | None = None
+        self._gpu_ahead = False
 
     # ---- the StreamingState protocol
 
@@ -721,6 +740,7 @@ class LinearLearnerTraining:
     def end_epoch(self) -> list[Metric]:
         if self.scaler is None:
             self._begin()  # the whole channel is smaller than num_point_for_scaler
+        self._sync_from_gpu()
         if self.epoch == 0 and self.rows_seen < self.batch_rows:
             logger.info(
                 "mini_batch_size %d is larger than the train channel's %d records: each pass is one batch of "
@@ -736,6 +756,7 @@ class LinearLearnerTraining:
         return [Metric(self.problem.objective_metric, float(losses.min()))]
 
     def current_model(self) -> Candidates:
+        self._sync_from_gpu()
         return Candidates(
             self.problem,
             self.weights,
@@ -807,6 +828,7 @@ class LinearLearnerTraining:
         assert y is not None
         self.scaler = fit_scaler(head.X, y, self.problem, sparse=sample.is_sparse)
         self._init_models(sample.n_features, y)
+        self._gpu = self._gpu_models(sample)
         logger.info(
             "Linear learner: %d models, %s, loss %s; normalisation from %d records (features %s, label %s).",
             self.settings.count,
@@ -873,7 +895,96 @@ class LinearLearnerTraining:
             weights[~present] = weights[present].max() if present.any() else 1.0
             self.class_weights = weights
 
+    def _gpu_models(self, sample: Batch) -> GpuModels | None:
+        """The models on the GPU, when this job trains there: dense data, a mini-batch worth it
+        and a GPU to use (device.use_gpu(), asked only then); else None, the CPU."""
+        if sample.is_sparse:
+            return None
+        work = min(self.batch_rows, sample.n_rows) * sample.n_features * self.weights.shape[1]
+        if work < MIN_GPU_WORK or not device.use_gpu():
+            return None
+        from ._cuda import GpuModels  # imports numba.cuda: only once a GPU is used
+
+        settings = self.settings
+        logger.info("Linear learner trains on the GPU.")
+        return GpuModels(
+            self._training_state(),
+            mean=self._scaler.mean,
+            inverse_scale=self._scaler.inverse_scale,
+            centred=self._scaler.centred,
+            weight_decays=self._wd,
+            l1s=self._l1,
+            bias_weight_decays=self._bias_wd,
+            positive_weights=self.positive_weights,
+            class_weights=self.class_weights,
+            loss=LOSSES[self.problem.loss],
+            loss_parameter=_scaled_parameter(self.problem, self._scaler),
+            n_outputs=self.problem.outputs_per_model,
+            optimizer=OPTIMIZERS[settings.optimizer],
+            momentum=settings.momentum,
+            beta_1=settings.beta_1,
+            beta_2=settings.beta_2,
+            bias_lr_mult=settings.bias_lr_mult,
+            use_bias=bool(self.problem.hp["use_bias"]),
+        )
+
+    def _training_state(self) -> dict[str, np.ndarray]:
+        """The arrays a training step changes, by _cuda.STATE's names."""
+        return {
+            "weights": self.weights,
+            "W_raw": self._W_raw,
+            "first_moment": self._moments[0],
+            "second_moment": self._moments[1],
+            "bias": self.bias,
+            "bias_first_moment": self._bias_moments[0],
+            "bias_second_moment": self._bias_moments[1],
+            "shift": self._shift,
+        }
+
+    def _sync_from_gpu(self) -> None:
+        """Bring the GPU's weights, bias and loss sums to the host (for the CPU's use of them)."""
+        if self._gpu is not None and self._gpu_ahead:
+            self._gpu.download(self._training_state(), ("weights", "bias"))
+            self._gpu.take_losses(self._epoch_losses)
+            self._gpu_ahead = False
+
     def _train(self, batch: Batch) -> None:
+        gpu = self._gpu
+        if gpu is None:
+            self._train_on_cpu(batch)
+        elif batch.is_sparse or batch.n_rows == 0:
+            # A sparse (or empty) batch in a GPU job: on the CPU, the whole state brought over
+            # and back.
+            gpu.download(self._training_state())
+            gpu.take_losses(self._epoch_losses)
+            self._gpu_ahead = False
+            self._train_on_cpu(batch)
+            gpu.upload(self._training_state())
+        else:
+            self._train_on_gpu(gpu, batch)
+
+    def _train_on_gpu(self, gpu: GpuModels, batch: Batch) -> None:
+        """The GPU's step (_cuda.py), which keeps its state; the learning rates and the row
+        weight of the pass are the CPU's, as in _train_on_cpu."""
+        y = batch.y
+        assert y is not None and self.scaler is not None
+        w = _row_weights(batch)
+        settings = self.settings
+        self._epoch_weight += float(w.sum(dtype=np.float64))
+        kernels.learning_rates(
+            self._rates,
+            settings.learning_rate,
+            settings.lr_scheduler_factor,
+            settings.lr_scheduler_step,
+            settings.lr_scheduler_minimum_lr,
+            self.step,
+            self.scheduled,
+        )
+        self.step += 1
+        gpu.train(batch.X, _normal_labels(y, self.scaler, self.problem), w, self._rates, self.step)
+        self._gpu_ahead = True
+
+    def _train_on_cpu(self, batch: Batch) -> None:
         y = batch.y
         assert y is not None and self.scaler is not None
         w = _row_weights(batch)
@@ -896,7 +1007,7 @@ class LinearLearnerTraining:
             )
             lazy = batch.is_sparse and not scaler.centred
             if lazy:
-                X = batch.X
+                X = cast("sp.csr_matrix", batch.X)
                 if self._sparse_gradient.shape[0] < min(X.nnz, self.weights.shape[0]):
                     self._sparse_gradient = np.zeros((min(X.nnz, self.weights.shape[0]), G.shape[1]), np.float32)
                 rows = self._touched
@@ -961,7 +1072,10 @@ class LinearLearnerTraining:
 
     def _keep_sample(self, batch: Batch) -> None:
         if not self._sample_limit:
-            row_bytes = max(1, (batch.X.nnz * 8 // max(batch.n_rows, 1)) if batch.is_sparse else batch.n_features * 4)
+            if batch.is_sparse:
+                row_bytes = max(1, cast("sp.csr_matrix", batch.X).nnz * 8 // max(batch.n_rows, 1))
+            else:
+                row_bytes = batch.n_features * 4
             self._sample_limit = max(1, min(self.calibration_rows, SAMPLE_BYTES // row_bytes))
         if self._sample_rows < self._sample_limit:
             part = _head(batch, self._sample_limit - self._sample_rows)

@@ -242,10 +242,10 @@ def calibration_samples(hp: dict[str, Any]) -> int:
     return DEFAULT_CALIBRATION_SAMPLES if hp["num_calibration_samples"] == AUTO else int(hp["num_calibration_samples"])
 
 
-def normalization(hp: dict[str, Any]) -> dict[str, bool]:
+def normalization(hp: dict[str, Any]) -> dict[str, bool | None]:
     """Which normalisations apply: features scaled and centred, label scaled and centred.
     `auto` for unbias_data is decided per data kind by the trainer (dense: centred; sparse:
-    scaled only, so it is never densified), hence None here."""
+    only scaled, which keeps its updates lazy), hence None here."""
     regression = hp["predictor_type"] == REGRESSOR
     use_bias = hp["use_bias"]
     normalize_label = regression and _auto(hp["normalize_label"], True)
