@@ -111,11 +111,12 @@ def loss_and_gradient(Z, y, row_weights, positive_weights, class_weights, loss, 
         np.exp(E, out=E)  # exp(-|z|), in (0, 1]: neither log1p nor the sigmoid can overflow
         _logistic(Z, E, np.log1p(E), y, row_weights, positive_weights, scale, gradient, losses)
     elif loss == SOFTMAX:
-        classes = Z.reshape(Z.shape[0], -1, n_outputs)
-        top = classes.max(axis=2)
-        E = classes - top[:, :, None]
+        # numpy's reductions over a short last axis (the classes) cost more than the exp: 0.45 s
+        # of 1.2 s for 100 batches of 1,000 x 32 models x 10 classes. numba does those.
+        E = np.empty((Z.shape[0], Z.shape[1] // n_outputs, n_outputs), Z.dtype)
+        top = _softmax_shift(Z, E)
         np.exp(E, out=E)
-        norm = E.sum(axis=2)
+        norm = _class_sums(E)
         _softmax(Z, E, top + np.log(norm), norm, y, row_weights, class_weights, scale, gradient, losses)
     else:
         _pointwise(Z, y, row_weights, positive_weights, loss, param, scale, gradient, losses)
@@ -139,6 +140,37 @@ def _logistic(Z, E, L, y, row_weights, positive_weights, scale, gradient, losses
                 p = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
                 gm = g * positive_weights[m] if weighted_positives and yi == 1.0 else g
                 Z[i, m] = gm * (p - yi)
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _softmax_shift(Z, E):
+    """E[i, m, c] = Z[i, m * classes + c] - max over c; returns those maxima (rows x models)."""
+    rows, models, classes = E.shape
+    top = np.empty((rows, models), Z.dtype)
+    for i in range(rows):
+        for m in range(models):
+            base = m * classes
+            best = Z[i, base]
+            for c in range(1, classes):
+                best = max(best, Z[i, base + c])
+            top[i, m] = best
+            for c in range(classes):
+                E[i, m, c] = Z[i, base + c] - best
+    return top
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _class_sums(E):
+    """Sum over the last axis (the classes) of E (rows x models x classes)."""
+    rows, models, classes = E.shape
+    sums = np.empty((rows, models), E.dtype)
+    for i in range(rows):
+        for m in range(models):
+            total = E[i, m, 0]
+            for c in range(1, classes):
+                total += E[i, m, c]
+            sums[i, m] = total
+    return sums
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
