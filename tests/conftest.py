@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from smalgo.algorithms.data import InMemoryData
+from smalgo.algorithms.runtime import device
 from smalgo.containers.paths import JobPaths
 
 
@@ -124,3 +125,24 @@ def assert_user_failure(job, exit_code: int, expected: str) -> str:
     assert job.model_files() == []
     assert not job.succeeded()
     return failure
+
+
+@pytest.fixture
+def fresh_device_state(monkeypatch):
+    """No SMALGO_DEVICE and no remembered GPU probe, before and after the test."""
+    monkeypatch.delenv("SMALGO_DEVICE", raising=False)
+    device.forget_gpu_probe()
+    yield
+    device.forget_gpu_probe()
+
+
+def fake_probe(monkeypatch, available: bool, detail: str) -> list[int]:
+    """Replace the GPU probe; returns a list that grows by one per probe."""
+    probes: list[int] = []
+
+    def look_for_gpu():
+        probes.append(1)
+        return available, detail
+
+    monkeypatch.setattr(device, "_look_for_gpu", look_for_gpu)
+    return probes

@@ -20,6 +20,7 @@ import textwrap
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import fake_probe
 
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.batch import Batch
@@ -27,25 +28,8 @@ from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.kmeans import _kernels as kernels
 from smalgo.algorithms.runtime import device
 
-
-@pytest.fixture(autouse=True)
-def fresh_device_state(monkeypatch):
-    monkeypatch.delenv("SMALGO_DEVICE", raising=False)
-    device.forget_gpu_probe()
-    yield
-    device.forget_gpu_probe()
-
-
-def fake_probe(monkeypatch, available: bool, detail: str) -> list[int]:
-    """Replace the GPU probe; returns a list that grows by one per probe."""
-    probes: list[int] = []
-
-    def look_for_gpu():
-        probes.append(1)
-        return available, detail
-
-    monkeypatch.setattr(device, "_look_for_gpu", look_for_gpu)
-    return probes
+# A GPU probe nobody else has made, and no SMALGO_DEVICE, for every test here.
+pytestmark = pytest.mark.usefixtures("fresh_device_state")
 
 
 # --------------------------------------------------------------------------- device choice

@@ -30,35 +30,19 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import fake_probe
 
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.linear_learner import ALGORITHM
 from smalgo.algorithms.linear_learner import _linear_learner as ll_module
-from smalgo.algorithms.runtime import device
 
 RTOL, ATOL = 1e-4, 5e-5
 LOSS_RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def fresh_device_state(monkeypatch):
-    monkeypatch.delenv("SMALGO_DEVICE", raising=False)
-    device.forget_gpu_probe()
-    yield
-    device.forget_gpu_probe()
-
-
-def fake_probe(monkeypatch, available: bool, detail: str) -> list[int]:
-    """Replace the GPU probe; returns a list that grows by one per probe."""
-    probes: list[int] = []
-
-    def look_for_gpu():
-        probes.append(1)
-        return available, detail
-
-    monkeypatch.setattr(device, "_look_for_gpu", look_for_gpu)
-    return probes
+# A GPU probe nobody else has made, and no SMALGO_DEVICE, for every test here.
+pytestmark = pytest.mark.usefixtures("fresh_device_state")
 
 
 def _train_state(hp: dict, X, y, *, batch_rows: int = 100):

@@ -969,6 +969,13 @@ class LinearLearnerTraining:
         y = batch.y
         assert y is not None and self.scaler is not None
         w = _row_weights(batch)
+        self._next_step(w)
+        gpu.train(batch.X, _normal_labels(y, self.scaler, self.problem), w, self._rates, self.step)
+        self._gpu_ahead = True
+
+    def _next_step(self, w: np.ndarray) -> None:
+        """Count the batch's row weight into the pass and set the learning rates of the next
+        update, whichever device makes it."""
         settings = self.settings
         self._epoch_weight += float(w.sum(dtype=np.float64))
         kernels.learning_rates(
@@ -981,8 +988,6 @@ class LinearLearnerTraining:
             self.scheduled,
         )
         self.step += 1
-        gpu.train(batch.X, _normal_labels(y, self.scaler, self.problem), w, self._rates, self.step)
-        self._gpu_ahead = True
 
     def _train_on_cpu(self, batch: Batch) -> None:
         y = batch.y
@@ -1020,17 +1025,7 @@ class LinearLearnerTraining:
                 gradient = np.ascontiguousarray(batch.X.T @ G, dtype=np.float32)
                 rows, count = self._all_rows, len(self._all_rows)
         column_sums = G.sum(axis=0)
-        self._epoch_weight += float(w.sum(dtype=np.float64))
-        kernels.learning_rates(
-            self._rates,
-            settings.learning_rate,
-            settings.lr_scheduler_factor,
-            settings.lr_scheduler_step,
-            settings.lr_scheduler_minimum_lr,
-            self.step,
-            self.scheduled,
-        )
-        self.step += 1
+        self._next_step(w)
         optimizer = OPTIMIZERS[settings.optimizer]
         common = (optimizer, settings.momentum, settings.beta_1, settings.beta_2, self.step)
         kernels.update_rows(
