@@ -146,3 +146,28 @@ def fake_probe(monkeypatch, available: bool, detail: str) -> list[int]:
 
     monkeypatch.setattr(device, "_look_for_gpu", look_for_gpu)
     return probes
+
+
+class TwoFileModel:
+    """A model that saves two files, a.npy and b.npy: enough to stop a commit between them."""
+
+    def save(self, directory):
+        (Path(directory) / "a.npy").write_bytes(b"a")
+        (Path(directory) / "b.npy").write_bytes(b"b")
+
+
+def stop_on_the_second_move(monkeypatch) -> None:
+    """Make the job's second shutil.move raise TrainingStopped (SIGTERM mid-commit); the first
+    one moves as usual."""
+    from smalgo.containers import job as job_module
+
+    real_move = job_module.shutil.move
+    calls = []
+
+    def move_then_stop(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise job_module.TrainingStopped()
+        return real_move(source, target)
+
+    monkeypatch.setattr(job_module.shutil, "move", move_then_stop)

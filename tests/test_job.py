@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import assert_user_failure, clustered_rows, csv_text
+from conftest import TwoFileModel, assert_user_failure, clustered_rows, csv_text, stop_on_the_second_move
 
 from smalgo.algorithms import kmeans, pca
 from smalgo.algorithms.data import TrainingData
@@ -598,24 +598,9 @@ def test_stop_during_training_leaves_no_model(job, monkeypatch):
     assert job.model_files() == [] and not job.succeeded()
 
 
-class TwoFileModel:
-    def save(self, directory):
-        (Path(directory) / "a.npy").write_bytes(b"a")
-        (Path(directory) / "b.npy").write_bytes(b"b")
-
-
 def test_a_failure_while_moving_the_model_removes_what_was_moved(tmp_path, monkeypatch):
     model_dir = tmp_path / "model"
-    real_move = job_module.shutil.move
-    calls = []
-
-    def move_then_fail(source, target):
-        calls.append(target)
-        if len(calls) == 2:
-            raise job_module.TrainingStopped()
-        return real_move(source, target)
-
-    monkeypatch.setattr(job_module.shutil, "move", move_then_fail)
+    stop_on_the_second_move(monkeypatch)
     with pytest.raises(job_module.TrainingStopped):
         commit_model(TwoFileModel(), model_dir)
     assert list(model_dir.iterdir()) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clustered_rows, csv_text
+from conftest import TwoFileModel, clustered_rows, csv_text, stop_on_the_second_move
 
 from smalgo.algorithms import kmeans, pca
 from smalgo.algorithms.errors import UserError
@@ -72,12 +72,6 @@ def test_a_kmeans_model_does_not_survive_into_a_pca_run(job, caplog):
     assert pca.ALGORITHM.load(job.paths.model_dir).components.shape == (5, 2)
 
 
-class TwoFileModel:
-    def save(self, directory):
-        (Path(directory) / "a.npy").write_bytes(b"a")
-        (Path(directory) / "b.npy").write_bytes(b"b")
-
-
 def _old_model(model_dir: Path) -> None:
     model_dir.mkdir()
     (model_dir / "a.npy").write_bytes(b"old a")
@@ -106,16 +100,7 @@ def test_a_failed_commit_puts_the_old_model_back(tmp_path, monkeypatch):
     model_dir = tmp_path / "model"
     _old_model(model_dir)
     before = _tree(model_dir)
-    real_move = job_module.shutil.move
-    calls = []
-
-    def move_then_stop(source, target):
-        calls.append(target)
-        if len(calls) == 2:
-            raise job_module.TrainingStopped()
-        return real_move(source, target)
-
-    monkeypatch.setattr(job_module.shutil, "move", move_then_stop)
+    stop_on_the_second_move(monkeypatch)
     with pytest.raises(job_module.TrainingStopped):
         commit_model(TwoFileModel(), model_dir)
     assert _tree(model_dir) == before
