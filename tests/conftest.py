@@ -171,3 +171,20 @@ def stop_on_the_second_move(monkeypatch) -> None:
         return real_move(source, target)
 
     monkeypatch.setattr(job_module.shutil, "move", move_then_stop)
+
+
+def run_in_cuda_simulator(script: str, out: Path) -> str:
+    """Run `script` (python -c, with `out` as argv[1]) in a fresh process under numba's CUDA
+    simulator (NUMBA_ENABLE_CUDASIM must be set before numba.cuda is first imported, hence a
+    process of its own) and no SMALGO_DEVICE; fails the test unless it exits 0; its stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    env.pop("SMALGO_DEVICE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr

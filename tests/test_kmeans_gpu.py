@@ -13,14 +13,13 @@ import ctypes.util
 import json
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import fake_probe
+from conftest import fake_probe, run_in_cuda_simulator
 
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.batch import Batch
@@ -322,13 +321,8 @@ _SIMULATED_CASES = ("random", "one_center", "one_feature", "excluded", "all_excl
 def simulated(tmp_path_factory):
     """Runs _SIMULATOR_SCRIPT once; returns (results directory, its stderr)."""
     out = tmp_path_factory.mktemp("cudasim")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    env.pop("SMALGO_DEVICE", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _SIMULATOR_SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    return out, result.stderr
+    stderr = run_in_cuda_simulator(_SIMULATOR_SCRIPT, out)
+    return out, stderr
 
 
 def exact_nearest(X, centers, excluded):

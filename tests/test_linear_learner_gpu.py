@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import fake_probe
+from conftest import fake_probe, run_in_cuda_simulator
 
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.errors import UserError
@@ -246,13 +244,8 @@ _STATE = ("weights", "W_raw", "first_moment", "second_moment", "bias", "bias_fir
 def simulated(tmp_path_factory):
     """Runs _SIMULATOR_SCRIPT once; returns (results directory, facts, its stderr)."""
     out = tmp_path_factory.mktemp("llcudasim")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    env.pop("SMALGO_DEVICE", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _SIMULATOR_SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    return out, json.loads((out / "facts.json").read_text()), result.stderr
+    stderr = run_in_cuda_simulator(_SIMULATOR_SCRIPT, out)
+    return out, json.loads((out / "facts.json").read_text()), stderr
 
 
 def test_simulator_run_used_the_simulator_and_the_gpu(simulated):
