@@ -54,6 +54,10 @@ from numba import cuda
 
 from . import _kernels as kernels
 
+# The CPU kernels' constants, as module globals: numba-cuda freezes a kernel's globals into it.
+_ADAM, _RMSPROP = kernels.ADAM, kernels.RMSPROP
+_OPTIMIZER_EPSILON, _RMSPROP_DECAY = kernels.OPTIMIZER_EPSILON, kernels.RMSPROP_DECAY
+
 _THREADS_PER_BLOCK = 256
 # With grid-stride loops a grid larger than the GPU runs at once only adds blocks to schedule.
 _MAX_BLOCKS = 4096
@@ -181,16 +185,16 @@ def _step(optimizer, w, m, v, g, rate, l1, momentum, beta_1, beta_2, correction_
     second moment) after gradient g, then l1's soft thresholding."""
     one = np.float32(1.0)
     zero = np.float32(0.0)
-    epsilon = np.float32(1e-8)  # _kernels.OPTIMIZER_EPSILON
-    if optimizer == 1:  # _kernels.ADAM
+    epsilon = np.float32(_OPTIMIZER_EPSILON)
+    if optimizer == _ADAM:
         m = beta_1 * m + (one - beta_1) * g
         v = beta_2 * v + (one - beta_2) * g * g
         w = w - rate * (m / correction_1) / (math.sqrt(v / correction_2) + epsilon)
-    elif optimizer == 2:  # _kernels.RMSPROP
-        decay = np.float32(0.9)  # _kernels.RMSPROP_DECAY
+    elif optimizer == _RMSPROP:
+        decay = np.float32(_RMSPROP_DECAY)
         v = decay * v + (one - decay) * g * g
         w = w - rate * g / (math.sqrt(v) + epsilon)
-    else:  # _kernels.SGD, with momentum
+    else:  # sgd, with momentum
         m = momentum * m - rate * g
         w = w + m
     shrink = rate * l1
