@@ -254,9 +254,6 @@ class LinearLearner(StreamingAlgorithm):
         if feature_dim is not None:
             check_model_size(hp, feature_dim)
 
-    def batch_rows(self, hp: Hyperparameters) -> int:
-        return int(hp["mini_batch_size"])
-
     def start(self, hp: Hyperparameters) -> LinearLearnerTraining:
         return LinearLearnerTraining(hp, batch_rows=self.batch_rows(hp))
 

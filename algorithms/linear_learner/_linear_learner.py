@@ -81,6 +81,7 @@ from ._settings import (
     calibration_samples,
     model_settings,
     normalization,
+    num_models,
     positive_example_weight_mult,
     resolve_criterion,
     resolve_loss,
@@ -155,10 +156,9 @@ class Problem:
         """The metric name that selection and early stopping follow."""
         if not self.calibrates:
             return self.objective_metric
-        beta = float(self.hp["f_beta"]) if self.hp["binary_classifier_model_selection_criteria"] != "f1" else 1.0
         return {
             "accuracy": "binary_classification_accuracy",
-            "f_beta": f"binary_f_{beta:.3f}",
+            "f_beta": f"binary_f_{self.beta:.3f}",
             "precision_at_target_recall": "precision_at_target_recall",
             "recall_at_target_precision": "recall_at_target_precision",
         }[self.criterion]
@@ -196,7 +196,7 @@ class Problem:
 def check_model_size(hp: dict[str, Any], feature_dim: int) -> None:
     """UserError naming the hyperparameters when the packed models would not fit in memory."""
     problem = Problem.of(hp)
-    models = model_settings(hp).count
+    models = num_models(hp)
     values = feature_dim * models * problem.outputs_per_model
     if values > MAX_WEIGHT_VALUES:
         classes = f" x num_classes {problem.num_classes}" if problem.predictor_type == MULTICLASS else ""
@@ -430,10 +430,14 @@ class Candidates:
     def count(self) -> int:
         return self.weights.shape[1] // self.outputs_per_model
 
+    @cached_property
+    def _raw_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The weights and bias on raw features, once for all the batches scored."""
+        return self.scaler.effective(self.weights, self.bias)
+
     def outputs(self, X) -> np.ndarray:
         """Every model's raw outputs in the normalised label space (rows x models*outputs)."""
-        W, b = self.scaler.effective(self.weights, self.bias)
-        return forward(X, W, b)
+        return forward(X, *self._raw_weights)
 
     def predict(self, batch: Batch) -> dict[str, np.ndarray]:
         raise TypeError("candidates are scored, not served; the final model is the selected one")
