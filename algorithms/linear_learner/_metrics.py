@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kernels import descending_order
+
 CRITERIA = ("accuracy", "f_beta", "precision_at_target_recall", "recall_at_target_precision")
 LOG_LOSS_EPSILON = 1e-15
 
@@ -114,8 +116,8 @@ def calibrate_thresholds(  # noqa: PLR0917
     score order (the higher-threshold one of the middle two when their number is even): the middle
     of the optimal range, and deterministic.
 
-    Returns (thresholds (M,), values (M,)), float64. Cost: one argsort per column, then cumulative
-    weighted true/false positive counts over the sorted rows, O(n log n) per model.
+    Returns (thresholds (M,), values (M,)), float64. Cost: one radix sort per column, then cumulative
+    weighted true/false positive counts over the sorted rows, O(n) per model.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
@@ -134,10 +136,10 @@ def calibrate_thresholds(  # noqa: PLR0917
 
     # Models along the rows of the working arrays so that the sort, the gathers and the cumulative
     # sums each run over contiguous memory rather than down the strided columns of the (n, M)
-    # matrix. Sorting the negated scores ascending orders each model's rows by descending score;
-    # ties are grouped whatever their order, and only group boundaries are used.
+    # matrix. Ties are grouped whatever their order, and only group boundaries are used.
     by_model = np.ascontiguousarray(matrix.T)
-    order = np.argsort(-by_model, axis=1)
+    order = np.empty(by_model.shape, np.int64)
+    descending_order(by_model, order)
     ranked = np.take_along_axis(by_model, order, axis=1)
     # tp[:, k], fp[:, k]: weighted true / false positives when the top k rows are predicted positive.
     tp = np.zeros((models, n + 1))
