@@ -6,12 +6,14 @@ the compiled kernels copy-on-write, and the first request pays nothing. SIGTERM 
 update, scale-in) lets in-flight requests finish, within the 30 s SageMaker waits before
 SIGKILL, and exits 0.
 
-Worker model: gthread workers with one thread each. One request at a time per process is what
-the numba kernels need (numba's fork-safe "workqueue" threading layer, chosen below because the
-master runs the kernels before forking, must not be entered by two threads at once) and what
-CPU-bound predictions want anyway: a second thread would only contend for the GIL. Unlike the
-sync worker, gthread keeps connections alive, which spares a TCP handshake per request (the
-sync worker served about half the requests/s in benchmarks/serve/run.py, which compares both).
+Worker model: gthread workers with one thread each, whose event loop gathers each request whole
+before the thread takes it (worker.py: a slow client must not hold the only thread, nor /ping).
+One request at a time per process is what the numba kernels need (numba's fork-safe
+"workqueue" threading layer, chosen below because the master runs the kernels before forking,
+must not be entered by two threads at once) and what CPU-bound predictions want anyway: a second
+thread would only contend for the GIL. Unlike the sync worker, gthread keeps connections alive,
+which spares a TCP handshake per request (the sync worker served about half the requests/s in
+benchmarks/serve/run.py, which compares both).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from smalgo.recordio.parallel import available_cpus
 from .app import create_app
 from .model import ModelError
 from .settings import ServerSettings, SettingsError
+from .worker import HEAD_BYTES, BufferingThreadWorker
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ GRACEFUL_TIMEOUT_SECONDS = 25
 # Longer than any client's idle timeout in front of us, so that we are never the side that
 # closes a connection the client is about to reuse.
 KEEPALIVE_SECONDS = 75
-WORKER_CLASS = "gthread"
 THREADS_PER_WORKER = 1
 # Settings that only newer gunicorn versions know.
 _NEWER_GUNICORN_SETTINGS = ("control_socket_disable",)
@@ -69,7 +71,10 @@ def gunicorn_options(settings: ServerSettings) -> dict:
     options = {
         "bind": [f"0.0.0.0:{settings.port}"],
         "workers": settings.workers,
-        "worker_class": WORKER_CLASS,
+        "worker_class": BufferingThreadWorker.configured(
+            request_limit_bytes=settings.max_payload_bytes + HEAD_BYTES,
+            request_timeout_seconds=settings.timeout_seconds,
+        ),
         "threads": THREADS_PER_WORKER,
         "timeout": settings.timeout_seconds,
         "graceful_timeout": min(GRACEFUL_TIMEOUT_SECONDS, settings.timeout_seconds),

@@ -4,10 +4,12 @@
     python benchmarks/serve/servers.py bare               # a Flask app that reads the body and
                                                           # answers a constant
 
-Both run under exactly the gunicorn settings smalgo.serve uses (`gunicorn_options`), from the
-same environment (SAGEMAKER_BIND_TO_PORT, SAGEMAKER_MODEL_SERVER_WORKERS, ...), so the
-difference between them is what smalgo does per request. SMALGO_BENCH_WORKER_CLASS overrides
-the worker class for both, to compare gunicorn's workers (sync, gthread).
+Both run under the gunicorn settings smalgo.serve uses (`gunicorn_options`), from the same
+environment (SAGEMAKER_BIND_TO_PORT, SAGEMAKER_MODEL_SERVER_WORKERS, ...), except that the bare
+app runs on gunicorn's own gthread worker rather than smalgo's request-gathering one
+(serve/worker.py), so the difference between them is what smalgo does per request, its worker
+included. SMALGO_BENCH_WORKER_CLASS overrides the worker class for both, to compare gunicorn's
+workers (sync, gthread).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def main(argv: list[str]) -> int:
     settings = ServerSettings.from_environment(argv[1] if argv[0] == "smalgo" else "/nonexistent")
     app = create_app(settings=settings) if argv[0] == "smalgo" else bare_app()
     options = server.gunicorn_options(settings)
+    if argv[0] == "bare":
+        options["worker_class"] = "gthread"  # the floor: a plain Flask app on gunicorn's own worker
     if os.environ.get("SMALGO_BENCH_WORKER_CLASS"):
         options["worker_class"] = os.environ["SMALGO_BENCH_WORKER_CLASS"]
     server.run_gunicorn(app, options)
