@@ -21,6 +21,7 @@ client would otherwise wait a second before sending it); gunicorn's thread sends
 from __future__ import annotations
 
 import errno
+import io
 import json
 import selectors
 import time
@@ -168,7 +169,9 @@ class GatheredUnreader(SocketUnreader):
         """Bytes gathered past the request (a pipelined next one) go where gthread looks for
         read-ahead, so that the next request starts from them."""
         if self.gathered:
-            self.unread(self.gathered.tobytes())
+            # After what the parser already holds (it may have read ahead of the request's end).
+            self.buf.seek(0, io.SEEK_END)
+            self.buf.write(self.gathered)
             self.gathered = memoryview(b"")
 
 

@@ -122,23 +122,37 @@ def csv_rows(n: int, seed: int = 0) -> tuple[np.ndarray, bytes]:
     return rows, "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows).encode()
 
 
+class Answers:
+    """The answers arriving on a connection, in order (one recv may hold several)."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.data = b""
+
+    def _more(self) -> None:
+        chunk = self.client.recv(65536)
+        assert chunk, f"connection closed after {self.data!r}"
+        self.data += chunk
+
+    def next(self) -> tuple[bytes, bytes]:
+        """(status line, body) of the next answer with a Content-Length, skipping 100 Continue."""
+        while True:
+            while b"\r\n\r\n" not in self.data:
+                self._more()
+            head, _, self.data = self.data.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 100"):
+                break
+        fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:])
+        length = int(fields[b"content-length"])
+        while len(self.data) < length:
+            self._more()
+        body, self.data = self.data[:length], self.data[length:]
+        return head.split(b"\r\n")[0], body
+
+
 def read_answer(client: socket.socket) -> tuple[bytes, bytes]:
-    """(status line, body) of one answer with a Content-Length, skipping 100 Continue."""
-    data = b""
-    while True:
-        while b"\r\n\r\n" not in data:
-            chunk = client.recv(65536)
-            assert chunk, f"connection closed after {data!r}"
-            data += chunk
-        head, _, data = data.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 100"):
-            break
-    length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-    )
-    while len(data) < length:
-        data += client.recv(65536)
-    return head.split(b"\r\n")[0], data[:length]
+    """The one answer expected on `client`."""
+    return Answers(client).next()
 
 
 def ping_seconds(port: int) -> float:
@@ -255,8 +269,9 @@ def test_pipelined_requests_are_each_answered(server):
     expected = expected_outputs(model_dir, rows)["closest_cluster"].tolist()
     with socket.create_connection(("127.0.0.1", process.port), timeout=10) as client:
         client.sendall(single * 3 + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = Answers(client)
         for _ in range(3):
-            status, answer = read_answer(client)
+            status, answer = answers.next()
             assert status == b"HTTP/1.1 200 OK"
             assert [p["closest_cluster"] for p in json.loads(answer)["predictions"]] == expected
-        assert read_answer(client) == (b"HTTP/1.1 200 OK", b"")
+        assert answers.next() == (b"HTTP/1.1 200 OK", b"")
