@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed
 
 SDK_VENV := benchmarks/.venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
+MXNET_VENV := tests/oracles/.venv-mxnet
+MXNET_STAMP := $(MXNET_VENV)/.installed
+MYFM_VENV := benchmarks/.venv-myfm
+MYFM_STAMP := $(MYFM_VENV)/.installed
 
-.PHONY: install sdk-env lint typecheck test demo bench bench-recordio bench-csv bench-kmeans bench-pca \
-	bench-linear-learner bench-serve proto clean wheelhouse smalgo-wheels images images-cpu images-gpu test-images
+.PHONY: install sdk-env mxnet-env myfm-env lint typecheck test demo bench bench-recordio bench-csv bench-kmeans bench-pca \
+	bench-linear-learner bench-factorization-machines bench-xgboost bench-serve proto clean wheelhouse smalgo-wheels images images-cpu images-gpu test-images
 
 # Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu), one per
 # algorithm in the registry (`python -m smalgo.algorithms.registry`), or those named here.
@@ -33,13 +37,29 @@ $(SDK_STAMP): benchmarks/recordio/setup_sdk_env.sh
 	PYTHON=$(PYTHON) bash benchmarks/recordio/setup_sdk_env.sh
 	touch $(SDK_STAMP)
 
+# MXNet 1.9.1, which AWS's built-in images write model_algo-1 with: the oracle of the MXNet file
+# tests, in its own environment (it needs numpy < 1.24).
+mxnet-env: $(MXNET_STAMP)
+
+$(MXNET_STAMP): tests/oracles/setup_mxnet_env.sh
+	PYTHON=$(PYTHON) bash tests/oracles/setup_mxnet_env.sh
+	touch $(MXNET_STAMP)
+
+# myfm, the C++ factorization machine the factorization-machines benchmark compares against, in
+# its own environment too: it never enters the project's.
+myfm-env: $(MYFM_STAMP)
+
+$(MYFM_STAMP): benchmarks/factorization_machines/setup_myfm_env.sh
+	PYTHON=$(PYTHON) bash benchmarks/factorization_machines/setup_myfm_env.sh
+	touch $(MYFM_STAMP)
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: install sdk-env lint
+test: install sdk-env mxnet-env lint
 	$(PY) -m pytest -q
 
 # ruff (pyproject.toml's [tool.ruff]) and mypy on the four packages; any finding fails.
@@ -58,7 +78,7 @@ typecheck: install
 demo: install
 	$(PY) -m smalgo.containers.demo
 
-bench: bench-recordio bench-csv bench-kmeans bench-pca bench-linear-learner bench-serve
+bench: bench-recordio bench-csv bench-kmeans bench-pca bench-linear-learner bench-factorization-machines bench-xgboost bench-serve
 
 # The SageMaker Python SDK v2 is the peer; it lives in the benchmark's own environment only.
 bench-recordio: install sdk-env
@@ -75,6 +95,13 @@ bench-pca: install
 
 bench-linear-learner: install
 	$(PY) benchmarks/linear_learner/run.py
+
+# smalgo's XGBoost job vs raw xgboost.train, and its CSV/LIBSVM loading vs AWS's image's way.
+bench-xgboost: install
+	$(PY) benchmarks/xgboost/run.py
+
+bench-factorization-machines: install myfm-env
+	$(PY) benchmarks/factorization_machines/run.py
 
 # Needs wrk, the load generator (Debian: apt-get install -y wrk).
 bench-serve: install
@@ -131,4 +158,4 @@ proto:
 	$(VENV)-proto/bin/python -m grpc_tools.protoc -Irecordio --python_out=recordio --pyi_out=recordio recordio/record.proto
 
 clean:
-	rm -rf $(VENV) $(VENV)-proto $(SDK_VENV) build *.egg-info .pytest_cache wheelhouse
+	rm -rf $(VENV) $(VENV)-proto $(SDK_VENV) $(MXNET_VENV) $(MYFM_VENV) build *.egg-info .pytest_cache wheelhouse

@@ -12,9 +12,17 @@ registry instead of keeping maps of their own:
     outputs                  the named arrays predict() returns, and whether each is a vector
     json_response_key        the list's key in an application/json answer ("predictions")
     model_files              the files a saved model consists of
+    from_aws_arrays          its model from AWS's built-in image's model_algo-1, if it reads one
     finite_values_only       whether NaN and infinities in training data are refused
+    float32_tensors_only     whether RecordIO training data must hold Float32 tensors only
+    content_types_note       why only those content types, for the refusal of another
     has_gpu_path             whether some of its kernels run on a GPU (runtime/device.py)
     sample_job               a small job that exercises it (warm-up, image checks, demo, tests)
+    native_model_files       models in its own file format, without model.json (XGBoost)
+    fewer_request_features   how many fewer features than the model a CSV/RecordIO request may have
+    resumes_from_checkpoints whether train() takes the job's checkpoint directory
+    csv_vectors_quoted       whether CSV answers write a vector as one quoted "[a, b]" cell
+    empty_request_no_content whether an empty request body is answered 204 (else 400)
 
 Training: `train(hp, data, metrics=..., callbacks=...)` returns a `Model`. Mini-batch algorithms
 derive from `StreamingAlgorithm` and only say how to start a `StreamingState`; the shared driver
@@ -41,11 +49,13 @@ from .errors import UserError
 from .formats.content_types import RECORDIO_PROTOBUF
 from .hyperparameters import Schema
 from .metrics import Metric, MetricWriter
-from .model_files import ModelFiles
+from .model_files import METADATA_FILE, ModelFiles
 from .training import TrainingCallback, train_streaming
 
 # A parsed hyperparameter set, by canonical name (Schema.parse's result).
 Hyperparameters = dict[str, Any]
+# The arrays of an MXNet NDArray file, as AWS's built-in images save models: a list, or a dict.
+AWSArrays = list[np.ndarray] | dict[str, np.ndarray]
 
 
 @runtime_checkable
@@ -161,10 +171,33 @@ class Algorithm(ABC):
     # NaN and infinities in training data: refused (naming file, record and feature), or passed
     # on for the algorithm to read as missing values.
     finite_values_only: ClassVar[bool] = True
+    # RecordIO-protobuf training data: Float32 tensors only, a Float64 or Int32 tensor refused
+    # naming the record (AWS's factorization machines), or every tensor type read as float32.
+    float32_tensors_only: ClassVar[bool] = False
+    # Why these content types alone, said when a channel's ContentType is refused ("" says nothing).
+    content_types_note: ClassVar[str] = ""
     has_gpu_path: ClassVar[bool] = False
     # The hyperparameter that states the number of features (checked once against the data).
     feature_dim_hyperparameter: ClassVar[str | None] = "feature_dim"
     sample_job: ClassVar[SampleJob]
+    # Models saved in the algorithm's own file format instead of model.json + .npy (XGBoost's
+    # `xgboost-model`, written by Booster.save_model, so that AWS's image and ours read each
+    # other's models): glob patterns of the file names that mark such a model directory, read by
+    # `load_native_model`. Empty: every model has a model.json.
+    native_model_files: ClassVar[tuple[str, ...]] = ()
+    # A CSV or RecordIO request may have this many fewer features than the model (AWS's XGBoost
+    # image allows one fewer: a model trained on LIBSVM with one-based indices has an empty
+    # feature 0 that CSV requests leave out). 0: exactly the model's features.
+    fewer_request_features: ClassVar[int] = 0
+    # Whether train() takes `checkpoint_dir`, the job's checkpointconfig.json LocalPath (XGBoost
+    # writes xgboost-checkpoint.<i> there and resumes from the newest).
+    resumes_from_checkpoints: ClassVar[bool] = False
+    # CSV answers: a vector output as one quoted cell, "[0.1, 0.9]", as AWS's XGBoost image writes
+    # its selectable outputs; otherwise one cell per number.
+    csv_vectors_quoted: ClassVar[bool] = False
+    # An empty request body: 204 No Content, as AWS's XGBoost image answers it; otherwise a 400
+    # naming the problem.
+    empty_request_no_content: ClassVar[bool] = False
 
     def validate(self, hp: Hyperparameters) -> None:  # noqa: B027 (an optional hook, deliberately empty here)
         """Checks that involve several hyperparameters, before any data is read; UserError
@@ -198,8 +231,33 @@ class Algorithm(ABC):
         """The model saved in `files` (already read and checked to be this algorithm's); UserError
         naming the file for a format version it does not read or an array that does not fit."""
 
+    def from_aws_arrays(self, arrays: AWSArrays, *, source: str) -> Model | None:
+        """The model that AWS's built-in image of this algorithm saved as `arrays` (its
+        model_algo-1, an MXNet NDArray list or dict: aws_models.py), or None when they are not
+        that image's layout; UserError naming `source` for its layout with arrays that do not fit.
+        None by default: no AWS model of this algorithm is read."""
+        return None
+
+    def to_aws_arrays(self, model: Model) -> AWSArrays:
+        """`model` as the arrays AWS's built-in image saves in model_algo-1."""
+        raise UserError(f"{self.title} models have no AWS model_algo-1 form in smalgo.")
+
+    def load_native_model(self, model_dir: Path) -> Model:
+        """The model saved in `model_dir` in the algorithm's own format (native_model_files)."""
+        raise UserError(f"{model_dir} holds no model.json, and {self.name} models always have one.")
+
+    def holds_native_model(self, model_dir: Path) -> bool:
+        """Whether `model_dir` has no model.json and a file named as native_model_files says."""
+        model_dir = Path(model_dir)
+        if not self.native_model_files or (model_dir / METADATA_FILE).exists() or not model_dir.is_dir():
+            return False
+        return any(any(model_dir.glob(pattern)) for pattern in self.native_model_files)
+
     def load(self, model_dir: str | Path) -> Model:
-        """The model saved in `model_dir` by this algorithm (reads model.json once)."""
+        """The model saved in `model_dir` by this algorithm (reads model.json once, or the
+        algorithm's own files)."""
+        if self.holds_native_model(Path(model_dir)):
+            return self.load_native_model(Path(model_dir))
         files = ModelFiles.read(Path(model_dir))
         files.expect_algorithm(self.name)
         return self.load_model(files)

@@ -105,17 +105,18 @@ def _unpack(name: str, value: object) -> tuple:
 
 
 def rebatch(pieces: Iterable[tuple], batch_size: int) -> Iterator[tuple]:
-    """Cut a stream of (X, y) pieces (y None or one label per row) into (X, y) of exactly
-    batch_size rows, the last possibly smaller, whatever the pieces' sizes: what a decoder hands
-    over in blocks of its own becomes the algorithm's mini-batches. A piece that holds a whole
-    batch is passed on as a view; the rest are stacked. Every piece must agree on having y."""
+    """Cut a stream of (X, y) or (X, y, w) pieces (y and w None or one value per row) into
+    pieces of exactly batch_size rows, the last possibly smaller, whatever the pieces' sizes: what
+    a decoder hands over in blocks of its own becomes the algorithm's mini-batches. A piece that
+    holds a whole batch is passed on as a view; the rest are stacked. Every piece must agree on
+    which of y and w it has."""
     pending: list[tuple] = []
     pending_rows = 0
-    for X, y in pieces:
-        start, rows = 0, X.shape[0]
+    for piece in pieces:
+        start, rows = 0, piece[0].shape[0]
         while start < rows:
             take = min(batch_size - pending_rows, rows - start)
-            part = (X[start : start + take], None if y is None else y[start : start + take])
+            part = tuple(None if v is None else v[start : start + take] for v in piece)
             start += take
             if not pending and take == batch_size:
                 yield part
@@ -130,13 +131,26 @@ def rebatch(pieces: Iterable[tuple], batch_size: int) -> Iterator[tuple]:
 
 
 def stack_rows(parts: list[tuple]) -> tuple:
-    """One (X, y) of the (X, y) parts, in order; CSR when any part is sparse."""
-    Xs = [X for X, _ in parts]
+    """One (X, y[, w]) of the parts, in order; CSR when any part is sparse. Sparse parts of
+    different widths (LIBSVM, whose width is each file's largest index + 1) are widened to the
+    widest: the missing columns hold no entries."""
     if len(parts) == 1:
-        X = Xs[0]
-    elif any(sp.issparse(X) for X in Xs):
-        X = sp.vstack([X if sp.issparse(X) else sp.csr_matrix(X) for X in Xs], format="csr")
+        return parts[0]
+    Xs = [part[0] for part in parts]
+    X: np.ndarray | sp.csr_matrix
+    if any(sp.issparse(X) for X in Xs):
+        width = max(X.shape[1] for X in Xs)
+        Xs = [_widened(X if sp.issparse(X) else sp.csr_matrix(X), width) for X in Xs]
+        X = sp.vstack(Xs, format="csr")
     else:
         X = np.concatenate(Xs)
-    y = None if parts[0][1] is None else np.concatenate([y for _, y in parts])
-    return X, y
+    others = tuple(
+        None if parts[0][k] is None else np.concatenate([part[k] for part in parts]) for k in range(1, len(parts[0]))
+    )
+    return (X, *others)
+
+
+def _widened(X: sp.csr_matrix, width: int) -> sp.csr_matrix:
+    if X.shape[1] == width:
+        return X
+    return sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], width))

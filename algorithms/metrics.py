@@ -11,6 +11,7 @@ shared driver runs its loop or it runs its own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger("smalgo.metrics")
@@ -44,6 +45,23 @@ class MetricWriter:
 
     def progress(self, percent_of_epochs: float) -> str:
         return _emit(f"#progress_metric: host={self.host}, completed {percent_of_epochs:g} % of epochs")
+
+    def evaluation(self, iteration: int, evals_log: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
+        """XGBoost's evaluation line, as AWS's XGBoost image prints it (spec section 4.5.5):
+        `[3]\ttrain-rmse:1.23456\tvalidation-rmse:1.34567`, the latest value of each metric of
+        each data set; CloudWatch shows the tab as #011, which the tuner's regex expects."""
+        return _emit(
+            f"[{iteration}]"
+            + "".join(
+                f"\t{data}-{metric}:{float(values[-1]):.5f}"
+                for data, metrics in evals_log.items()
+                for metric, values in metrics.items()
+            )
+        )
+
+    def line(self, text: str) -> str:
+        """A metric line in a form of an algorithm's own (XGBoost's cross-validation summary)."""
+        return _emit(text)
 
     def throughput(self, channel: str, records_per_second: float) -> str:
         return _emit(

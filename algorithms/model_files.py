@@ -107,10 +107,11 @@ class ModelFiles:
         """Whether model.json lists an array `name` (UserError when its "arrays" is no map)."""
         return name in self._arrays()
 
-    def array(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    def array(self, name: str, shape: tuple[int, ...] | None = None, *, finite: bool = True) -> np.ndarray:
         """The array saved under `name`, loaded without pickle; UserError naming the file when it
         is missing, truncated or not a plain .npy array, holds anything but real numbers (complex
-        numbers, strings, objects), holds NaN or infinities, or is not of `shape`."""
+        numbers, strings, objects), holds NaN or infinities (unless not `finite`), or is not of
+        `shape`."""
         arrays = self._arrays()
         if name not in arrays:
             raise UserError(f"{self.path} lists no {name!r} array.")
@@ -127,7 +128,7 @@ class ModelFiles:
             raise UserError(f"{path} holds {what}; a smalgo model's arrays hold real numbers only.")
         if shape is not None and array.shape != shape:
             raise UserError(f"{path} has shape {array.shape}; {METADATA_FILE} implies {shape}.")
-        if array.dtype.kind == "f":
+        if array.dtype.kind == "f" and finite:
             bad = ~np.isfinite(array)
             if bad.any():
                 first = tuple(int(i) for i in np.argwhere(bad)[0])

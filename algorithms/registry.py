@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from . import kmeans, linear_learner, pca
+from . import factorization_machines, kmeans, linear_learner, pca, xgboost
 from .contract import Algorithm
 from .errors import UserError
 
@@ -19,6 +19,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         linear_learner.ALGORITHM,
         kmeans.ALGORITHM,
         pca.ALGORITHM,
+        factorization_machines.ALGORITHM,
+        xgboost.ALGORITHM,
     )
 }
 

@@ -95,6 +95,21 @@ class EarlyStopping(TrainingCallback):
         return False
 
 
+# The attribute of a stop (TrainingStopped, KeyboardInterrupt) that carries the model trained so
+# far, which the job then saves (XGBoost's save_model_on_termination).
+PARTIAL_MODEL_ATTRIBUTE = "partial_model"
+
+
+def attach_partial_model(stop: BaseException, model: Model) -> None:
+    """Let the job save `model` although training was stopped by `stop`."""
+    setattr(stop, PARTIAL_MODEL_ATTRIBUTE, model)
+
+
+def partial_model(stop: BaseException) -> Model | None:
+    """The model a stop carries (attach_partial_model), or None."""
+    return getattr(stop, PARTIAL_MODEL_ATTRIBUTE, None)
+
+
 class SingleHost:
     """The collective of a one-host job: nothing to exchange."""
 

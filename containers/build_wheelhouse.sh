@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheels the images install from (make wheelhouse), and the build contexts of the images:
 #
-#   wheelhouse/cpu   smalgo and its dependencies             (containers/Dockerfile)
+#   wheelhouse/cpu   smalgo with the `cpu` extra (xgboost-cpu)  (containers/Dockerfile)
 #   wheelhouse/gpu   the same with the `gpu` extra: XGBoost,  (containers/Dockerfile.gpu)
 #                    numba-cuda and the CUDA runtime wheels
 #   wheelhouse/build setuptools, to build the smalgo wheel again offline
@@ -54,8 +54,7 @@ build_smalgo_wheel
 for flavour in "${FLAVOURS[@]}"; do
     dest="$WHEELHOUSE/$flavour"
     wheel=$(ls "$dest"/smalgo-*.whl)
-    extra=""
-    [ "$flavour" = gpu ] && extra="[gpu]"
+    extra="[$flavour]"  # cpu: xgboost-cpu; gpu: XGBoost's CUDA build, numba-cuda and CUDA
     "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
         --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 "${platforms[@]}" \
         --constraint "$constraints" "smalgo$extra @ file://$PWD/$wheel"
@@ -68,6 +67,8 @@ for flavour in "${FLAVOURS[@]}"; do
         awk -F'==' -v names="$names" '
             BEGIN { split(names, list, "\n"); for (i in list) keep[list[i]] = 1 }
             { name = tolower($1); gsub(/[_.]/, "-", name); if (name in keep) print }' "$installed" > "$constraints"
+        # XGBoost's CUDA build, of the version the CPU images' xgboost-cpu has (the tests ran it).
+        sed -n 's/^xgboost[-_]cpu==/xgboost==/Ip' "$installed" >> "$constraints"
     fi
 done
 touch "$WHEELHOUSE/.complete"

@@ -32,6 +32,8 @@ from smalgo.algorithms.data import rebatch
 from smalgo.algorithms.errors import UserError, os_error_text
 from smalgo.algorithms.formats.content_types import ContentType, parse_content_type
 from smalgo.algorithms.formats.csv import iter_csv_blocks
+from smalgo.algorithms.formats.libsvm import decode_libsvm
+from smalgo.algorithms.formats.parquet import read_parquet
 from smalgo.recordio import RecordIOError
 from smalgo.recordio import iter_batches as iter_recordio_batches
 
@@ -116,7 +118,11 @@ def check_channels(algorithm: Algorithm, configs: dict[str, ChannelConfig], path
     channels = {}
     for name, config in configs.items():
         content_type = parse_content_type(
-            config.content_type, algorithm.content_types, algorithm.default_content_type, channel=name
+            config.content_type,
+            algorithm.content_types,
+            algorithm.default_content_type,
+            channel=name,
+            why=algorithm.content_types_note,
         )
         if config.input_mode not in INPUT_MODES:
             raise UserError(
@@ -195,10 +201,17 @@ class ChannelData:
     """`TrainingData` over the checked channels of a job (smalgo.algorithms.data.TrainingData)."""
 
     def __init__(
-        self, channels: dict[str, Channel], *, finite_values_only: bool = True, pipe_wait_seconds: float | None = None
+        self,
+        channels: dict[str, Channel],
+        *,
+        finite_values_only: bool = True,
+        pipe_wait_seconds: float | None = None,
+        float32_only: bool = False,
     ):
         self.channels = channels
         self.finite_values_only = finite_values_only
+        # RecordIO-protobuf: refuse Float64 and Int32 tensors (Algorithm.float32_tensors_only).
+        self.float32_only = float32_only
         if pipe_wait_seconds is None:
             pipe_wait_seconds = pipe_wait_setting()
         self.pipe_wait_seconds = pipe_wait_seconds
@@ -219,9 +232,11 @@ class ChannelData:
 
     def _one_pass(self, channel: Channel, epoch: int, *, batch_size: int, feature_dim: int | None) -> Iterator[Batch]:
         rows = 0
-        for X, y in rebatch(self._decode(channel, epoch, batch_size=batch_size, feature_dim=feature_dim), batch_size):
+        for X, y, w in rebatch(
+            self._decode(channel, epoch, batch_size=batch_size, feature_dim=feature_dim), batch_size
+        ):
             rows += X.shape[0]
-            yield Batch(X, y)
+            yield Batch(X, y, w)
         where = f"pipe {channel.pipe(epoch).name}" if channel.pipe_mode else f"{len(channel.files)} file(s)"
         logger.info("Channel %s, pass %d: %s, %d records", channel.name, epoch + 1, where, rows)
         if rows == 0:
@@ -251,22 +266,35 @@ class ChannelData:
 
     def _decode(
         self, channel: Channel, epoch: int, *, batch_size: int, feature_dim: int | None
-    ) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None]]:
-        """(X, y) pieces of one pass, checked: every piece as wide as the channel (feature_dim
-        when given, else the width of the first piece), labelled like the first, finite."""
+    ) -> Iterator[tuple[np.ndarray | sp.csr_matrix, np.ndarray | None, np.ndarray | None]]:
+        """(X, y, w) pieces of one pass, checked: every piece as wide as the channel (feature_dim
+        when given, else the width of the first piece), labelled like the first, finite. LIBSVM
+        pieces are as wide as their largest index + 1, so they are only checked against
+        feature_dim (the pieces are widened to the widest when stacked)."""
         width = feature_dim
         width_source = f"hyperparameter feature_dim={feature_dim}"
         labelled: bool | None = None
+        width_from_data = channel.content_type.is_libsvm
         for source, name in self._sources(channel, epoch):
-            if channel.content_type.is_csv:
-                pieces = iter_csv_blocks(
-                    source, channel.content_type.label_size or 0, width, name=name, feature_dim_source=width_source
-                )
-            else:
-                pieces = _recordio_pieces(source, batch_size=batch_size, feature_dim=feature_dim, channel=channel.name)
+            pieces = _pieces(
+                channel,
+                source,
+                name=name,
+                batch_size=batch_size,
+                feature_dim=feature_dim,
+                width=width,
+                width_source=width_source,
+                float32_only=self.float32_only,
+            )
             first_record = 0
-            for X, y in _named_os_errors(pieces, name=name, channel=channel.name):
-                if width is None:
+            for X, y, w in _named_os_errors(pieces, name=name, channel=channel.name):
+                if width_from_data:
+                    if feature_dim is not None and X.shape[1] > feature_dim:
+                        raise UserError(
+                            f"{name}: records {first_record} to {first_record + X.shape[0] - 1} have feature "
+                            f"index {X.shape[1] - 1}, beyond the {feature_dim} features of {width_source}."
+                        )
+                elif width is None:
                     width, width_source = X.shape[1], f"the width of {name}, the first data of channel {channel.name}"
                 elif X.shape[1] != width:
                     raise UserError(
@@ -284,7 +312,46 @@ class ChannelData:
                 if self.finite_values_only:
                     _check_finite(X, name=name, first_record=first_record, content_type=channel.content_type)
                 first_record += X.shape[0]
-                yield X, y
+                yield X, y, w
+
+
+def _pieces(
+    channel: Channel,
+    source,
+    *,
+    name: str,
+    batch_size: int,
+    feature_dim: int | None,
+    width: int | None,
+    width_source: str,
+    float32_only: bool = False,
+):
+    """The (X, y, w) pieces of one file or pipe, by the channel's content type (w: LIBSVM's
+    `label:weight`; None for the others, whose weights, if any, are a column the algorithm
+    reads: XGBoost's csv_weights)."""
+    content_type = channel.content_type
+    if content_type.is_csv:
+        for X, y in iter_csv_blocks(
+            source, content_type.label_size or 0, width, name=name, feature_dim_source=width_source
+        ):
+            yield X, y, None
+    elif content_type.is_libsvm:
+        # A LIBSVM file is decoded whole: its width is its largest index, known only at its end.
+        yield decode_libsvm(_read_all(source), name=name)
+    elif content_type.is_parquet:
+        X, y = read_parquet(source if isinstance(source, Path) else _read_all(source), name=name)
+        yield X, y, None
+    else:
+        for X, y in _recordio_pieces(
+            source, batch_size=batch_size, feature_dim=feature_dim, channel=channel.name, float32_only=float32_only
+        ):
+            yield X, y, None
+
+
+def _read_all(source: Path | BinaryIO) -> bytes:
+    if isinstance(source, Path):
+        return source.read_bytes()
+    return source.read()
 
 
 def _named_os_errors(pieces, *, name: str, channel: str):
@@ -296,9 +363,9 @@ def _named_os_errors(pieces, *, name: str, channel: str):
         raise UserError(f"Channel {channel}: cannot read {name}: {os_error_text(exc)}.") from exc
 
 
-def _recordio_pieces(source, *, batch_size: int, feature_dim: int | None, channel: str):
+def _recordio_pieces(source, *, batch_size: int, feature_dim: int | None, channel: str, float32_only: bool):
     try:
-        yield from iter_recordio_batches(source, batch_size, feature_dim=feature_dim)
+        yield from iter_recordio_batches(source, batch_size, feature_dim=feature_dim, float32_only=float32_only)
     except RecordIOError as exc:
         # The message already names the file, the record and its byte offset.
         raise UserError(f"Channel {channel}: {exc}") from exc

@@ -6,6 +6,9 @@
                                       # locally: lays out job/ as SageMaker would, then runs
                                       # the same job on it
     smalgo serve [--model-dir DIR]    # the inference server (gunicorn on $SAGEMAKER_BIND_TO_PORT, 8080)
+    smalgo import-aws AWS_MODEL OUT   # a model AWS's built-in image trained (model_algo-1 or
+                                      # model.tar.gz) as a smalgo model directory
+    smalgo export-aws MODEL_DIR OUT   # a smalgo model as AWS's image saves it (model_algo-1, model.tar.gz)
 """
 
 from __future__ import annotations
@@ -32,7 +35,32 @@ def main(argv: list[str] | None = None) -> int:
         from smalgo.serve.server import run_server  # Flask and gunicorn only when serving
 
         return run_server(args.model_dir)
+    if args.command in ("import-aws", "export-aws"):
+        return _convert_aws(args)
     return _train(parser, args)
+
+
+def _convert_aws(args: argparse.Namespace) -> int:
+    """import-aws / export-aws: one line saying what was written, or what is wrong (exit 1)."""
+    from smalgo.algorithms.aws_models import load_aws_model, save_aws_model
+    from smalgo.algorithms.model_files import ModelFiles
+    from smalgo.algorithms.registry import get_algorithm
+
+    out = Path(args.out)
+    try:
+        if args.command == "import-aws":
+            algorithm, model = load_aws_model(Path(args.aws_model), args.algorithm)
+            model.save(out)
+        else:
+            files = ModelFiles.read(Path(args.model_dir))
+            algorithm = get_algorithm(files.algorithm)
+            save_aws_model(algorithm, algorithm.load_model(files), out)
+    except UserError as exc:
+        print(f"smalgo {args.command}: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+        return EXIT_FAILURE
+    written = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"{algorithm.title} model written to {out}: {written}", flush=True)
+    return 0
 
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -85,7 +113,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smalgo", description="SageMaker-compatible built-in algorithms.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,serve}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,serve,import-aws,export-aws}")
     train = commands.add_parser(
         "train",
         help="run a training job",
@@ -116,6 +144,24 @@ def _parser() -> argparse.ArgumentParser:
         "GET /execution-parameters.",
     )
     serve.add_argument("--model-dir", metavar="DIR", help="model directory (default: /opt/ml/model)")
+    import_aws = commands.add_parser(
+        "import-aws",
+        help="turn a model AWS's built-in image trained into a smalgo model directory",
+        description="Read model_algo-1 (or the model.tar.gz holding it, or a directory with either) "
+        "that AWS's k-means or PCA image wrote, and write it as a smalgo model directory "
+        "(model.json and .npy arrays, readable with numpy).",
+    )
+    import_aws.add_argument("aws_model", metavar="AWS_MODEL", help="model_algo-1, model.tar.gz, or a directory")
+    import_aws.add_argument("out", metavar="OUT", help="directory to write the smalgo model in")
+    import_aws.add_argument("--algorithm", help="only read it as this algorithm's (default: whichever fits)")
+    export_aws = commands.add_parser(
+        "export-aws",
+        help="write a smalgo model as AWS's built-in image saves it",
+        description="Write the smalgo model in MODEL_DIR as model_algo-1 and model.tar.gz, the form "
+        "AWS's built-in image of its algorithm reads (k-means, PCA).",
+    )
+    export_aws.add_argument("model_dir", metavar="MODEL_DIR", help="a smalgo model directory")
+    export_aws.add_argument("out", metavar="OUT", help="directory to write model_algo-1 and model.tar.gz in")
     return parser
 
 

@@ -42,6 +42,7 @@ from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.runtime.logs import configure_logging
+from smalgo.algorithms.training import partial_model
 from smalgo.recordio import RecordIOError
 
 from .channels import ChannelData, check_channels, pipe_wait_setting
@@ -78,12 +79,13 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
             paths.success_file.write_text("")
         except OSError as exc:
             raise _environment_error(f"Cannot write {paths.success_file}", exc) from exc
-    except TrainingStopped:
+    except TrainingStopped as stop:
+        saved = _save_partial_model(stop, paths)
         return _fail(
             paths,
             EXIT_STOPPED,
-            "Training stopped: the job received SIGTERM (StopTrainingJob or "
-            "docker stop) before it finished; no model was saved.",
+            "Training stopped: the job received SIGTERM (StopTrainingJob or docker stop) before it finished; "
+            + (f"the model trained so far was saved ({', '.join(saved)})." if saved else "no model was saved."),
         )
     except KeyboardInterrupt:
         return _fail(paths, EXIT_INTERRUPTED, "Training interrupted (SIGINT) before it finished; no model was saved.")
@@ -98,6 +100,19 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
         restore_signal()
     logger.info("Training complete; model files in %s: %s", paths.model_dir, ", ".join(model_files))
     return EXIT_SUCCESS
+
+
+def _save_partial_model(stop: BaseException, paths: JobPaths) -> list[str]:
+    """Commit the model a stop carries (XGBoost's save_model_on_termination), if any; the file
+    names saved. A second SIGTERM is already ignored (the handler did that)."""
+    model = partial_model(stop)
+    if model is None:
+        return []
+    try:
+        return commit_model(model, paths.model_dir)
+    except UserError as exc:
+        logger.error("The model trained so far could not be saved: %s", exc)
+        return []
 
 
 def _start_clean(paths: JobPaths) -> None:
@@ -166,8 +181,13 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     algorithm.validate(hyperparameters)
     channels = check_channels(algorithm, config.channels, paths)
 
-    data = ChannelData(channels, finite_values_only=algorithm.finite_values_only)
-    model = algorithm.train(hyperparameters, data, metrics=MetricWriter(config.resources.current_host))
+    data = ChannelData(
+        channels, finite_values_only=algorithm.finite_values_only, float32_only=algorithm.float32_tensors_only
+    )
+    # Only an algorithm that declares it takes the checkpoint directory (XGBoost's checkpoints).
+    checkpoints = {"checkpoint_dir": config.checkpoint_dir} if algorithm.resumes_from_checkpoints else {}
+    train: Callable[..., Model] = algorithm.train
+    model = train(hyperparameters, data, metrics=MetricWriter(config.resources.current_host), **checkpoints)
     return commit_model(model, paths.model_dir)
 
 

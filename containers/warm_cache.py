@@ -51,7 +51,15 @@ def warm_up(algorithms: list[str], workdir: Path) -> None:
 
 
 def _warm_up_algorithm(algorithm: Algorithm, workdir: Path) -> None:
+    from smalgo.algorithms.formats.content_types import LIBSVM, parse_media_type
+
     X, inputs, bad_csv = _write_inputs(workdir / "data", labelled=algorithm.sample_job.labelled)
+    if LIBSVM in algorithm.content_types:
+        inputs["libsvm"] = _write_libsvm(workdir / "data", inputs["csv"])
+    # Only the content types the algorithm reads (factorization machines: RecordIO-protobuf alone).
+    inputs = {
+        name: spec for name, spec in inputs.items() if parse_media_type(spec[0]).media_type in algorithm.content_types
+    }
     model_dir = _run_jobs(algorithm, workdir, inputs=inputs, bad_csv=bad_csv)
     _serve(algorithm, model_dir, X)
 
@@ -96,9 +104,26 @@ def _write_inputs(data_dir: Path, *, labelled: bool):
     return X, inputs, bad_csv
 
 
+def _write_libsvm(data_dir: Path, csv_input: tuple) -> tuple:
+    """The CSV input's rows as LIBSVM files (label first, zero-based indices, zeros left out)."""
+    import numpy as np
+
+    _, train_csv, test_csv = csv_input
+    paths = []
+    for csv_path in (train_csv, test_csv):
+        rows = np.loadtxt(csv_path, delimiter=",", dtype=np.float32, ndmin=2)
+        lines = (f"{row[0]:g} " + " ".join(f"{k}:{v:g}" for k, v in enumerate(row[1:]) if v) + "\n" for row in rows)
+        path = csv_path.with_suffix(".libsvm")
+        path.write_text("".join(lines))
+        paths.append(path)
+    return ("text/libsvm", *paths)
+
+
 def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Path) -> Path:
     """Training jobs of the sample job and each of its variants, on every input and in both
     input modes; returns a model."""
+    from smalgo.algorithms.formats.content_types import CSV
+
     from .job import run_training
     from .local_job import lay_out_job
     from .pipe_feeder import PipeFeeder
@@ -107,15 +132,16 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Pat
     sample = algorithm.sample_job
     name = algorithm.name
     variants = [None, *sample.variants]
-    # An algorithm that validates each pass scores with kernels of its own there.
-    validation = "validation" in algorithm.channels
     for number, variant in enumerate(variants):
         hyperparameters = sample.hyperparameters_for(algorithm, FEATURES, variant)
         for input_name, (content_type, train_file, test_file) in inputs.items():
             job = lay_out_job(
                 workdir / f"job-{number}-{input_name}",
                 hyperparameters=hyperparameters,
-                channels={"train": train_file, "test": test_file, **({"validation": test_file} if validation else {})},
+                channels={
+                    "train": train_file,
+                    **{channel: test_file for channel in ("test", "validation") if channel in algorithm.channels},
+                },
                 content_type=content_type,
             )
             _check(_quietly(run_training, job, name), job)
@@ -131,6 +157,9 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Pat
                 with PipeFeeder(pipe_job.data_dir, "train", train_file.read_bytes()):
                     _check(_quietly(run_training, pipe_job, name), pipe_job)
 
+    assert model_dir is not None  # the sample job itself ran first
+    if CSV not in algorithm.content_types:
+        return model_dir
     # A job with a malformed CSV file, in both modes: its error report must fail the job, fast.
     bad_hyperparameters = sample.hyperparameters_for(algorithm, 3)
     job = lay_out_job(
@@ -149,7 +178,6 @@ def _run_jobs(algorithm: Algorithm, workdir: Path, *, inputs: dict, bad_csv: Pat
     )
     with PipeFeeder(job.data_dir, "train", bad_csv.read_bytes()):
         _check(_quietly(run_training, job, name), job, expect_failure="line 11")
-    assert model_dir is not None  # the sample job itself ran first
     return model_dir
 
 

@@ -76,14 +76,21 @@ def read(source, feature_dim: int | None = None, *, fast: bool = True, chunk_siz
 
 
 def iter_batches(
-    source, batch_size: int, feature_dim: int | None = None, *, fast: bool = True, chunk_size: int = DEFAULT_CHUNK_SIZE
+    source,
+    batch_size: int,
+    feature_dim: int | None = None,
+    *,
+    fast: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    float32_only: bool = False,
 ) -> Iterator[tuple]:
     """Like `read`, lazily: (X, y) batches of at most `batch_size` records, in order. Each batch
     is dense when its records are. Without `feature_dim`, a sparse batch is as wide as the widest
-    record seen so far (records with a shape fix the width for the whole stream)."""
+    record seen so far (records with a shape fix the width for the whole stream). With
+    `float32_only`, a record whose features or label are not a Float32Tensor is an error."""
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    rules = StreamRules(_check_feature_dim(feature_dim), describe_source(source))
+    rules = StreamRules(_check_feature_dim(feature_dim), describe_source(source), float32_only=float32_only)
     pending: list = []
     pending_rows = 0
     for table in _tables(source, fast, chunk_size):

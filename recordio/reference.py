@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from .errors import RecordIOError
 from .framing import RecordSpan, Sink, frame
 from .record_pb2 import Record
-from .table import RecordTable
+from .table import TENSOR_TYPES, RecordTable
 
 _TENSOR_KINDS = ("float32_tensor", "float64_tensor", "int32_tensor")
 
@@ -57,6 +57,7 @@ def scan_reference(span: RecordSpan, source: str | None) -> RecordTable:
     pieces: list[bytes] = []
     t = RecordTable.empty_for(n, np.empty(0, np.uint8), offsets=span.offsets, first_index=span.first_index)
     t.stable = True  # its buffer is built here, for this table alone
+    t.tensor_type = np.zeros(n, np.int8)
     pos = 0
     for i in range(n):
         try:
@@ -81,6 +82,9 @@ def _scan_one(span: RecordSpan, i: int, t: RecordTable, *, pieces: list, pos: in
         found = ", ".join(repr(k) for k in sorted(record.features)) or "none"
         fail(f"record has no 'values' feature (feature keys: {found})")
     tensor = _tensor(record.features["values"], "features['values']", fail)
+    tensor_types = t.tensor_type
+    assert tensor_types is not None  # scan_reference's tables have one
+    tensor_types[i] = TENSOR_TYPES.index(tensor.DESCRIPTOR.name)
     values = _float32_bytes(tensor)
     keys = np.asarray(tensor.keys, dtype=np.uint64)
     t.val_off[i] = pos
@@ -104,6 +108,7 @@ def _scan_one(span: RecordSpan, i: int, t: RecordTable, *, pieces: list, pos: in
                 + (f" and {len(label.keys)} keys" if len(label.keys) else "")
             )
         t.labels[i : i + 1].view(np.uint8)[:] = np.frombuffer(_float32_bytes(label), np.uint8)
+        tensor_types[i] = max(tensor_types[i], TENSOR_TYPES.index(label.DESCRIPTOR.name))
         t.has_label[i] = True
     return pos + len(values) + len(encoded_keys)
 

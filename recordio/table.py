@@ -25,6 +25,8 @@ from .framing import RecordSpan
 MAX_FEATURE_DIM = 2**31 - 1
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
+# RecordTable.tensor_type's codes, by the protobuf message name.
+TENSOR_TYPES = ("Float32Tensor", "Float64Tensor", "Int32Tensor")
 
 
 @dataclass
@@ -48,6 +50,10 @@ class RecordTable:
     # A record that could not be decoded at all ends the table; its error is raised once the
     # records before it have been checked, so the first problem in stream order is reported.
     error: RecordIOError | None = None
+    # Which tensor types each record's features and label came in: the larger of their two
+    # TENSOR_TYPES indices (0 only when both are Float32); None when every record is Float32
+    # (the fast path reads nothing else).
+    tensor_type: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.val_off.shape[0]
@@ -70,7 +76,15 @@ class RecordTable:
                 "offsets",
             )
         }
-        return RecordTable(buf=self.buf, first_index=self.first_index + lo, stable=self.stable, error=self.error, **cut)
+        tensor_type = None if self.tensor_type is None else self.tensor_type[lo:hi]
+        return RecordTable(
+            buf=self.buf,
+            first_index=self.first_index + lo,
+            stable=self.stable,
+            error=self.error,
+            tensor_type=tensor_type,
+            **cut,
+        )
 
     @classmethod
     def empty_for(cls, n: int, buf: np.ndarray, *, offsets: np.ndarray, first_index: int) -> RecordTable:
@@ -130,8 +144,11 @@ class StreamRules:
     ranges into arrays. Holds what earlier records established: the width and whether records
     carry labels."""
 
-    def __init__(self, feature_dim: int | None, source: str | None):
+    def __init__(self, feature_dim: int | None, source: str | None, *, float32_only: bool = False):
         self.source = source
+        # Refuse records whose features or label are Float64 or Int32 tensors (AWS's linear
+        # learner and factorization machines read Float32 tensors only).
+        self.float32_only = float32_only
         self.feature_dim = feature_dim
         # The width some record declared (dense values, or a sparse shape); feature_dim if given.
         self.width: int | None = feature_dim
@@ -204,6 +221,17 @@ class StreamRules:
                     lambda i: f"key {t.max_key[i]} is outside the width {width} (set by {width_from})",
                 ),
             ]
+        if self.float32_only and t.tensor_type is not None:
+            tensor_type = t.tensor_type
+            problems.append(
+                (
+                    tensor_type != 0,
+                    lambda i: f"its features or label are {TENSOR_TYPES[tensor_type[i]]} values; this algorithm reads "
+                    "Float32Tensor features and labels only: write the data from float32 arrays (the SageMaker SDK's "
+                    "write_numpy_to_dense_tensor and write_spmatrix_to_sparse_tensor write Float32Tensor for "
+                    "float32 input)",
+                )
+            )
         problems.append(
             (
                 t.has_label != labelled,

@@ -71,6 +71,8 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
             # nothing unread, and its keep-alive connection can carry the next one (gunicorn
             # closes it when more than 64 KiB of a body are left on the socket).
             body = read_body(environ, settings)
+            if not body and model.algorithm.empty_request_no_content:
+                return Response(status=204)
             answer, content_type = invoke(
                 model, settings, content_type=environ.get("CONTENT_TYPE"), accept=environ.get("HTTP_ACCEPT"), body=body
             )
@@ -103,7 +105,11 @@ def invoke(
         raise RequestError(BAD_REQUEST, f"The request body is empty; send at least one record as {media_type}.")
     try:
         batch = decode_request(
-            body, media_type, model.feature_dim, finite_values_only=model.algorithm.finite_values_only
+            body,
+            media_type,
+            model.feature_dim,
+            finite_values_only=model.algorithm.finite_values_only,
+            fewer_features=model.algorithm.fewer_request_features,
         )
         outputs = model.predict(batch)
     except (UserError, RecordIOError, ValueError) as exc:
@@ -113,7 +119,11 @@ def invoke(
             BAD_REQUEST, f"The {model.algorithm.name} model cannot score this {media_type} request: {exc}"
         ) from None
     return encode_response(
-        outputs, answer_type, json_key=model.algorithm.json_response_key, batch_mode=settings.batch_mode
+        outputs,
+        answer_type,
+        json_key=model.algorithm.json_response_key,
+        batch_mode=settings.batch_mode,
+        csv_vectors_quoted=model.algorithm.csv_vectors_quoted,
     )
 
 

@@ -1,8 +1,12 @@
-"""Request bodies -> `Batch`: CSV, JSON, JSON Lines and RecordIO-protobuf (dense and sparse).
+"""Request bodies -> `Batch`: CSV, JSON, JSON Lines, RecordIO-protobuf (dense and sparse) and
+LIBSVM (label optional; the width is the largest index + 1, widened to the model's).
 
-Every decoder checks the feature count against the model's exactly (no "one fewer is fine"
-tolerance: AWS's XGBoost image accepted a missing column and served garbage, issue #410), and
-raises RequestError 400 naming the line, record or instance that is wrong.
+Every decoder checks the feature count against the model's exactly, and raises RequestError 400
+naming the line, record or instance that is wrong. The one exception is an algorithm's declared
+`fewer_request_features` (XGBoost's: AWS's image accepts CSV and RecordIO requests with one fewer
+feature, because a model trained on LIBSVM with one-based indices has an empty feature 0; the
+same tolerance let a missing column through unnoticed, sagemaker-xgboost-container#410, so it is
+the algorithm's declaration, never the default).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from smalgo import recordio
 from smalgo.algorithms.batch import Batch, first_non_finite, non_finite_hint
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.csv import iter_csv_blocks
+from smalgo.algorithms.formats.libsvm import decode_libsvm
 
 from .errors import BAD_REQUEST, RequestError
 from .json_instances import decode_json, decode_jsonlines
-from .media import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
+from .media import CSV, JSON, JSONLINES, LIBSVM, RECORDIO_PROTOBUF
 
 # CSV bodies up to this size whose bytes are all plain decimal notation are parsed by Python's
 # float(). A call into the numba decoder has a fixed cost (12 us measured alone, ~40 us inside a
@@ -30,22 +35,36 @@ _PLAIN_DECIMAL_CSV = re.compile(rb"[0-9.eE+\-,\r\n]*")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def decode_request(body: bytes, media_type: str, feature_dim: int, *, finite_values_only: bool = False) -> Batch:
+def decode_request(
+    body: bytes, media_type: str, feature_dim: int, *, finite_values_only: bool = False, fewer_features: int = 0
+) -> Batch:
     """Decode a non-empty request body of a canonical media type (see media.py) into a Batch
-    of at least one row with `feature_dim` features. With `finite_values_only` (the model's
-    algorithm declares it), NaN and infinities (numbers beyond float32 read as inf) are refused
-    with a 400 naming the row and column, whatever the format."""
+    of at least one row with `feature_dim` features (CSV and RecordIO: down to `feature_dim -
+    fewer_features`; LIBSVM: up to feature_dim, widened to it). With `finite_values_only` (the
+    model's algorithm declares it), NaN and infinities (numbers beyond float32 read as inf) are
+    refused with a 400 naming the row and column, whatever the format."""
     if media_type == CSV:
-        X = _decode_small_csv(body, feature_dim)
-        if X is not None:
-            return Batch(X)  # plain decimal numbers within the float32 range: finite
-        X = _decode_csv_with_decoder(body, feature_dim)
+        for width in range(feature_dim, feature_dim - fewer_features - 1, -1):
+            X = _decode_small_csv(body, width)
+            if X is not None:
+                return Batch(X)  # plain decimal numbers within the float32 range: finite
+        if fewer_features:
+            X = _within(_decode_csv_with_decoder(body, None), feature_dim, fewer_features, what="text/csv body")
+        else:
+            X = _decode_csv_with_decoder(body, feature_dim)
     elif media_type == JSON:
         X = decode_json(body, feature_dim)
     elif media_type == JSONLINES:
         X = decode_jsonlines(body, feature_dim)
     elif media_type == RECORDIO_PROTOBUF:
-        X = decode_recordio(body, feature_dim)
+        if fewer_features:
+            X = _within(
+                decode_recordio(body, None), feature_dim, fewer_features, what="application/x-recordio-protobuf body"
+            )
+        else:
+            X = decode_recordio(body, feature_dim)
+    elif media_type == LIBSVM:
+        X = decode_libsvm_request(body, feature_dim)
     else:  # media.py lets no other type through
         raise AssertionError(f"no decoder for {media_type}")
     if finite_values_only:
@@ -60,6 +79,36 @@ def decode_request(body: bytes, media_type: str, feature_dim: int, *, finite_val
     return Batch(X)
 
 
+def _within(X, feature_dim: int, fewer_features: int, *, what: str):
+    """X when its width is feature_dim or at most `fewer_features` less; RequestError otherwise."""
+    if not feature_dim - fewer_features <= X.shape[1] <= feature_dim:
+        raise RequestError(
+            BAD_REQUEST,
+            f"{what} has {X.shape[1]} features per record; the model takes {feature_dim} "
+            f"(or {feature_dim - fewer_features} to {feature_dim - 1}, for a model with unused leading features).",
+        )
+    return X
+
+
+def decode_libsvm_request(body: bytes, feature_dim: int):
+    """LIBSVM lines, each `[label] index:value ...` (a label is allowed and ignored), as a CSR
+    matrix of the model's width; RequestError naming the line that does not parse or an index
+    beyond the model's features."""
+    try:
+        X, _, _ = decode_libsvm(body, name="text/libsvm body", label_optional=True)
+    except UserError as exc:
+        raise RequestError(BAD_REQUEST, str(exc)) from None
+    if X.shape[0] == 0:
+        raise RequestError(BAD_REQUEST, "text/libsvm body holds no records: every line is blank.")
+    if X.shape[1] > feature_dim:
+        raise RequestError(
+            BAD_REQUEST,
+            f"text/libsvm body has feature index {X.shape[1] - 1}; the model's features are 0 to {feature_dim - 1}.",
+        )
+    X.resize((X.shape[0], feature_dim))
+    return X
+
+
 def _locate(body: bytes, media_type: str, *, row: int, column: int) -> str:
     """Where row `row` (blank lines not counted), column `column` of a decoded body is, in
     the body's own terms: the line of CSV and JSON Lines, the instance of JSON, the record of
@@ -72,10 +121,13 @@ def _locate(body: bytes, media_type: str, *, row: int, column: int) -> str:
         return f"application/jsonlines body, line {lines[row]}, feature {column}"
     if media_type == JSON:
         return f"application/json body, instance {row}, feature {column}"
+    if media_type == LIBSVM:
+        lines = [n for n, line in enumerate(body.splitlines(), 1) if line.strip(b" \t")]
+        return f"text/libsvm body, line {lines[row]}, feature {column}"
     return f"application/x-recordio-protobuf body: record {row}, feature {column}"
 
 
-def _decode_csv_with_decoder(body: bytes, feature_dim: int) -> np.ndarray:
+def _decode_csv_with_decoder(body: bytes, feature_dim: int | None) -> np.ndarray:
     """One record per line, `feature_dim` numbers per record, no label column: the numba
     decoder, for what the small-body path (_decode_small_csv) leaves to it."""
     try:
@@ -122,7 +174,7 @@ def _decode_small_csv(body: bytes, feature_dim: int) -> np.ndarray | None:
     return np.array(values, dtype=np.float32).reshape(n_rows, feature_dim)
 
 
-def decode_recordio(body: bytes, feature_dim: int):
+def decode_recordio(body: bytes, feature_dim: int | None):
     """One aialgs.data.Record per row, dense or sparse; labels, if any, are ignored."""
     try:
         X, _ = recordio.read(body, feature_dim=feature_dim)

@@ -34,10 +34,17 @@ _SMALL_OUTPUT = 64
 
 
 def encode_response(
-    outputs: dict[str, np.ndarray], media_type: str, *, json_key: str, batch_mode: bool
+    outputs: dict[str, np.ndarray],
+    media_type: str,
+    *,
+    json_key: str,
+    batch_mode: bool,
+    csv_vectors_quoted: bool = False,
 ) -> tuple[bytes, str]:
     """(body, Content-Type) for `outputs` in `media_type` (a canonical type from media.py);
-    `json_key` is the algorithm's key of the list in an application/json answer."""
+    `json_key` is the algorithm's key of the list in an application/json answer;
+    `csv_vectors_quoted`: a vector is one quoted CSV cell, "[0.1, 0.9]" (the algorithm's
+    declaration, XGBoost's), else one cell per number."""
     # float32 is what every form carries (RecordIO has nothing else); a no-op for the algorithms.
     outputs = {
         name: array if array.dtype == np.float32 else array.astype(np.float32) for name, array in outputs.items()
@@ -45,7 +52,7 @@ def encode_response(
     if media_type == RECORDIO_PROTOBUF:
         return recordio.encode_response(outputs), RECORDIO_PROTOBUF
     if media_type == CSV:
-        return _csv(outputs), CSV
+        return _csv(outputs, quoted_vectors=csv_vectors_quoted), CSV
     rows = _json_rows(outputs)
     if media_type == JSONLINES or batch_mode:
         return ("\n".join(rows) + "\n").encode(), JSONLINES
@@ -88,6 +95,11 @@ def _column_strings(array: np.ndarray, separator: str) -> list[str]:
     return rows if separator == "," else ["[" + row + "]" for row in rows]
 
 
-def _csv(outputs: dict[str, np.ndarray]) -> bytes:
-    columns = [_column_strings(array, ",") for array in outputs.values()]
+def _csv(outputs: dict[str, np.ndarray], *, quoted_vectors: bool = False) -> bytes:
+    columns = [
+        [f'"{cell}"' for cell in _column_strings(array, ", ")]
+        if quoted_vectors and array.ndim == 2
+        else _column_strings(array, ",")
+        for array in outputs.values()
+    ]
     return "".join(",".join(values) + "\n" for values in zip(*columns, strict=True)).encode()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from smalgo.algorithms.formats.content_types import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF, parse_media_type
+from smalgo.algorithms.formats.content_types import CSV, JSON, JSONLINES, LIBSVM, RECORDIO_PROTOBUF, parse_media_type
 
 from .errors import NOT_ACCEPTABLE, UNSUPPORTED_MEDIA_TYPE, RequestError
 
-REQUEST_MEDIA_TYPES = (CSV, JSON, JSONLINES, RECORDIO_PROTOBUF)
+REQUEST_MEDIA_TYPES = (CSV, JSON, JSONLINES, RECORDIO_PROTOBUF, LIBSVM)
 ACCEPTABLE_MEDIA_TYPES = (JSON, JSONLINES, RECORDIO_PROTOBUF, CSV)
 # Text bodies are numbers and JSON punctuation: ASCII, which these charsets all read the same.
 _TEXT_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")

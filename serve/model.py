@@ -21,15 +21,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from smalgo import recordio
+from smalgo.algorithms.aws_models import holds_aws_model, load_aws_model
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.contract import Algorithm, Model
 from smalgo.algorithms.errors import UserError
-from smalgo.algorithms.model_files import ModelFiles
+from smalgo.algorithms.model_files import METADATA_FILE, ModelFiles
 from smalgo.algorithms.registry import ALGORITHMS
 
 from .decoding import SMALL_CSV_BYTES, decode_request
 from .encoding import encode_response
-from .media import ACCEPTABLE_MEDIA_TYPES, CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
+from .media import ACCEPTABLE_MEDIA_TYPES, CSV, JSON, JSONLINES, LIBSVM, RECORDIO_PROTOBUF
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,21 @@ def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> 
     `expected_algorithm` is the algorithm an image is built for: a model of another is refused."""
     model_dir = Path(model_dir)
     started = time.perf_counter()
+    native = _native_model_algorithm(model_dir, expected_algorithm)
+    if native is not None:
+        try:
+            return _ready(native, native.load_native_model(model_dir), model_dir, started=started)
+        except UserError as exc:
+            raise ModelError(str(exc)) from None
+    if model_dir.is_dir() and not (model_dir / METADATA_FILE).exists() and holds_aws_model(model_dir):
+        # A model AWS's built-in image trained (model_algo-1), served as that image would.
+        try:
+            aws_algorithm, aws_model = load_aws_model(
+                model_dir, expected_algorithm and expected_algorithm.strip().lower()
+            )
+        except UserError as exc:
+            raise ModelError(str(exc)) from None
+        return _ready(aws_algorithm, aws_model, model_dir, started=started)
     try:
         files = ModelFiles.read(model_dir)
     except UserError as exc:
@@ -84,6 +100,24 @@ def load_model(model_dir: str | Path, expected_algorithm: str | None = None) -> 
         raise ModelError(
             f"The {algorithm.name} model in {model_dir} cannot be loaded: {type(exc).__name__}: {exc}"
         ) from None
+    return _ready(algorithm, model, model_dir, started=started)
+
+
+def _native_model_algorithm(model_dir: Path, expected_algorithm: str | None) -> Algorithm | None:
+    """The algorithm whose own model format `model_dir` holds (no model.json): the image's
+    algorithm when it has one (AWS's XGBoost image reads any file of the directory), else the
+    algorithm whose file names are there (xgboost-model*); None for a model.json directory."""
+    if not model_dir.is_dir() or (model_dir / METADATA_FILE).exists():
+        return None
+    if expected_algorithm:
+        expected = ALGORITHMS.get(expected_algorithm.strip().lower())
+        if expected is not None and expected.native_model_files:
+            return expected
+        return None
+    return next((a for a in ALGORITHMS.values() if a.holds_native_model(model_dir)), None)
+
+
+def _ready(algorithm: Algorithm, model: Model, model_dir: Path, *, started: float) -> LoadedModel:
     loaded = LoadedModel(algorithm, model, model_dir)
     warm_up(loaded)
     logger.info(
@@ -123,10 +157,17 @@ def warm_up(model: LoadedModel) -> None:
             ).encode(),
         ),
         (JSONLINES, (json.dumps({"features": json_row}) + "\n").encode()),
+        (LIBSVM, b"0:1.5\n1 0:1.5\n"),
         (RECORDIO_PROTOBUF, dense.getvalue()),
         (RECORDIO_PROTOBUF, sparse.getvalue()),
     ]
     for media_type, body in requests:
         outputs = model.predict(decode_request(body, media_type, model.feature_dim))
         for accept in ACCEPTABLE_MEDIA_TYPES:
-            encode_response(outputs, accept, json_key=model.algorithm.json_response_key, batch_mode=False)
+            encode_response(
+                outputs,
+                accept,
+                json_key=model.algorithm.json_response_key,
+                batch_mode=False,
+                csv_vectors_quoted=model.algorithm.csv_vectors_quoted,
+            )

@@ -188,3 +188,17 @@ def run_in_cuda_simulator(script: str, out: Path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stderr
+
+
+def real_cuda_gpu() -> bool:
+    """Whether numba.cuda finds a real GPU (the real-GPU tests skip with "no CUDA GPU" where not)."""
+    import os
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return False  # this process runs the simulator, far too slow for the large comparison
+    try:
+        from numba import cuda
+
+        return bool(cuda.is_available())
+    except Exception:
+        return False

@@ -5,6 +5,7 @@ benchmarks/recordio/setup_sdk_env.sh), never the project's:
 
     benchmarks/.venv-sdk/bin/python tests/sdk_client.py URL ROWS_JSON
     benchmarks/.venv-sdk/bin/python tests/sdk_client.py linear-learner-predictor URL ROWS_JSON
+    benchmarks/.venv-sdk/bin/python tests/sdk_client.py factorization-machines-predictor URL ROWS_JSON
 
 Serializes ROWS_JSON (a list of rows) with the SDK's serializers, POSTs each body to URL (an
 /invocations address) as an SDK Predictor would send it, reads the answers with the SDK's
@@ -12,8 +13,9 @@ deserializers, and prints, as JSON, what the SDK handed back for each combinatio
 JSONDeserializer results as they are, RecordDeserializer records as
 [{label key: [values]}, ...].
 
-The linear-learner-predictor mode calls `sagemaker.LinearLearnerPredictor(...).predict(rows)` itself,
-with the serializer and deserializer the SDK gives that predictor by default, through a session
+The linear-learner-predictor mode calls `sagemaker.LinearLearnerPredictor(...).predict(rows)` itself
+(factorization-machines-predictor: `sagemaker.FactorizationMachinesPredictor`), with the serializer
+and deserializer the SDK gives that predictor by default, through a session
 whose runtime client POSTs to URL instead of calling InvokeEndpoint. It prints the predictor's
 configuration and the records as [{label key: {"tensor": which Value field, "values": [...]}}].
 """
@@ -31,7 +33,7 @@ os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 logging.disable(logging.WARNING)
 
 import numpy as np  # noqa: E402
-from sagemaker import LinearLearnerPredictor  # noqa: E402
+from sagemaker import FactorizationMachinesPredictor, LinearLearnerPredictor  # noqa: E402
 from sagemaker.amazon.common import RecordDeserializer, RecordSerializer  # noqa: E402
 from sagemaker.deserializers import JSONDeserializer  # noqa: E402
 from sagemaker.serializers import CSVSerializer, JSONSerializer  # noqa: E402
@@ -85,9 +87,16 @@ class _LocalSession:
         self.sagemaker_runtime_client = _HttpRuntimeClient(url)
 
 
-def linear_learner_predictor(url: str, rows_json: str) -> None:
+# The SDK's predictor classes of the algorithms that have one, by this script's mode.
+PREDICTORS = {
+    "linear-learner-predictor": LinearLearnerPredictor,
+    "factorization-machines-predictor": FactorizationMachinesPredictor,
+}
+
+
+def sdk_predictor(mode: str, url: str, rows_json: str) -> None:
     rows = np.array(json.loads(rows_json), dtype=np.float32)
-    predictor = LinearLearnerPredictor("smalgo-linear-learner", sagemaker_session=_LocalSession(url))
+    predictor = PREDICTORS[mode]("smalgo-endpoint", sagemaker_session=_LocalSession(url))
     records = predictor.predict(rows)
     json.dump(
         {
@@ -115,8 +124,8 @@ def main(url: str, rows_json: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "linear-learner-predictor":
-        linear_learner_predictor(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] in PREDICTORS:
+        sdk_predictor(*sys.argv[1:])
     elif len(sys.argv) == 3:
         main(sys.argv[1], sys.argv[2])
     else:

@@ -48,7 +48,8 @@ def test_registry_is_keyed_by_each_algorithms_own_name():
 def test_declarations_are_complete_and_consistent(name):
     algorithm = ALGORITHMS[name]
     assert algorithm.title and algorithm.outputs and algorithm.model_files
-    assert METADATA_FILE in algorithm.model_files
+    # model.json and .npy files, or the algorithm's own format (XGBoost's xgboost-model).
+    assert (METADATA_FILE in algorithm.model_files) != bool(algorithm.native_model_files)
     assert "train" in algorithm.channels and algorithm.channels["train"] is True
     assert algorithm.json_response_key and algorithm.output_names == tuple(o.name for o in algorithm.outputs)
     # Every accepted content type parses as itself; the default is one of them.
@@ -97,7 +98,10 @@ def test_the_trained_model_gives_the_declared_outputs_and_files(name, tmp_path, 
     algorithm = ALGORITHMS[name]
     with caplog.at_level("INFO", logger="smalgo.metrics"):
         model = sample_model(algorithm)
-    assert any("#quality_metric: host=algo-1, test " in line for line in caplog.messages)
+    if "test" in algorithm.channels:
+        assert any("#quality_metric: host=algo-1, test " in line for line in caplog.messages)
+    else:  # XGBoost: its own evaluation lines, `[0]\ttrain-auc:0.98765`
+        assert any(line.startswith("[0]\ttrain-") for line in caplog.messages)
     assert isinstance(model, Model) and model.feature_dim == FEATURES
     X = clustered_rows(7, FEATURES, 2, seed=5)
     outputs = model.predict(Batch(X))
@@ -111,13 +115,19 @@ def test_the_trained_model_gives_the_declared_outputs_and_files(name, tmp_path, 
             assert outputs[output.name].ndim in ((1, 2) if output.vector is None else (2 if output.vector else 1,))
     model.save(tmp_path)
     assert set(p.name for p in tmp_path.iterdir()) <= set(algorithm.model_files)
-    files = ModelFiles.read(tmp_path)
-    assert files.algorithm == name and isinstance(files.metadata["format_version"], int)
+    if algorithm.native_model_files:
+        assert algorithm.holds_native_model(tmp_path)
+    else:
+        files = ModelFiles.read(tmp_path)
+        assert files.algorithm == name and isinstance(files.metadata["format_version"], int)
     reloaded = algorithm.load(tmp_path)
     for key, value in reloaded.predict(Batch(X)).items():
         np.testing.assert_array_equal(value, outputs[key])
-    with pytest.raises(UserError, match="expected 6 features, got 5"):
-        model.predict(Batch(X[:, :5]))
+    # One feature fewer than the model's, or (an algorithm that accepts fewer: XGBoost) one more
+    # fewer than it accepts.
+    narrow = FEATURES - 1 - algorithm.fewer_request_features
+    with pytest.raises(UserError, match=f"expected 6 features, got {narrow}"):
+        model.predict(Batch(X[:, :narrow]))
 
 
 @pytest.mark.parametrize("name", NAMES)

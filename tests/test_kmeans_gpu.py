@@ -12,14 +12,13 @@ from __future__ import annotations
 import ctypes.util
 import json
 import logging
-import os
 import sys
 import textwrap
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import fake_probe, run_in_cuda_simulator
+from conftest import fake_probe, real_cuda_gpu, run_in_cuda_simulator
 
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.batch import Batch
@@ -408,19 +407,8 @@ def test_simulated_hook_gives_the_cpu_answers(simulated):
 # --------------------------------------------------------------------------- a real GPU
 
 
-def _real_cuda_gpu() -> bool:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        return False  # this process runs the simulator, far too slow for the large comparison
-    try:
-        from numba import cuda
-
-        return bool(cuda.is_available())
-    except Exception:
-        return False
-
-
 def test_real_gpu_matches_the_cpu_on_a_large_batch(monkeypatch):
-    if not _real_cuda_gpu():
+    if not real_cuda_gpu():
         pytest.skip("no CUDA GPU")
     from smalgo.algorithms.kmeans import _cuda as _kmeans_cuda
 

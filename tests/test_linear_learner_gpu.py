@@ -21,14 +21,13 @@ differently), the float64 loss sums to rtol 1e-5 (seen: 3e-7 relative).
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import time
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import fake_probe, run_in_cuda_simulator
+from conftest import fake_probe, real_cuda_gpu, run_in_cuda_simulator
 
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.errors import UserError
@@ -289,17 +288,6 @@ def test_simulated_driver_selects_the_same_model(simulated):
 # --------------------------------------------------------------------------- a real GPU
 
 
-def _real_cuda_gpu() -> bool:
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        return False  # this process runs the simulator, far too slow for the large comparison
-    try:
-        from numba import cuda
-
-        return bool(cuda.is_available())
-    except Exception:
-        return False
-
-
 @pytest.mark.parametrize(
     "hp",
     [
@@ -309,7 +297,7 @@ def _real_cuda_gpu() -> bool:
     ids=["logistic_adam", "softmax_sgd"],
 )
 def test_real_gpu_training_matches_the_cpu(monkeypatch, hp):
-    if not _real_cuda_gpu():
+    if not real_cuda_gpu():
         pytest.skip("no CUDA GPU")
     rng = np.random.default_rng(3)
     n, d = 20_000, 200

@@ -306,6 +306,41 @@ def test_sdk_v2_linear_learner_predictor_reads_the_answers(tmp_path, predictor_t
             )
 
 
+@pytest.mark.parametrize("predictor_type", ["binary_classifier", "regressor"])
+def test_sdk_v2_factorization_machines_predictor_reads_the_answers(tmp_path, predictor_type):
+    """sagemaker.FactorizationMachinesPredictor(...).predict(rows), with the SDK's default
+    serializer and deserializer for it, reads a score (and, for binary_classifier, a
+    predicted_label) per row: those of model.predict."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(0, 1, (400, FEATURES)).astype(np.float32)
+    signal = X[:, 0] * X[:, 1] + X[:, 2]
+    labels = (signal > 0) if predictor_type == "binary_classifier" else signal
+    algorithm = get_algorithm("factorization-machines")
+    hp = algorithm.hyperparameters.parse(
+        {"predictor_type": predictor_type, "feature_dim": str(FEATURES), "num_factors": "2", "mini_batch_size": "50"}
+    )
+    model = algorithm.train(hp, InMemoryData({"train": (X, labels.astype(np.float32))}))
+    model.save(tmp_path / "model")
+    rows = ROWS / np.float32(8)
+    server = ServerProcess(tmp_path / "model", tmp_path / "server.log", SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    try:
+        answers = sdk_answers(
+            server.wait_until_ready().base_url + "/invocations", rows, "factorization-machines-predictor"
+        )
+    finally:
+        server.kill()
+    records = answers.pop("records")
+    assert answers["deserializer"] == "RecordDeserializer" and answers["accept"] == ["application/x-recordio-protobuf"]
+    expected = model.predict(Batch(rows))
+    assert set(expected) == ({"score", "predicted_label"} if predictor_type == "binary_classifier" else {"score"})
+    assert len(records) == len(rows)
+    for i, record in enumerate(records):
+        assert set(record) == set(expected), record
+        for key in expected:
+            assert record[key]["tensor"] == "float32_tensor", (i, key, record[key])
+            assert record[key]["values"] == [float(expected[key][i])], (i, key)
+
+
 def raw_exchange(server, request: bytes) -> tuple[bytes, dict]:
     """Send `request` as raw bytes, half-close, and read the whole answer: (status line, JSON body)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:

@@ -22,11 +22,17 @@ CSV = "text/csv"
 RECORDIO_PROTOBUF = "application/x-recordio-protobuf"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
+# XGBoost's own formats (spec section 4.5.2): LIBSVM text and Parquet files.
+LIBSVM = "text/libsvm"
+PARQUET = "application/x-parquet"
 
 # Other spellings of the canonical media types (compared lower-cased).
 ALIASES = {
     "csv": CSV,
     "recordio-protobuf": RECORDIO_PROTOBUF,
+    "libsvm": LIBSVM,
+    "text/x-libsvm": LIBSVM,
+    "parquet": PARQUET,
     "application/x-jsonlines": JSONLINES,
     "application/jsonl": JSONLINES,
 }
@@ -76,6 +82,8 @@ def parse_media_type(raw: str) -> MediaType:
 _PARAMETERS = {
     CSV: ("label_size", "charset"),
     RECORDIO_PROTOBUF: (),
+    LIBSVM: ("charset",),
+    PARQUET: (),
 }
 _LABEL_SIZES = (0, 1)
 # CSV training data is numeric ASCII; these charsets all read it byte for byte the same.
@@ -98,6 +106,14 @@ class ContentType:
     def is_recordio_protobuf(self) -> bool:
         return self.media_type == RECORDIO_PROTOBUF
 
+    @property
+    def is_libsvm(self) -> bool:
+        return self.media_type == LIBSVM
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.media_type == PARQUET
+
     def __str__(self) -> str:
         if self.is_csv:
             return f"{self.media_type};label_size={self.label_size}"
@@ -110,12 +126,14 @@ def parse_content_type(
     default: str,
     *,
     channel: str | None = None,
+    why: str = "",
 ) -> ContentType:
     """Parse `raw` (a ContentType header value, or None when the channel set none) into a
     ContentType whose media type is one of `accepted` (canonical media types).
 
     `channel` names where the value came from, for the error message (e.g. "train").
-    Raises UserError naming the channel, the value and the accepted types.
+    Raises UserError naming the channel, the value and the accepted types, and then `why` (a
+    sentence on why those alone, when the algorithm gives one).
     """
     where = f"Channel {channel}: " if channel else ""
     if raw is None or not raw.strip():
@@ -123,7 +141,9 @@ def parse_content_type(
     parsed = parse_media_type(raw)
     media = parsed.media_type
     if media not in accepted:
-        raise UserError(f"{where}ContentType {raw!r} is not accepted; {_accepted_list(accepted)}.")
+        raise UserError(
+            f"{where}ContentType {raw!r} is not accepted; {_accepted_list(accepted)}." + (f" {why}" if why else "")
+        )
 
     params: dict[str, str] = {}
     for parameter in parsed.parameter_list:
@@ -142,11 +162,11 @@ def parse_content_type(
             )
         params[key] = value
 
-    if media != CSV:
-        return ContentType(media)
     charset = params.get("charset", "utf-8").lower()
     if charset not in _CHARSETS:
         raise UserError(f"{where}ContentType {raw!r}: charset {charset!r} is not supported; use utf-8 or us-ascii.")
+    if media != CSV:
+        return ContentType(media)
     label_size = DEFAULT_CSV_LABEL_SIZE
     if "label_size" in params:
         text = params["label_size"]

@@ -148,46 +148,61 @@ def _parse_cell(buf, i, end):
         i += n
         special = True
     elif i < end and (buf[i] == 101 or buf[i] == 69):  # 'e' or 'E'
-        i += 1
-        exp_negative = False
-        if i < end and (buf[i] == 45 or buf[i] == 43):
-            exp_negative = buf[i] == 45
-            i += 1
-        if i == end or not 48 <= buf[i] <= 57:
+        ok, exponent, i = parse_exponent(buf, i + 1, end)
+        if not ok:
             return _CELL_BAD, value, start, i, i
-        exponent = 0
-        while i < end and 48 <= buf[i] <= 57:
-            if exponent < 100000:  # saturate: far beyond any double's range either way
-                exponent = exponent * 10 + (buf[i] - 48)
-            i += 1
-        exp10 += -exponent if exp_negative else exponent
+        exp10 += exponent
     token_end = i
     while i < end and _is_blank(buf[i]):
         i += 1
     if i < end and not _is_cell_end(buf[i]):
         return _CELL_BAD, value, start, i, i
     if not special:
-        if mantissa == 0:
-            value = np.float32(0.0)
-        elif mantissa <= np.uint64(9007199254740992) and -22 <= exp10 <= 22:
-            exact = np.float64(mantissa)
-            if exp10 >= 0:
-                value = np.float32(exact * _EXACT_POW10[exp10])
-            else:
-                value = np.float32(exact / _EXACT_POW10[-exp10])
-        elif _APPROX_MIN_EXP <= exp10 <= _APPROX_MAX_EXP:
-            approx = np.float64(mantissa) * _POW10[exp10 - _APPROX_MIN_EXP]
-            low = np.float32(approx * (1.0 - _INTERVAL))
-            high = np.float32(approx * (1.0 + _INTERVAL))
-            if low == high:
-                value = low
-            else:
-                kind = _CELL_SLOW
-        else:
+        value, settled = decimal_to_float32(mantissa, exp10)
+        if not settled:
             kind = _CELL_SLOW
     if negative:
         value = -value
     return kind, value, start, token_end, i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def parse_exponent(buf, i, end):
+    """(ok, exponent, next) of the digits after an 'e' at buf[i] (a sign allowed first); not ok
+    when no digit follows. The LIBSVM decoder shares it."""
+    negative = False
+    if i < end and (buf[i] == 45 or buf[i] == 43):
+        negative = buf[i] == 45
+        i += 1
+    if i == end or not 48 <= buf[i] <= 57:
+        return False, 0, i
+    exponent = 0
+    while i < end and 48 <= buf[i] <= 57:
+        if exponent < 100000:  # saturate: far beyond any double's range either way
+            exponent = exponent * 10 + (buf[i] - 48)
+        i += 1
+    return True, (-exponent if negative else exponent), i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def decimal_to_float32(mantissa, exp10):
+    """(value, settled): the float32 of the double nearest mantissa * 10**exp10, and whether it
+    was settled here (the fast paths of the module docstring); when not, the caller leaves the
+    number to Python's float(). The LIBSVM decoder shares it."""
+    if mantissa == 0:
+        return np.float32(0.0), True
+    if mantissa <= np.uint64(9007199254740992) and -22 <= exp10 <= 22:
+        exact = np.float64(mantissa)
+        if exp10 >= 0:
+            return np.float32(exact * _EXACT_POW10[exp10]), True
+        return np.float32(exact / _EXACT_POW10[-exp10]), True
+    if _APPROX_MIN_EXP <= exp10 <= _APPROX_MAX_EXP:
+        approx = np.float64(mantissa) * _POW10[exp10 - _APPROX_MIN_EXP]
+        low = np.float32(approx * (1.0 - _INTERVAL))
+        high = np.float32(approx * (1.0 + _INTERVAL))
+        if low == high:
+            return low, True
+    return np.float32(0.0), False
 
 
 @njit(cache=True, nogil=True)

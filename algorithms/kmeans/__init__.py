@@ -7,7 +7,9 @@ made where AWS's documentation is silent), the CPU kernels in `_kernels.py`, the
 
 from __future__ import annotations
 
-from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
+import numpy as np
+
+from smalgo.algorithms.contract import AWSArrays, Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
 from smalgo.algorithms.hyperparameters import AUTO, FEATURE_DIM, Hyperparameter, Schema
@@ -146,6 +148,22 @@ class KMeans(StreamingAlgorithm):
     def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> KMeansScorer:
         assert isinstance(model, KMeansModel)
         return KMeansScorer(model, hp["eval_metrics"])
+
+    def from_aws_arrays(self, arrays: AWSArrays, *, source: str) -> KMeansModel | None:
+        # AWS's k-means saves a list holding one array: the k x feature_dim centers, float32.
+        if not isinstance(arrays, list) or len(arrays) != 1 or arrays[0].ndim != 2:
+            return None
+        centers = arrays[0]
+        if centers.dtype != np.float32 or centers.shape[0] < 1 or not np.isfinite(centers).all():
+            raise UserError(
+                f"{source}: an AWS k-means model holds finite float32 centers, not {centers.dtype} {centers.shape}"
+                f"{'' if np.isfinite(centers).all() else ' with NaN or infinite values'}."
+            )
+        return KMeansModel(centers, details={"imported_from": "AWS k-means model_algo-1"})
+
+    def to_aws_arrays(self, model: Model) -> AWSArrays:
+        assert isinstance(model, KMeansModel)
+        return [model.centers]
 
     def load_model(self, files: ModelFiles) -> KMeansModel:
         files.expect_format_version(FORMAT_VERSION, self.title)

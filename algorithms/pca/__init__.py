@@ -6,7 +6,9 @@ are in `_pca.py`.
 
 from __future__ import annotations
 
-from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
+import numpy as np
+
+from smalgo.algorithms.contract import AWSArrays, Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
 from smalgo.algorithms.hyperparameters import FEATURE_DIM, Hyperparameter, Schema
@@ -100,17 +102,47 @@ class PCA(StreamingAlgorithm):
         assert isinstance(model, PCAModel)
         return PCAScorer(model)
 
+    def from_aws_arrays(self, arrays: AWSArrays, *, source: str) -> PCAModel | None:
+        # AWS's PCA saves a dict: mean (1, d), v (d, num_components) and s (num_components,), s
+        # ascending in regular mode and descending in randomized mode, v's columns in s's order.
+        # It projects (x - mean) . v in that order, whatever s holds (a NaN singular value too).
+        if not isinstance(arrays, dict) or set(arrays) != {"mean", "v", "s"}:
+            return None
+        mean, v, s = arrays["mean"], arrays["v"], arrays["s"]
+        if v.ndim != 2 or s.shape != (v.shape[1],) or mean.size != v.shape[0] or mean.ndim > 2:
+            raise UserError(
+                f"{source}: an AWS PCA model's arrays do not fit together: mean {mean.shape}, v {v.shape}, s {s.shape} "
+                "(expected (1, d), (d, c) and (c,))."
+            )
+        if not (np.isfinite(v).all() and np.isfinite(mean).all()):
+            raise UserError(f"{source}: the AWS PCA model's v or mean holds NaN or infinite values.")
+        return PCAModel(
+            v,
+            s,
+            mean=mean.reshape(-1),
+            n_rows=0,  # not in the file
+            details={"imported_from": "AWS PCA model_algo-1"},
+        )
+
+    def to_aws_arrays(self, model: Model) -> AWSArrays:
+        assert isinstance(model, PCAModel)
+        mean = np.zeros(model.feature_dim, np.float32) if model.mean is None else model.mean
+        return {"s": model.singular_values, "v": model.components, "mean": mean.reshape(1, -1)}
+
     def load_model(self, files: ModelFiles) -> PCAModel:
         files.expect_format_version(FORMAT_VERSION, self.title)
         feature_dim, num_components = files.integer("feature_dim"), files.integer("num_components")
         components = files.array("components", shape=(feature_dim, num_components))
-        singular_values = files.array("singular_values", shape=(num_components,))
+        # A model imported from AWS's PCA keeps its singular values as AWS saved them, NaN
+        # included (AWS serves such models: projections never use them); ours are all finite.
+        imported = bool(files.mapping("details").get("imported_from"))
+        singular_values = files.array("singular_values", shape=(num_components,), finite=not imported)
         mean = files.array("mean", shape=(feature_dim,)) if files.has_array("mean") else None
         return PCAModel(
             components,
             singular_values,
             mean=mean,
-            n_rows=files.integer("n_rows"),
+            n_rows=0 if imported else files.integer("n_rows"),  # AWS's file does not say it
             hyperparameters=files.mapping("hyperparameters"),
             details=files.mapping("details"),
         )

@@ -28,6 +28,10 @@ Notes on the SDK v2 behaviour this records:
   1e-5 is sent as "1e-05", 1.0 as "1.0". `num_models` (int) and `learning_rate` (float) cannot be
   "auto"; leave them unset for that. `positive_example_weight_mult` is typed str, so "balanced" and
   "auto" pass, and a number is sent as str() of what was given ("2" for 2, "2.0" for 2.0).
+- FactorizationMachines requires num_factors and predictor_type (the constructor takes them as
+  keywords) and, like LinearLearner, sends only what was set, plus `feature_dim` and
+  `mini_batch_size` (fit() without it: 1000 here, as for LinearLearner); floats go through
+  str(float): 1e-4 is sent as "0.0001", 0.01 as "0.01".
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ logging.disable(logging.INFO)  # sagemaker.config / image_uris INFO chatter
 
 import boto3  # noqa: E402
 import sagemaker  # noqa: E402
-from sagemaker import PCA, KMeans, LinearLearner  # noqa: E402
+from sagemaker import PCA, FactorizationMachines, KMeans, LinearLearner  # noqa: E402
 from sagemaker.amazon.amazon_estimator import RecordSet  # noqa: E402
 from sagemaker.session import Session  # noqa: E402
 
@@ -187,6 +191,37 @@ def main() -> int:
         s = OfflineSession()
         ll = LinearLearner(**common, **settings, sagemaker_session=s)
         captured[name] = _capture(ll, s, feature_dim=50, num_records=100_000)
+    # Factorization Machines: fit() without mini_batch_size, as for Linear Learner. The explicit
+    # one sets every hyperparameter the estimator has that fits together (one init method per
+    # group, with its own parameter).
+    factorization_machines = {
+        "factorization_machines_binary": dict(num_factors=8, predictor_type="binary_classifier"),
+        "factorization_machines_regressor": dict(num_factors=8, predictor_type="regressor"),
+        "factorization_machines_explicit": dict(
+            num_factors=4,
+            predictor_type="regressor",
+            epochs=3,
+            clip_gradient=5.0,
+            eps=1e-6,
+            rescale_grad=0.01,
+            bias_lr=0.1,
+            linear_lr=0.05,
+            factors_lr=0.05,
+            bias_wd=0.01,
+            linear_wd=0.001,
+            factors_wd=1e-5,
+            bias_init_method="constant",
+            bias_init_value=0.5,
+            linear_init_method="uniform",
+            linear_init_scale=0.01,
+            factors_init_method="normal",
+            factors_init_sigma=0.05,
+        ),
+    }
+    for name, settings in factorization_machines.items():
+        s = OfflineSession()
+        fm = FactorizationMachines(**common, **settings, sagemaker_session=s)
+        captured[name] = _capture(fm, s, feature_dim=53, num_records=100_000)
     # What the SDK's types do to values the algorithm documents: checked, so that the notes
     # above stay true for the SDK version in the venv.
     s = OfflineSession()

@@ -3,7 +3,11 @@ own code, for `make test-images` (tests/images/check_images.py).
 
 Runs in the SDK's environment (benchmarks/.venv-sdk), never the project's:
 
-    benchmarks/.venv-sdk/bin/python tests/images/sdk_local_job.py HOST_DIR ALGORITHM HYPERPARAMETERS_JSON
+    benchmarks/.venv-sdk/bin/python tests/images/sdk_local_job.py HOST_DIR ALGORITHM HYPERPARAMETERS_JSON \
+        [FEATURES [CONTENT_TYPE]]
+
+FEATURES: the rows' width when the hyperparameters have no feature_dim (XGBoost's); CONTENT_TYPE:
+the train channel's ContentType, for an algorithm whose default is not RecordIO (XGBoost's).
 
 HOST_DIR becomes what local mode mounts at /opt/ml for host algo-1:
 - input/config/{hyperparameters,resourceconfig,inputdataconfig}.json, written by
@@ -38,9 +42,9 @@ HOST = "algo-1"
 ROWS = 3000
 
 
-def main(host_dir: str, algorithm: str, hyperparameters_json: str) -> None:
+def main(host_dir: str, algorithm: str, hyperparameters_json: str, features: str = "", content_type: str = "") -> None:
     hyperparameters = json.loads(open(hyperparameters_json).read())
-    feature_dim = int(hyperparameters["feature_dim"])
+    feature_dim = int(hyperparameters.get("feature_dim") or features)
     container_root = os.path.dirname(os.path.abspath(host_dir))
     if os.path.basename(os.path.abspath(host_dir)) != HOST:
         raise SystemExit(f"{host_dir}: the SDK names a host's directory {HOST}")
@@ -54,6 +58,7 @@ def main(host_dir: str, algorithm: str, hyperparameters_json: str) -> None:
             "ChannelName": "train",
             "DataUri": "file:///unused",
             "DataSource": {"FileDataSource": {"FileUri": "file:///unused"}},
+            **({"ContentType": content_type} if content_type else {}),
         }
     ]
     local_image._SageMakerContainer.write_config_files(container, HOST, hyperparameters, input_data_config)
@@ -70,6 +75,6 @@ def main(host_dir: str, algorithm: str, hyperparameters_json: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if not 4 <= len(sys.argv) <= 6:
         raise SystemExit(__doc__)
     main(*sys.argv[1:])

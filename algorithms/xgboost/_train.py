@@ -1,0 +1,237 @@
+"""Training: the channels decoded by smalgo's decoders into one float32 matrix each, handed to
+`xgboost.train` as a DMatrix (no second parse, no pandas), with AWS's image's behaviours around
+it (spec section 4.5):
+
+* the evaluation lines, `[i]\\ttrain-<m>:<v>\\tvalidation-<m>:<v>` (5 decimals, XGBoost's own
+  EvaluationMonitor format), which the tuner's regex `.*\\[[0-9]+\\].*#011validation-<m>:(\\S+)` reads;
+* early stopping on the validation channel and the metric `_tuning_objective_metric` names (else
+  the last eval_metric); the model keeps the trees up to the best iteration (save_best), which
+  is what serving then predicts with;
+* checkpoints `xgboost-checkpoint.<i>` in the job's checkpoint directory after every round (the 5
+  newest kept, files still being uploaded by SageMaker skipped), and resuming from the newest;
+* with save_model_on_termination, the rounds done so far are the model when the job is stopped;
+* k-fold cross-validation (`_kfold`, `_num_cv_round`) over train + validation, one model per fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import xgboost as xgb
+
+from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.data import TrainingData, stack_rows
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.metrics import MetricWriter
+from smalgo.algorithms.training import attach_partial_model
+
+from ._metrics import custom_metric
+from ._model import XGBoostModel, read_booster, to_dmatrix
+from ._names import EarlyStoppingRule
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "xgboost-checkpoint"
+CHECKPOINTS_KEPT = 5
+# SageMaker renames a checkpoint file it is uploading to <name>.sagemaker-uploading.
+_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}\.(\d+)$")
+
+
+def read_channel(data: TrainingData, channel: str, *, csv_weights: bool) -> Batch:
+    """A whole channel as one Batch (one pass; every block stacked once). With csv_weights, the
+    first column after the label is the instance weight (AWS's `label,weight,f0,...`)."""
+    parts = [(b.X, b.y, b.w) for b in data.batches(channel, 1 << 62) if b.n_rows]
+    if not parts:
+        raise UserError(f"The {channel} channel has no records.")
+    X, y, w = stack_rows(parts)
+    if y is None:
+        raise UserError(
+            f"The {channel} channel has no labels; XGBoost trains on labelled data "
+            f"(CSV: the label is the first column, so do not set label_size=0)."
+        )
+    if csv_weights and w is None:
+        if X.shape[1] < 2:
+            raise UserError(
+                f"The {channel} channel has {X.shape[1]} column(s) after the label; "
+                f"csv_weights=1 needs a weight and a feature."
+            )
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+            w = np.asarray(X[:, 0].toarray()).reshape(-1).astype(np.float32)
+            X = X[:, 1:]
+        else:
+            w = np.ascontiguousarray(X[:, 0])
+            X = np.ascontiguousarray(X[:, 1:])
+    return Batch(X, y, w)
+
+
+def matrix_of(batch: Batch, width: int | None = None) -> xgb.DMatrix:
+    """The DMatrix of a channel; a LIBSVM channel narrower than `width` (its largest index is
+    smaller) is widened, so that train and validation have the same columns."""
+    X = batch.X
+    if width is not None and sp.issparse(X) and X.shape[1] < width:
+        csr = sp.csr_matrix(X)
+        X = sp.csr_matrix((csr.data, csr.indices, csr.indptr), shape=(csr.shape[0], width))
+    return to_dmatrix(X, label=batch.y, weight=batch.w)
+
+
+class _EvaluationLines(xgb.callback.TrainingCallback):
+    """AWS's evaluation line after every round, through the job's MetricWriter's logger."""
+
+    def __init__(self, writer: MetricWriter, offset: int) -> None:
+        self.writer = writer
+        self.offset = offset
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        if evals_log:
+            self.writer.evaluation(epoch + self.offset, evals_log)
+        return False
+
+
+class _Checkpoints(xgb.callback.TrainingCallback):
+    """xgboost-checkpoint.<i> after round i (written aside, then renamed: a stop mid-write leaves
+    no damaged checkpoint); the CHECKPOINTS_KEPT newest are kept."""
+
+    def __init__(self, directory: Path, offset: int) -> None:
+        self.directory = directory
+        self.offset = offset
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        number = epoch + self.offset
+        target = self.directory / f"{CHECKPOINT_PREFIX}.{number}"
+        partial = self.directory / f".{target.name}.partial"
+        partial.write_bytes(bytes(model.save_raw("ubj")))
+        partial.rename(target)
+        for old in sorted(checkpoint_numbers(self.directory))[:-CHECKPOINTS_KEPT]:
+            (self.directory / f"{CHECKPOINT_PREFIX}.{old}").unlink(missing_ok=True)
+        return False
+
+
+class _KeepLatest(xgb.callback.TrainingCallback):
+    """Remembers the booster after each round, so that a stopped job can save it."""
+
+    def __init__(self) -> None:
+        self.booster: xgb.Booster | None = None
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        self.booster = model
+        return False
+
+
+def checkpoint_numbers(directory: Path) -> list[int]:
+    """The round numbers of the complete checkpoints in `directory`."""
+    if not directory.is_dir():
+        return []
+    return [int(m.group(1)) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+
+
+def latest_checkpoint(directory: Path | None) -> tuple[xgb.Booster | None, int]:
+    """(the booster of the newest checkpoint, the rounds it holds), or (None, 0)."""
+    if directory is None:
+        return None, 0
+    numbers = checkpoint_numbers(directory)
+    if not numbers:
+        return None, 0
+    newest = max(numbers)
+    path = directory / f"{CHECKPOINT_PREFIX}.{newest}"
+    booster = read_booster(path)
+    logger.info("Resuming from checkpoint %s (%d rounds done).", path, newest + 1)
+    return booster, newest + 1
+
+
+def train_booster(
+    params: dict[str, Any],
+    dtrain: xgb.DMatrix,
+    *,
+    num_round: int,
+    evals: list[tuple[xgb.DMatrix, str]],
+    writer: MetricWriter,
+    early_stopping: EarlyStoppingRule | None,
+    checkpoint_dir: Path | None,
+    save_on_termination: bool,
+    aws_metrics: Sequence[str] = (),
+) -> xgb.Booster:
+    """xgboost.train with AWS's callbacks and metrics (`aws_metrics`: those AWS's image computes
+    itself, _metrics.py); a stop (SIGTERM) carries the rounds done so far when
+    save_on_termination."""
+    resumed, done = latest_checkpoint(checkpoint_dir)
+    callbacks: list[xgb.callback.TrainingCallback] = [_EvaluationLines(writer, done)]
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(_Checkpoints(checkpoint_dir, done))
+    latest = _KeepLatest()
+    callbacks.append(latest)
+    if early_stopping is not None:
+        callbacks.append(
+            xgb.callback.EarlyStopping(
+                rounds=early_stopping.rounds,
+                metric_name=early_stopping.metric,
+                data_name="validation",
+                maximize=early_stopping.maximize,
+                save_best=True,
+            )
+        )
+    if done >= num_round:
+        logger.info("The checkpoint already holds all %d rounds.", num_round)
+        assert resumed is not None
+        return resumed
+    started = time.perf_counter()
+    try:
+        booster = xgb.train(
+            params,
+            dtrain,
+            num_boost_round=num_round - done,
+            evals=evals,
+            callbacks=callbacks,
+            xgb_model=resumed,
+            verbose_eval=False,
+            custom_metric=custom_metric(aws_metrics) if aws_metrics else None,
+        )
+    except xgb.core.XGBoostError as exc:
+        raise UserError(f"XGBoost refused the training job: {str(exc).splitlines()[0]}") from None
+    except BaseException as exc:
+        if save_on_termination and latest.booster is not None and not isinstance(exc, Exception):
+            attach_partial_model(exc, XGBoostModel([latest.booster.copy()]))
+        raise
+    logger.info("Trained %d rounds in %.2f s.", booster.num_boosted_rounds(), time.perf_counter() - started)
+    return booster
+
+
+def fold_indices(labels: np.ndarray, *, folds: int, repeats: int, stratified: bool, seed: int):
+    """(train rows, validation rows) of each fold, `repeats` times `folds` folds; each repeat a new
+    shuffle. Stratified: each class's rows dealt round-robin over the folds, so every fold holds
+    each class in proportion (AWS's image uses scikit-learn's RepeatedStratifiedKFold for
+    classification, RepeatedKFold otherwise; the split differs, the principle is the same)."""
+    rng = np.random.default_rng(seed)
+    n = labels.shape[0]
+    if n < folds:
+        raise UserError(f"Hyperparameter _kfold: {folds} folds need at least {folds} records; the data has {n}.")
+    for _ in range(repeats):
+        assignment = np.empty(n, dtype=np.int64)
+        if stratified:
+            position = 0
+            for value in np.unique(labels):
+                rows = rng.permutation(np.flatnonzero(labels == value))
+                assignment[rows] = (position + np.arange(rows.shape[0])) % folds
+                position += rows.shape[0]
+        else:
+            assignment[rng.permutation(n)] = np.arange(n) % folds
+        for fold in range(folds):
+            yield np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)
+
+
+def mean_cv_line(num_round: int, results: Sequence[Mapping[str, Mapping[str, list[float]]]]) -> str:
+    """AWS's cross-validation summary line: each metric's last value averaged over the folds."""
+    line = f"[{num_round}]"
+    for metric in results[0]["train"]:
+        for data_name in results[0]:
+            values = [result[data_name][metric][-1] for result in results]
+            line += f"\t{data_name}-{metric}:{np.mean(values):.5f}"
+    return line
