@@ -11,6 +11,7 @@ hyperparameter, quotes the value and states what would be valid.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,8 +21,15 @@ from .errors import UserError
 
 AUTO = "auto"
 
+logger = logging.getLogger(__name__)
+
 # Injected by SageMaker Automatic Model Tuning into every tuning job's training jobs.
 PLATFORM_HYPERPARAMETERS = ("_tuning_objective_metric",)
+# Names that begin with this are AWS's images' hidden settings (`_num_gpus`, `_kvstore`,
+# `_log_level`, ...), which job descriptions copied from AWS's jobs carry: accepted and ignored
+# with a log line, unless the algorithm declares one (XGBoost's `_kfold`). Any other unknown
+# name is refused.
+HIDDEN_PREFIX = "_"
 
 _KINDS = ("int", "float", "bool", "str", "list")
 _TRUE = {"true", "1", "yes"}
@@ -184,6 +192,15 @@ class Schema:
         by_name = {p.name: p for p in self.parameters}
         by_name.update({a: p for p in self.parameters for a in p.aliases})
         ignored = set(PLATFORM_HYPERPARAMETERS) | set(self.extra_allowed)
+        hidden = sorted(k for k in raw if k.startswith(HIDDEN_PREFIX) and k not in by_name and k not in ignored)
+        if hidden:
+            logger.info(
+                "Ignoring hyperparameter%s %s: hidden settings of AWS's own images (their names begin with "
+                "_), which smalgo has no use for.",
+                "s" if len(hidden) > 1 else "",
+                ", ".join(hidden),
+            )
+            ignored |= set(hidden)
         unknown = sorted(k for k in raw if k not in by_name and k not in ignored)
         if unknown:
             known = ", ".join(sorted(p.name for p in self.parameters))

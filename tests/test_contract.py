@@ -94,6 +94,20 @@ def test_the_bad_hyperparameter_is_refused_naming_it(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_aws_hidden_hyperparameters_are_ignored_with_a_log_line_and_typos_still_refused(name, caplog):
+    # What a job description copied from one of AWS's own jobs carries besides the documented ones.
+    algorithm = ALGORITHMS[name]
+    sample = algorithm.sample_job.hyperparameters_for(algorithm, FEATURES)
+    hidden = {"_num_gpus": "auto", "_kvstore": "dist_async", "_log_level": "info", "_num_kv_servers": "auto"}
+    with caplog.at_level("INFO", logger="smalgo.algorithms.hyperparameters"):
+        hp = algorithm.hyperparameters.parse({**sample, **hidden})
+    assert hp == algorithm.hyperparameters.parse(sample)
+    assert "Ignoring hyperparameters _kvstore, _log_level, _num_gpus, _num_kv_servers: hidden settings" in caplog.text
+    with pytest.raises(UserError, match="Unknown hyperparameter num_gpus"):
+        algorithm.hyperparameters.parse({**sample, "num_gpus": "1"})
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_the_trained_model_gives_the_declared_outputs_and_files(name, tmp_path, caplog):
     algorithm = ALGORITHMS[name]
     with caplog.at_level("INFO", logger="smalgo.metrics"):
