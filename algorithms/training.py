@@ -110,6 +110,23 @@ def partial_model(stop: BaseException) -> Model | None:
     return getattr(stop, PARTIAL_MODEL_ATTRIBUTE, None)
 
 
+def warn_when_the_objective_cannot_be_printed(hp: Hyperparameters, data: TrainingData) -> None:
+    """A tuning job whose objective (`_tuning_objective_metric`, e.g. test:msd) is measured on a
+    channel this job does not have gets no line to read: said at the start, not discovered when
+    the tuning job fails."""
+    objective = hp.get("_tuning_objective_metric")
+    channel = str(objective or "").partition(":")[0]
+    if channel in ("validation", "test") and not data.has_channel(channel):
+        logger.warning(
+            "The tuning objective %s is measured on the %s channel, which this job does not have: no %s "
+            "line will be printed, and the tuning job cannot read one. Add a %s channel.",
+            objective,
+            channel,
+            objective,
+            channel,
+        )
+
+
 class SingleHost:
     """The collective of a one-host job: nothing to exchange."""
 
@@ -137,6 +154,7 @@ def train_streaming(
     feature_dim = algorithm.feature_dim(hp)
     validating = "validation" in algorithm.channels and data.has_channel("validation")
 
+    warn_when_the_objective_cannot_be_printed(hp, data)
     state = algorithm.start(hp)
     for callback in callbacks:
         callback.before_training(state)

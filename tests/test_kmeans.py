@@ -258,6 +258,53 @@ def test_only_the_requested_eval_metrics_are_logged(caplog):
     assert "test ssd <loss>=" in caplog.text and "test msd" not in caplog.text
 
 
+# The regexes the platform reads these lines with (spec 1.11, 4.2): train:msd, test:msd, test:ssd.
+PLATFORM_REGEXES = {
+    "train:msd": r"#quality_metric: host=\S+, train msd <loss>=(\S+)",
+    "test:msd": r"#quality_metric: host=\S+, test msd <loss>=(\S+)",
+    "test:ssd": r"#quality_metric: host=\S+, test ssd <loss>=(\S+)",
+}
+
+
+def test_a_final_train_msd_line_the_platform_regex_reads(caplog):
+    X, _ = blobs(50, separated_centers(2, 3), std=1.0)
+    with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
+        kmeans.ALGORITHM.train(parse(k=2, feature_dim=3, epochs=2), InMemoryData({"train": X}))
+    per_epoch = re.findall(r"epoch=1, train msd <loss>=(\S+)", caplog.text)
+    final = re.findall(PLATFORM_REGEXES["train:msd"], caplog.text)
+    assert final == per_epoch  # the last pass's value, on a line without epoch=
+
+
+@pytest.mark.parametrize("objective", ["test:msd", "test:ssd"])
+def test_the_tuning_objective_is_printed_even_when_eval_metrics_leaves_it_out(caplog, objective):
+    X, _ = blobs(50, separated_centers(2, 3), std=1.0)
+    others = {"test:msd": "ssd", "test:ssd": "msd"}
+    hp = kmeans.ALGORITHM.hyperparameters.parse(
+        {
+            "k": "2",
+            "feature_dim": "3",
+            "eval_metrics": f'["{others[objective]}"]',
+            "_tuning_objective_metric": objective,
+        }
+    )
+    with caplog.at_level(logging.INFO, logger="smalgo.metrics"):
+        kmeans.ALGORITHM.train(hp, InMemoryData({"train": X, "test": X}))
+    assert re.search(PLATFORM_REGEXES[objective], caplog.text)
+
+
+def test_an_objective_on_a_missing_channel_is_warned_about_at_the_start(caplog):
+    X, _ = blobs(50, separated_centers(2, 3), std=1.0)
+    hp = kmeans.ALGORITHM.hyperparameters.parse({"k": "2", "feature_dim": "3", "_tuning_objective_metric": "test:msd"})
+    with caplog.at_level(logging.INFO):
+        kmeans.ALGORITHM.train(hp, InMemoryData({"train": X}))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "The tuning objective test:msd is measured on the test channel, which this job does not have" in w
+        for w in warnings
+    )
+    assert caplog.text.index("The tuning objective") < caplog.text.index("#quality_metric")
+
+
 # --------------------------------------------------------------------------- the model
 
 

@@ -147,7 +147,13 @@ class KMeans(StreamingAlgorithm):
 
     def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> KMeansScorer:
         assert isinstance(model, KMeansModel)
-        return KMeansScorer(model, hp["eval_metrics"])
+        # The metric a tuning job optimises is printed even when eval_metrics leaves it out
+        # (test:ssd with the default ["msd"]): the tuner has nothing to read otherwise.
+        names = list(hp["eval_metrics"])
+        objective_channel, _, objective = str(hp.get("_tuning_objective_metric") or "").partition(":")
+        if objective_channel == channel and objective in ("msd", "ssd") and objective not in names:
+            names.append(objective)
+        return KMeansScorer(model, names)
 
     def from_aws_arrays(self, arrays: AWSArrays, *, source: str) -> KMeansModel | None:
         # AWS's k-means saves a list holding one array: the k x feature_dim centers, float32.

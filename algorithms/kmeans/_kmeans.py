@@ -513,6 +513,7 @@ class KMeansTraining:
         )
         self.rows_seen = 0
         self._loss_sum = self._weight_sum = 0.0
+        self._last_msd: float | None = None
 
     def update(self, batch: Batch) -> None:
         batch_loss, batch_weight = self.stream.update(batch)
@@ -523,7 +524,10 @@ class KMeansTraining:
     def end_epoch(self) -> list[Metric]:
         loss, weight = self._loss_sum, self._weight_sum
         self._loss_sum = self._weight_sum = 0.0
-        return [Metric("msd", loss / weight)] if weight > 0 else []
+        if weight <= 0:
+            return []
+        self._last_msd = loss / weight
+        return [Metric("msd", self._last_msd)]
 
     def current_model(self) -> KMeansModel:
         return self.finalize()[0]
@@ -549,7 +553,12 @@ class KMeansTraining:
                 "local_lloyd_num_trials": self.num_trials,
                 "records_seen": self.rows_seen,
             },
-        ), []
+        ), self._final_metrics()
+
+    def _final_metrics(self) -> list[Metric]:
+        """The last pass's msd once more, without an epoch: the `train msd <loss>=` line the
+        platform's train:msd regex reads (AWS's image prints one at the end too)."""
+        return [] if self._last_msd is None else [Metric("msd", self._last_msd)]
 
 
 class KMeansScorer:
