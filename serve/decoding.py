@@ -174,12 +174,40 @@ def _decode_small_csv(body: bytes, feature_dim: int) -> np.ndarray | None:
     return np.array(values, dtype=np.float32).reshape(n_rows, feature_dim)
 
 
+# The output of another built-in that an inference pipeline passes on as the next one's input:
+# PCA's answer, its rows under this label key.
+PIPELINE_FEATURES_KEY = "projection"
+
+
+def _pipeline_rows(body: bytes, feature_dim: int | None) -> np.ndarray | None:
+    """The `projection` vectors of a RecordIO answer of PCA's, as rows; None when `body` is
+    not such an answer (the caller then reports why it is not a request either)."""
+    try:
+        outputs = recordio.decode_response(body, vector_keys=(PIPELINE_FEATURES_KEY,))
+    except recordio.RecordIOError:
+        return None
+    if set(outputs) != {PIPELINE_FEATURES_KEY}:
+        return None
+    X = np.ascontiguousarray(outputs[PIPELINE_FEATURES_KEY], dtype=np.float32)
+    if feature_dim is not None and X.shape[1] != feature_dim:
+        raise RequestError(
+            BAD_REQUEST,
+            f"application/x-recordio-protobuf body: its records' {PIPELINE_FEATURES_KEY!r} vectors have "
+            f"{X.shape[1]} values; the model takes {feature_dim} features.",
+        )
+    return X
+
+
 def decode_recordio(body: bytes, feature_dim: int | None):
-    """One aialgs.data.Record per row, dense or sparse; labels, if any, are ignored."""
+    """One aialgs.data.Record per row, dense or sparse; labels, if any, are ignored. Records
+    whose features map is empty and whose label map holds `projection` (PCA's answer, passed on
+    by an inference pipeline) give that vector as their row."""
     try:
         X, _ = recordio.read(body, feature_dim=feature_dim)
     except recordio.RecordIOError as exc:
-        raise RequestError(BAD_REQUEST, f"application/x-recordio-protobuf body: {exc}") from None
+        X = _pipeline_rows(body, feature_dim)
+        if X is None:
+            raise RequestError(BAD_REQUEST, f"application/x-recordio-protobuf body: {exc}") from None
     if X.shape[0] == 0:
         raise RequestError(BAD_REQUEST, "application/x-recordio-protobuf body holds no records.")
     return X

@@ -7,7 +7,9 @@ An instance is any of
     {"data": {"features": {"keys": [26, 182], "shape": [2000], "values": [1, 4]}}}   (sparse)
     {"data": {"features": [1.5, 16.0, 14.0, 23.0]}}   (a bare array is a dense values list)
     [1.5, 16.0, 14.0, 23.0]
-and may carry other keys ("configuration", ...), which are ignored.
+and may carry other keys ("configuration", ...), which are ignored. What PCA answers is read as
+instances too, so that an inference pipeline can pass it on: {"projections": [{"projection":
+[...]}, ...]} (JSON) and {"projection": [...]} lines (JSON Lines).
 
 application/json bodies: {"instances": [instance, ...]}, a single instance, or a list of
 instances (a list of lists is what the SageMaker SDK's JSONSerializer makes of a 2-D array; a
@@ -30,6 +32,10 @@ _INSTANCE_FORMS = (
     '{"features": [...]}, {"data": {"features": {"values": [...]}}}, '
     '{"data": {"features": {"keys": [...], "shape": [N], "values": [...]}}} or a list of numbers'
 )
+# The list of instances in a JSON body: a request's, or PCA's answer's (an inference pipeline).
+_INSTANCE_LISTS = ("instances", "projections")
+# An instance's features: a request's, or a row of PCA's answer.
+_FEATURE_KEYS = ("features", "projection")
 _JSON_BODY = "application/json body"
 _JSONLINES_BODY = "application/jsonlines body"
 
@@ -38,14 +44,15 @@ def decode_json(body: bytes, feature_dim: int):
     document = _parse(body, _JSON_BODY)
     booleans = _may_hold_booleans(body)
     if isinstance(document, dict):
-        if "instances" in document:
-            instances = document["instances"]
+        list_key = next((key for key in _INSTANCE_LISTS if key in document), None)
+        if list_key is not None:
+            instances = document[list_key]
             if not isinstance(instances, list):
-                _fail(f'{_JSON_BODY}: "instances" is {_json_type(instances)}; it must be a list of instances.')
+                _fail(f'{_JSON_BODY}: "{list_key}" is {_json_type(instances)}; it must be a list of instances.')
             if not instances:
-                _fail(f'{_JSON_BODY}: "instances" is empty; send at least one instance.')
+                _fail(f'{_JSON_BODY}: "{list_key}" is empty; send at least one instance.')
             return _matrix(instances, feature_dim, lambda i: f"{_JSON_BODY}, instance {i}", booleans=booleans)
-        if "features" in document or "data" in document:
+        if any(key in document for key in _FEATURE_KEYS) or "data" in document:
             return _matrix([document], feature_dim, lambda i: _JSON_BODY, booleans=booleans)
         _fail(
             f'{_JSON_BODY}: an object with keys {_keys(document)}; expected {{"instances": [...]}} '
@@ -131,8 +138,9 @@ def _features_of(instance, where, i):
     if isinstance(instance, list):
         return instance
     if isinstance(instance, dict):
-        if "features" in instance:
-            features = instance["features"]
+        key = next((key for key in _FEATURE_KEYS if key in instance), None)
+        if key is not None:
+            features = instance[key]
         elif isinstance(instance.get("data"), dict) and "features" in instance["data"]:
             features = instance["data"]["features"]
         else:
@@ -140,7 +148,7 @@ def _features_of(instance, where, i):
         if isinstance(features, (list, dict)):
             return features
         _fail(
-            f'{where(i)}: "features" is {_json_type(features)}; it must be a list of numbers or '
+            f'{where(i)}: "{key or "features"}" is {_json_type(features)}; it must be a list of numbers or '
             f'{{"values": [...]}} (with "keys" and "shape" when sparse).'
         )
     _fail(f"{where(i)}: {_json_type(instance)}; expected {_INSTANCE_FORMS}.")

@@ -935,3 +935,43 @@ def test_linear_learner_answers_in_every_form(linear_learner_clients, predictor_
     dense = model.predict(Batch(np.array([[1.5, 0.0, 14.0, 0.0]], np.float32)))
     for name in names:
         assert_same(np.float32(answer[name]), dense[name][0])
+
+
+# --------------------------------------------------------------------------- inference pipelines
+
+
+@pytest.mark.parametrize("media_type", ["application/json", "application/jsonlines", "application/x-recordio-protobuf"])
+def test_a_pca_then_kmeans_pipeline_passes_pca_answers_on_as_they_are(model_dirs, tmp_path, media_type):
+    # An inference pipeline hands PCA's answer, as it is, to the next container: k-means here,
+    # trained on PCA's projections (so its feature_dim is PCA's num_components).
+    pca_client = make_client(model_dirs["pca"])
+    rows = np.random.default_rng(12).normal(0, 8, (40, FEATURES)).astype(np.float32)
+    pca_model = ALGORITHMS["pca"].load(model_dirs["pca"])
+    projections = pca_model.predict(Batch(rows))["projection"]
+    kmeans = ALGORITHMS["kmeans"]
+    hp = kmeans.hyperparameters.parse({"k": "3", "feature_dim": str(projections.shape[1]), "mini_batch_size": "20"})
+    kmeans.train(hp, InMemoryData({"train": projections})).save(tmp_path / "kmeans")
+    kmeans_client = make_client(tmp_path / "kmeans")
+
+    body = "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows[:5]).encode()
+    pca_answer = pca_client.post("/invocations", data=body, headers={"Content-Type": "text/csv", "Accept": media_type})
+    assert pca_answer.status_code == 200
+    answer = kmeans_client.post(
+        "/invocations", data=pca_answer.data, headers={"Content-Type": media_type, "Accept": "application/json"}
+    )
+    assert answer.status_code == 200, answer.data
+    expected = kmeans.load(tmp_path / "kmeans").predict(Batch(projections[:5]))["closest_cluster"]
+    assert [p["closest_cluster"] for p in json.loads(answer.data)["predictions"]] == expected.tolist()
+
+
+def test_a_pipeline_answer_of_the_wrong_width_is_refused_naming_it(model_dirs):
+    client = make_client(model_dirs["kmeans"])
+    answer = recordio.encode_response({"projection": np.ones((2, FEATURES + 1), np.float32)})
+    response = client.post("/invocations", data=answer, headers={"Content-Type": "application/x-recordio-protobuf"})
+    assert_error(response, 400, f"'projection' vectors have {FEATURES + 1} values; the model takes {FEATURES} features")
+    response = client.post(
+        "/invocations",
+        data=json.dumps({"projections": [{"projection": "x"}]}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(response, 400, '"projection" is a string')
