@@ -26,10 +26,15 @@ MAX_MODEL_BYTES = 4 << 30
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
+def aws_model_path(model_dir: Path) -> Path | None:
+    """AWS's model in `model_dir`: its model_algo-1, else its model.tar.gz, else None."""
+    model_dir = Path(model_dir)
+    return next((model_dir / name for name in (AWS_MODEL_FILE, AWS_ARCHIVE) if (model_dir / name).is_file()), None)
+
+
 def holds_aws_model(model_dir: Path) -> bool:
     """Whether `model_dir` has AWS's model_algo-1 or a model.tar.gz."""
-    model_dir = Path(model_dir)
-    return (model_dir / AWS_MODEL_FILE).is_file() or (model_dir / AWS_ARCHIVE).is_file()
+    return aws_model_path(model_dir) is not None
 
 
 def read_aws_model_file(path: Path) -> tuple[bytes, str]:
@@ -38,7 +43,7 @@ def read_aws_model_file(path: Path) -> tuple[bytes, str]:
     holding either."""
     path = Path(path)
     if path.is_dir():
-        found = next((path / name for name in (AWS_MODEL_FILE, AWS_ARCHIVE) if (path / name).is_file()), None)
+        found = aws_model_path(path)
         if found is None:
             raise UserError(f"{path} holds neither {AWS_MODEL_FILE} nor {AWS_ARCHIVE}.")
         path = found

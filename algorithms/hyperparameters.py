@@ -23,8 +23,10 @@ AUTO = "auto"
 
 logger = logging.getLogger(__name__)
 
-# Injected by SageMaker Automatic Model Tuning into every tuning job's training jobs.
-PLATFORM_HYPERPARAMETERS = ("_tuning_objective_metric",)
+# Injected by SageMaker Automatic Model Tuning into every tuning job's training jobs: the metric
+# the tuning job optimises, as "<channel>:<metric>" ("test:msd", "validation:auc").
+TUNING_OBJECTIVE = "_tuning_objective_metric"
+PLATFORM_HYPERPARAMETERS = (TUNING_OBJECTIVE,)
 # Names that begin with this are AWS's images' hidden settings (`_num_gpus`, `_kvstore`,
 # `_log_level`, ...), which job descriptions copied from AWS's jobs carry: accepted and ignored
 # with a log line, unless the algorithm declares one (XGBoost's `_kfold`). Any other unknown
@@ -231,6 +233,16 @@ class Schema:
             if name in raw:
                 values[name] = str(_unwrap_json_string(raw[name]))
         return values
+
+
+def tuning_objective(hp: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(channel, metric) of the tuning job's objective ("test:msd" -> ("test", "msd"); a value
+    without a channel gives ("", value)), or None outside a tuning job."""
+    value = hp.get(TUNING_OBJECTIVE)
+    if not value:
+        return None
+    channel, separator, metric = str(value).partition(":")
+    return (channel, metric) if separator else ("", channel)
 
 
 # Every algorithm that is told the width of its data declares it the same way.

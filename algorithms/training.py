@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from .data import TrainingData
 from .errors import UserError
+from .hyperparameters import tuning_objective
 from .metrics import Metric, MetricWriter
 
 if TYPE_CHECKING:
@@ -114,9 +115,9 @@ def warn_when_the_objective_cannot_be_printed(hp: Hyperparameters, data: Trainin
     """A tuning job whose objective (`_tuning_objective_metric`, e.g. test:msd) is measured on a
     channel this job does not have gets no line to read: said at the start, not discovered when
     the tuning job fails."""
-    objective = hp.get("_tuning_objective_metric")
-    channel = str(objective or "").partition(":")[0]
+    channel, metric = tuning_objective(hp) or ("", "")
     if channel in ("validation", "test") and not data.has_channel(channel):
+        objective = f"{channel}:{metric}"
         logger.warning(
             "The tuning objective %s is measured on the %s channel, which this job does not have: no %s "
             "line will be printed, and the tuning job cannot read one. Add a %s channel.",

@@ -12,7 +12,7 @@ import numpy as np
 from smalgo.algorithms.contract import AWSArrays, Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
-from smalgo.algorithms.hyperparameters import AUTO, FEATURE_DIM, Hyperparameter, Schema
+from smalgo.algorithms.hyperparameters import AUTO, FEATURE_DIM, Hyperparameter, Schema, tuning_objective
 from smalgo.algorithms.model_files import ModelFiles
 
 from ._kmeans import (
@@ -150,7 +150,7 @@ class KMeans(StreamingAlgorithm):
         # The metric a tuning job optimises is printed even when eval_metrics leaves it out
         # (test:ssd with the default ["msd"]): the tuner has nothing to read otherwise.
         names = list(hp["eval_metrics"])
-        objective_channel, _, objective = str(hp.get("_tuning_objective_metric") or "").partition(":")
+        objective_channel, objective = tuning_objective(hp) or ("", "")
         if objective_channel == channel and objective in ("msd", "ssd") and objective not in names:
             names.append(objective)
         return KMeansScorer(model, names)

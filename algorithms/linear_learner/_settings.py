@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from smalgo.algorithms.errors import UserError
-from smalgo.algorithms.hyperparameters import AUTO
+from smalgo.algorithms.hyperparameters import AUTO, TUNING_OBJECTIVE
 
 from . import _kernels as kernels
 
@@ -103,7 +103,6 @@ CRITERION_ALIASES = {"f1": "f_beta", "cross_entropy_loss": "loss_function"}
 
 DEFAULT_NUM_MODELS = 32
 # What SageMaker's automatic model tuning adds to the hyperparameters of each job it starts.
-TUNING_OBJECTIVE = "_tuning_objective_metric"
 DEFAULT_CALIBRATION_SAMPLES = 100_000
 BASE_LEARNING_RATE = {"adam": 0.02, "rmsprop": 0.01, "sgd": 0.1}
 OPTIMIZERS = {"sgd": kernels.SGD, "adam": kernels.ADAM, "rmsprop": kernels.RMSPROP}

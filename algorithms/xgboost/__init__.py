@@ -23,7 +23,7 @@ from smalgo.algorithms.contract import Algorithm, Hyperparameters, Model, Output
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, LIBSVM, PARQUET, RECORDIO_PROTOBUF
-from smalgo.algorithms.hyperparameters import Hyperparameter, Schema
+from smalgo.algorithms.hyperparameters import Hyperparameter, Schema, tuning_objective
 from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.model_files import ModelFiles
 from smalgo.algorithms.runtime import device
@@ -225,10 +225,8 @@ def _check_metric(metric: str, objective: str, *, where: str) -> None:
 
 def tuning_metric(hp: Hyperparameters) -> str | None:
     """The metric `_tuning_objective_metric` names ("validation:auc" -> "auc"), or None."""
-    value = hp.get("_tuning_objective_metric")
-    if not value:
-        return None
-    return str(value).split(":", 1)[1] if ":" in str(value) else str(value)
+    objective = tuning_objective(hp)
+    return objective[1] if objective else None
 
 
 def early_stopping_metric(hp: Hyperparameters) -> str | None:
