@@ -12,7 +12,7 @@ MYFM_VENV := benchmarks/.venv-myfm
 MYFM_STAMP := $(MYFM_VENV)/.installed
 
 .PHONY: install sdk-env mxnet-env myfm-env lint typecheck test demo bench bench-recordio bench-csv bench-kmeans bench-pca \
-	bench-linear-learner bench-factorization-machines bench-xgboost bench-serve proto clean wheelhouse smalgo-wheels images images-cpu images-gpu test-images
+	bench-linear-learner bench-factorization-machines bench-xgboost bench-serve bench-setup bench-smalgo proto clean wheelhouse smalgo-wheels images images-cpu images-gpu push test-images
 
 # Images: smalgo-<algorithm>:cpu and :gpu (containers/Dockerfile, containers/Dockerfile.gpu), one per
 # algorithm in the registry (`python -m smalgo.algorithms.registry`), or those named here.
@@ -33,7 +33,7 @@ install: $(STAMP)
 # against, in its own environment: it pins its own protobuf and never enters the project's.
 sdk-env: $(SDK_STAMP)
 
-$(SDK_STAMP): benchmarks/recordio/setup_sdk_env.sh
+$(SDK_STAMP): benchmarks/recordio/setup_sdk_env.sh pyproject.toml setup.py
 	PYTHON=$(PYTHON) bash benchmarks/recordio/setup_sdk_env.sh
 	touch $(SDK_STAMP)
 
@@ -62,7 +62,7 @@ $(STAMP): pyproject.toml
 test: install sdk-env mxnet-env lint
 	$(PY) -m pytest -q
 
-# ruff (pyproject.toml's [tool.ruff]) and mypy on the four packages; any finding fails.
+# ruff (pyproject.toml's [tool.ruff]) and mypy on the five packages; any finding fails.
 lint: install typecheck
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -72,13 +72,24 @@ lint: install typecheck
 TYPECHECK_TREE := $(VENV)/typecheck
 typecheck: install
 	mkdir -p $(TYPECHECK_TREE)/smalgo
-	for package in recordio algorithms serve containers; do ln -sfn $(CURDIR)/$$package $(TYPECHECK_TREE)/smalgo/$$package; done
+	for package in recordio algorithms serve containers sagemaker; do ln -sfn $(CURDIR)/$$package $(TYPECHECK_TREE)/smalgo/$$package; done
 	MYPYPATH=$(CURDIR)/$(TYPECHECK_TREE) $(PY) -m mypy --config-file pyproject.toml --cache-dir $(VENV)/.mypy_cache -p smalgo
 
 demo: install
 	$(PY) -m smalgo.containers.demo
 
+# Each benchmark records its comparisons with its peer in benchmarks/results/<machine>.json and
+# rewrites benchmarks/results/<machine>.md, the table of ratios (smalgo.containers.benchmark.peers).
 bench: bench-recordio bench-csv bench-kmeans bench-pca bench-linear-learner bench-factorization-machines bench-xgboost bench-serve
+
+# wrk, the load generator, from the system's packages when it is missing (benchmarks/setup_wrk.sh).
+bench-setup:
+	bash benchmarks/setup_wrk.sh
+
+# `smalgo benchmark` for every algorithm on this machine (throughput, latency, cost), into
+# benchmarks/results/; `smalgo benchmark-report benchmarks/results/*vcpu*.json` tabulates and plots.
+bench-smalgo: install bench-setup
+	$(PY) -m smalgo.containers benchmark --algorithm all --output benchmarks/results
 
 # The SageMaker Python SDK v2 is the peer; it lives in the benchmark's own environment only.
 bench-recordio: install sdk-env
@@ -103,8 +114,8 @@ bench-xgboost: install
 bench-factorization-machines: install myfm-env
 	$(PY) benchmarks/factorization_machines/run.py
 
-# Needs wrk, the load generator (Debian: apt-get install -y wrk).
-bench-serve: install
+# Needs wrk, the load generator: bench-setup installs it.
+bench-serve: install bench-setup
 	$(PY) benchmarks/serve/run.py
 
 # The wheels the images install from: wheelhouse/cpu and wheelhouse/gpu (needs PyPI). Fetched
@@ -144,12 +155,25 @@ define build_images
 	done
 endef
 
+# Pushes the built images to REGISTRY as REGISTRY/smalgo-<algorithm>:<VERSION>-<cpu|gpu> and the
+# moving REGISTRY/smalgo-<algorithm>:<cpu|gpu> (containers/push_images.sh), with the engine that
+# built them; the README shows the ECR login before it. FLAVOURS=cpu pushes only the CPU images;
+# PUSH_FLAGS goes to each push (--tls-verify=false for podman and a registry without TLS).
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+FLAVOURS ?= cpu gpu
+push: install
+	PUSH_FLAGS="$(PUSH_FLAGS)" bash containers/push_images.sh $(CONTAINER_ENGINE) "$(REGISTRY)" $(VERSION) "$(FLAVOURS)" $(ALGORITHM_LIST)
+
 # Builds the images on a base it makes itself where no registry answers (debootstrap), then
-# checks them as SageMaker uses them (tests/images/check_images.py). Needs a container engine;
-# .ci/run installs podman.
+# checks them as SageMaker uses them (tests/images/check_images.py), pushes them to a registry on
+# loopback and pulls one back by digest (check_registry.py), and trains and serves each CPU image
+# through the SageMaker SDK v2's local mode (check_sdk_local_mode.py). Needs a container engine,
+# docker-registry and docker-compose; .ci/run installs them (containers/setup_podman.sh).
 test-images: install sdk-env
 	base=$$(bash containers/base_image.sh $(CONTAINER_ENGINE)) && $(MAKE) images BASE_IMAGE=$$base
 	$(PY) tests/images/check_images.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(ALGORITHM_LIST)
+	$(PY) tests/images/check_registry.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(ALGORITHM_LIST)
+	$(PY) tests/images/check_sdk_local_mode.py --engine $(CONTAINER_ENGINE) --tag cpu $(ALGORITHM_LIST)
 
 # Regenerates recordio/record_pb2.py (protobuf 5.29 gencode) from recordio/record.proto.
 proto:

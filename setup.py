@@ -8,7 +8,8 @@ from pathlib import Path
 
 from setuptools import setup
 
-ROOTS = ("recordio", "algorithms", "serve", "containers")
+# sagemaker/ is smalgo.sagemaker, the SageMaker SDK v2 estimators (the `sagemaker` extra).
+ROOTS = ("recordio", "algorithms", "serve", "containers", "sagemaker")
 
 packages, package_dir = [], {}
 for root in ROOTS:

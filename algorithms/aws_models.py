@@ -2,10 +2,13 @@
 
 AWS's images save a model as `model_algo-1` (inside the job's `model.tar.gz`): an MXNet NDArray
 file (formats/mxnet_ndarray.py) whose layout is the algorithm's own (k-means: a list holding the
-centers; PCA: a dict of mean, v and s). Each algorithm says whether a set of arrays is its layout
-and how it becomes its model (`Algorithm.from_aws_arrays`) and back (`to_aws_arrays`); this
-module finds the file in a model directory or archive, tells which algorithm wrote it, and writes
-ours back as AWS's image would read it.
+centers; PCA: a dict of mean, v and s), or a zip of an MXNet module checkpoint
+(formats/mxnet_checkpoint.py: linear learner's fc0_weight and fc0_bias; factorization machines'
+w0_weight, w1_weight and v). Each algorithm says whether a set of arrays (or a checkpoint) is
+its layout and how it becomes its model (`Algorithm.from_aws_arrays`, `from_aws_checkpoint`) and
+back (`to_aws_arrays`, `to_aws_checkpoint`); this module finds the file in a model directory or
+archive, tells by its content and parameters which algorithm wrote it, and writes ours back as
+AWS's image would read it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from .contract import Algorithm, Model
 from .errors import UserError
+from .formats.mxnet_checkpoint import is_checkpoint_zip, read_checkpoint_zip, write_checkpoint_zip
 from .formats.mxnet_ndarray import MXNetFileError, read_ndarrays, write_ndarrays
 from .registry import ALGORITHMS
 
@@ -23,7 +27,6 @@ AWS_MODEL_FILE = "model_algo-1"
 AWS_ARCHIVE = "model.tar.gz"
 # The largest model_algo-1 taken out of an archive (its header says its size before it is read).
 MAX_MODEL_BYTES = 4 << 30
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def aws_model_path(model_dir: Path) -> Path | None:
@@ -71,16 +74,13 @@ def load_aws_model(path: Path, expected_algorithm: str | None = None) -> tuple[A
     model as ours. With `expected_algorithm` (an image's), only that one is tried. UserError
     naming the file for what no algorithm here reads."""
     data, source = read_aws_model_file(path)
-    if data.startswith(_ZIP_MAGIC):
-        raise UserError(
-            f"{source} is a zip of an MXNet module checkpoint (AWS's linear learner or factorization "
-            "machines): smalgo does not read those yet; k-means and PCA models are read."
-        )
+    candidates = [ALGORITHMS[expected_algorithm]] if expected_algorithm in ALGORITHMS else list(ALGORITHMS.values())
+    if is_checkpoint_zip(data):
+        return _load_aws_checkpoint(data, source, candidates)
     try:
         arrays = read_ndarrays(data, source=source)
     except MXNetFileError as exc:
         raise UserError(str(exc)) from None
-    candidates = [ALGORITHMS[expected_algorithm]] if expected_algorithm in ALGORITHMS else list(ALGORITHMS.values())
     for algorithm in candidates:
         model = algorithm.from_aws_arrays(arrays, source=source)
         if model is not None:
@@ -94,12 +94,34 @@ def load_aws_model(path: Path, expected_algorithm: str | None = None) -> tuple[A
     raise UserError(f"{source} holds {layout}, which is not the layout of an AWS {wanted} model.")
 
 
+def _load_aws_checkpoint(data: bytes, source: str, candidates: list[Algorithm]) -> tuple[Algorithm, Model]:
+    """A model_algo-1 that is a zip: the algorithm whose parameters the checkpoint holds."""
+    try:
+        checkpoint = read_checkpoint_zip(data, source=source)
+    except MXNetFileError as exc:
+        raise UserError(str(exc)) from None
+    for algorithm in candidates:
+        model = algorithm.from_aws_checkpoint(checkpoint, source=source)
+        if model is not None:
+            return algorithm, model
+    readers = [a.title for a in candidates if type(a).from_aws_checkpoint is not Algorithm.from_aws_checkpoint]
+    wanted = " or ".join(readers) or candidates[0].title
+    raise UserError(
+        f"{source} is an MXNet module checkpoint whose parameters are {checkpoint.describe()}, which are not "
+        f"those of an AWS {wanted} model."
+    )
+
+
 def save_aws_model(algorithm: Algorithm, model: Model, out_dir: Path) -> None:
-    """Write `model` as AWS's image of `algorithm` saves it: model_algo-1, and model.tar.gz
-    holding it (what a SageMaker model's ModelDataUrl points to)."""
+    """Write `model` as AWS's image of `algorithm` saves it: model_algo-1 (an NDArray file, or a
+    module-checkpoint zip for the algorithms that save one), and model.tar.gz holding it (what a
+    SageMaker model's ModelDataUrl points to)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = write_ndarrays(algorithm.to_aws_arrays(model))
+    if type(algorithm).to_aws_checkpoint is not Algorithm.to_aws_checkpoint:
+        data = write_checkpoint_zip(algorithm.to_aws_checkpoint(model))
+    else:
+        data = write_ndarrays(algorithm.to_aws_arrays(model))
     (out_dir / AWS_MODEL_FILE).write_bytes(data)
     with tarfile.open(out_dir / AWS_ARCHIVE, "w:gz") as tar:
         info = tarfile.TarInfo(AWS_MODEL_FILE)

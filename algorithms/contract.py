@@ -13,6 +13,7 @@ registry instead of keeping maps of their own:
     json_response_key        the list's key in an application/json answer ("predictions")
     model_files              the files a saved model consists of
     from_aws_arrays          its model from AWS's built-in image's model_algo-1, if it reads one
+    from_aws_checkpoint      the same, for images whose model_algo-1 is a module-checkpoint zip
     finite_values_only       whether NaN and infinities in training data are refused
     float32_tensors_only     whether RecordIO training data must hold Float32 tensors only
     content_types_note       why only those content types, for the refusal of another
@@ -23,6 +24,7 @@ registry instead of keeping maps of their own:
     resumes_from_checkpoints whether train() takes the job's checkpoint directory
     csv_vectors_quoted       whether CSV answers write a vector as one quoted "[a, b]" cell
     empty_request_no_content whether an empty request body is answered 204 (else 400)
+    metric_definitions       the metrics SageMaker can read from its jobs' logs (name + regex)
 
 Training: `train(hp, data, metrics=..., callbacks=...)` returns a `Model`. Mini-batch algorithms
 derive from `StreamingAlgorithm` and only say how to start a `StreamingState`; the shared driver
@@ -47,8 +49,9 @@ from .batch import Batch
 from .data import TrainingData
 from .errors import UserError
 from .formats.content_types import RECORDIO_PROTOBUF
+from .formats.mxnet_checkpoint import MXNetCheckpoint
 from .hyperparameters import Schema
-from .metrics import Metric, MetricWriter
+from .metrics import Metric, MetricDefinition, MetricWriter
 from .model_files import METADATA_FILE, ModelFiles
 from .training import TrainingCallback, train_streaming
 
@@ -198,6 +201,10 @@ class Algorithm(ABC):
     # An empty request body: 204 No Content, as AWS's XGBoost image answers it; otherwise a 400
     # naming the problem.
     empty_request_no_content: ClassVar[bool] = False
+    # The metrics SageMaker can read from this algorithm's job logs, for CloudWatch and Automatic
+    # Model Tuning: the platform's names ("test:msd") and regexes (metrics.py's *_definition) that
+    # match the lines its jobs print. `smalgo metric-definitions` and smalgo.sagemaker publish them.
+    metric_definitions: ClassVar[tuple[MetricDefinition, ...]] = ()
 
     def validate(self, hp: Hyperparameters) -> None:  # noqa: B027 (an optional hook, deliberately empty here)
         """Checks that involve several hyperparameters, before any data is read; UserError
@@ -241,6 +248,18 @@ class Algorithm(ABC):
     def to_aws_arrays(self, model: Model) -> AWSArrays:
         """`model` as the arrays AWS's built-in image saves in model_algo-1."""
         raise UserError(f"{self.title} models have no AWS model_algo-1 form in smalgo.")
+
+    def from_aws_checkpoint(self, checkpoint: MXNetCheckpoint, *, source: str) -> Model | None:
+        """The model that AWS's built-in image of this algorithm saved as the MXNet module
+        checkpoint `checkpoint` (model_algo-1 as a zip: linear learner, factorization machines;
+        formats/mxnet_checkpoint.py), or None when its parameters are not that image's; UserError
+        naming `source` for that image's parameters that do not fit. None by default."""
+        return None
+
+    def to_aws_checkpoint(self, model: Model) -> MXNetCheckpoint:
+        """`model` as the module checkpoint AWS's built-in image zips into model_algo-1 (for the
+        algorithms whose model_algo-1 is a zip; the others have to_aws_arrays)."""
+        raise UserError(f"{self.title} models have no AWS module-checkpoint form in smalgo.")
 
     def load_native_model(self, model_dir: Path) -> Model:
         """The model saved in `model_dir` in the algorithm's own format (native_model_files)."""

@@ -6,11 +6,17 @@
 (spec/sagemaker-contract.md section 1.11). The job makes one `MetricWriter` for the host named in
 resourceconfig.json and hands it to the algorithm; every algorithm reports through it, whether the
 shared driver runs its loop or it runs its own.
+
+The regexes that read these lines back are made here too, beside the writer (`MetricDefinition`
+and the `*_definition` functions): each algorithm declares, with them, the metrics SageMaker can
+read from its jobs (`Algorithm.metric_definitions`), which `smalgo metric-definitions` and
+`smalgo.sagemaker` publish for CloudWatch and Automatic Model Tuning.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -72,3 +78,70 @@ class MetricWriter:
 def _emit(line: str) -> str:
     logger.info(line)
     return line
+
+
+# --------------------------------------------------------------------------- reading them back
+
+# What every regex below captures: a value as the writer prints it (a Python float's repr, or
+# XGBoost's %.5f), up to the next blank. SageMaker takes the one capture group as the value.
+_VALUE = r"(\S+)"
+_HOST = r"host=\S+, "
+_EPOCH = r"epoch=\S+, "
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    """A metric SageMaker reads from a job's log, as the console, boto3 (MetricDefinitions) and
+    the SDKs take it: the name a tuning job's objective uses ("test:msd") and a regex with one
+    capture group, the value."""
+
+    name: str
+    regex: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"Name": self.name, "Regex": self.regex}
+
+
+def quality_definition(
+    channel: str,
+    metric: str,
+    kind: str,
+    *,
+    printed: str | None = None,
+    per_epoch: bool = False,
+    name: str | None = None,
+) -> MetricDefinition:
+    """`<channel>:<metric>`, read from `MetricWriter.quality`'s lines: the line after training
+    (no `epoch=`), or with `per_epoch` the line of each pass. `printed` is a regex for the name
+    as the line spells it where that differs from `metric` (linear learner's `binary_f_\\S+`:
+    the line carries the beta, binary_f_1.000); `name` replaces the metric's name (":final")."""
+    if kind not in KINDS:
+        raise ValueError(f"metric kind must be loss or score, not {kind!r}")
+    where = _HOST + (_EPOCH if per_epoch else "")
+    word = printed if printed is not None else re.escape(metric)
+    return MetricDefinition(
+        name or f"{channel}:{metric}", f"#quality_metric: {where}{channel} {word} <{kind}>={_VALUE}"
+    )
+
+
+def progress_definition() -> MetricDefinition:
+    """`train:progress`, the percent of epochs done (`MetricWriter.progress`)."""
+    return MetricDefinition("train:progress", f"#progress_metric: {_HOST}completed {_VALUE} %")
+
+
+def throughput_definition(channel: str = "train") -> MetricDefinition:
+    """`<channel>:throughput`, records per second (`MetricWriter.throughput`)."""
+    return MetricDefinition(
+        f"{channel}:throughput", f"#throughput_metric: {_HOST}{channel} throughput={_VALUE} records/second"
+    )
+
+
+def evaluation_definition(data: str, metric: str) -> MetricDefinition:
+    """`<data>:<metric>` from `MetricWriter.evaluation`'s line, `[3]\\ttrain-auc:0.9\\tvalidation-auc:0.8`.
+
+    AWS's XGBoost image defines `.*\\[[0-9]+\\].*#011validation-auc:(\\S+)`: CloudWatch shows the
+    tab as #011, and SageMaker reads the log as CloudWatch has it. This regex leaves the separator
+    out, so that it reads the line both ways (as printed and as CloudWatch stores it), and stops
+    the value at a #, so that a metric that is not the line's last one is read alone
+    (`0.80000`, not `0.80000#011validation-logloss:0.3`)."""
+    return MetricDefinition(f"{data}:{metric}", rf".*\[[0-9]+\].*{re.escape(data)}-{re.escape(metric)}:([^\s#]+)")

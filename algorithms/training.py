@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from .data import TrainingData
 from .errors import UserError
 from .hyperparameters import tuning_objective
-from .metrics import Metric, MetricWriter
+from .metrics import Metric, MetricWriter, progress_definition, throughput_definition
 
 if TYPE_CHECKING:
     from .contract import Hyperparameters, Model, StreamingAlgorithm, StreamingState
@@ -126,6 +126,11 @@ def warn_when_the_objective_cannot_be_printed(hp: Hyperparameters, data: Trainin
             objective,
             channel,
         )
+
+
+# The lines this driver prints for every mini-batch algorithm, as SageMaker reads them: each
+# algorithm's metric_definitions include these beside its own quality metrics.
+DRIVER_METRIC_DEFINITIONS = (progress_definition(), throughput_definition("train"))
 
 
 class SingleHost:

@@ -7,4 +7,6 @@ job.py        the `train` command: configuration -> checks -> training -> model/
 local_job.py  laying out a SageMaker-style job in a local directory
 cli.py        the `smalgo` command line (`python -m smalgo.containers`)
 demo.py       `make demo`
+benchmark/    `smalgo benchmark` and `smalgo benchmark-report`: throughput, latency and cost per
+              instance type, through the real job path and the real server
 """

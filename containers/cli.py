@@ -9,11 +9,19 @@
     smalgo import-aws AWS_MODEL OUT   # a model AWS's built-in image trained (model_algo-1 or
                                       # model.tar.gz) as a smalgo model directory
     smalgo export-aws MODEL_DIR OUT   # a smalgo model as AWS's image saves it (model_algo-1, model.tar.gz)
+    smalgo metric-definitions ALGORITHM
+                                      # the metrics SageMaker reads from its jobs' logs, as JSON
+                                      # MetricDefinitions ([{"Name": ..., "Regex": ...}])
+    smalgo benchmark [--algorithm NAME|all] [--cpus N] [--quick] ...
+                                      # training and inference throughput, latency and cost here
+    smalgo benchmark-report RESULT.json ... [--output DIR]
+                                      # several benchmark results as one table and PNG plots
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -37,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_server(args.model_dir)
     if args.command in ("import-aws", "export-aws"):
         return _convert_aws(args)
+    if args.command == "metric-definitions":
+        return _print_metric_definitions(args.algorithm)
+    if args.command == "benchmark":
+        from .benchmark.run import run as run_benchmark
+
+        return run_benchmark(args)
+    if args.command == "benchmark-report":
+        from .benchmark.report import run as run_report
+
+        return run_report(args)
     return _train(parser, args)
 
 
@@ -60,6 +78,20 @@ def _convert_aws(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     written = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"{algorithm.title} model written to {out}: {written}", flush=True)
+    return 0
+
+
+def _print_metric_definitions(name: str) -> int:
+    """metric-definitions: the algorithm's MetricDefinitions as JSON on stdout, as the console,
+    boto3 and the SDKs take them; an unknown name is a usage error naming the known ones."""
+    from smalgo.algorithms.registry import get_algorithm
+
+    try:
+        algorithm = get_algorithm(name)
+    except UserError as exc:
+        print(f"smalgo metric-definitions: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps([definition.as_dict() for definition in algorithm.metric_definitions], indent=2), flush=True)
     return 0
 
 
@@ -113,7 +145,11 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smalgo", description="SageMaker-compatible built-in algorithms.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,serve,import-aws,export-aws}")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{train,serve,import-aws,export-aws,metric-definitions,benchmark,benchmark-report}",
+    )
     train = commands.add_parser(
         "train",
         help="run a training job",
@@ -148,8 +184,8 @@ def _parser() -> argparse.ArgumentParser:
         "import-aws",
         help="turn a model AWS's built-in image trained into a smalgo model directory",
         description="Read model_algo-1 (or the model.tar.gz holding it, or a directory with either) "
-        "that AWS's k-means or PCA image wrote, and write it as a smalgo model directory "
-        "(model.json and .npy arrays, readable with numpy).",
+        "that AWS's k-means, PCA, linear learner or factorization machines image wrote, and write it as "
+        "a smalgo model directory (model.json and .npy arrays, readable with numpy).",
     )
     import_aws.add_argument("aws_model", metavar="AWS_MODEL", help="model_algo-1, model.tar.gz, or a directory")
     import_aws.add_argument("out", metavar="OUT", help="directory to write the smalgo model in")
@@ -158,11 +194,38 @@ def _parser() -> argparse.ArgumentParser:
         "export-aws",
         help="write a smalgo model as AWS's built-in image saves it",
         description="Write the smalgo model in MODEL_DIR as model_algo-1 and model.tar.gz, the form "
-        "AWS's built-in image of its algorithm reads (k-means, PCA).",
+        "AWS's built-in image of its algorithm reads (k-means, PCA, linear learner, factorization machines).",
     )
     export_aws.add_argument("model_dir", metavar="MODEL_DIR", help="a smalgo model directory")
     export_aws.add_argument("out", metavar="OUT", help="directory to write model_algo-1 and model.tar.gz in")
+    metric_definitions = commands.add_parser(
+        "metric-definitions",
+        help="print the metrics SageMaker reads from an algorithm's training jobs, as JSON",
+        description="Print the algorithm's metric definitions (name and regex of each metric its "
+        'training jobs print) as JSON, [{"Name": ..., "Regex": ...}], the form of the console\'s '
+        "metric definitions and of boto3's MetricDefinitions (CreateTrainingJob, "
+        "CreateHyperParameterTuningJob).",
+    )
+    metric_definitions.add_argument("algorithm", metavar="ALGORITHM", help="algorithm name, e.g. kmeans or xgboost")
+    _add_benchmark_parsers(commands)
     return parser
+
+
+def _add_benchmark_parsers(commands) -> None:
+    from .benchmark import report, run
+
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="measure training and inference throughput, latency and cost on this machine",
+        description=run.__doc__.split("\n\n")[0].replace("\n", " "),
+    )
+    run.add_arguments(benchmark)
+    benchmark_report = commands.add_parser(
+        "benchmark-report",
+        help="merge benchmark results into one Markdown table and PNG plots",
+        description=report.__doc__.split("\n\n")[0].replace("\n", " "),
+    )
+    report.add_arguments(benchmark_report)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 from flask import Flask, Response, request
 from gunicorn.http.errors import NoMoreData, ParseException
@@ -29,13 +30,11 @@ from .errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, Requ
 from .media import request_media_type, response_media_type
 from .model import LoadedModel, load_model
 from .settings import ServerSettings
+from .worker import DRAIN_FACTOR, SpilledBody
 
 logger = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
-# A body over the limit but within this many times it is read and dropped before the 413, so
-# that the client's connection survives; a larger one is left to gunicorn, which closes it.
-_DRAIN_FACTOR = 2
 _READ_BYTES = 1 << 20
 
 
@@ -71,7 +70,7 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
             # nothing unread, and its keep-alive connection can carry the next one (gunicorn
             # closes it when more than 64 KiB of a body are left on the socket).
             body = read_body(environ, settings)
-            if not body and model.algorithm.empty_request_no_content:
+            if body == b"" and model.algorithm.empty_request_no_content:
                 return 204, b"", None
             answer, content_type = invoke(
                 model, settings, content_type=environ.get("CONTENT_TYPE"), accept=environ.get("HTTP_ACCEPT"), body=body
@@ -105,12 +104,18 @@ def create_app(model_dir: str | Path | None = None, settings: ServerSettings | N
 
 
 def invoke(
-    model: LoadedModel, settings: ServerSettings, *, content_type: str | None, accept: str | None, body: bytes
+    model: LoadedModel,
+    settings: ServerSettings,
+    *,
+    content_type: str | None,
+    accept: str | None,
+    body: bytes | BinaryIO,
 ) -> tuple[bytes, str]:
-    """One /invocations request: (response body, its Content-Type), or RequestError."""
+    """One /invocations request: (response body, its Content-Type), or RequestError. `body`: the
+    bytes, or a file holding them (a body the worker spilled to disk, read from its start)."""
     media_type = request_media_type(content_type)
     answer_type = response_media_type(accept, settings.default_accept)
-    if not body:
+    if body == b"":
         raise RequestError(BAD_REQUEST, f"The request body is empty; send at least one record as {media_type}.")
     try:
         batch = decode_request(
@@ -121,6 +126,7 @@ def invoke(
             fewer_features=model.algorithm.fewer_request_features,
         )
         outputs = model.predict(batch)
+        del batch  # a large request's rows go before its answer is written
     except (UserError, RecordIOError, ValueError) as exc:
         # Decoders raise RequestError for everything they know of; this is the model refusing
         # a batch it was given, which is still about the request.
@@ -136,23 +142,25 @@ def invoke(
     )
 
 
-def read_body(environ: dict, settings: ServerSettings) -> bytes:
+def read_body(environ: dict, settings: ServerSettings) -> bytes | BinaryIO:
     """The request body, or RequestError: 413 past the payload limit, 400 for a body that breaks
     HTTP's framing (a malformed chunk, a body that ends before its Content-Length or its last
     chunk: the part that arrived is never scored), 415 for a Content-Encoding other than identity
     (a compressed body read as plain text would be garbage, not an error). Read from the WSGI
     stream directly: Werkzeug's wrappers cost more than a small request's decoding, and its limit
-    on chunked bodies truncates them silently instead of refusing them."""
+    on chunked bodies truncates them silently instead of refusing them. A body the worker spilled
+    to a file (worker.SPILL_BYTES) is that file, for the decoders to read in pieces: never a
+    bytes object of hundreds of MB beside the rows decoded from it."""
+    stream = environ["wsgi.input"]
     try:
-        body = _read_framed_body(environ, settings)
+        if isinstance(stream, SpilledBody):
+            body: bytes | BinaryIO = _spilled_body(stream, environ, settings)
+        else:
+            body = _read_framed_body(environ, settings)
     except NoMoreData:
-        raise RequestError(
-            BAD_REQUEST,
-            "The request body is incomplete: the connection ended inside a chunk "
-            "or before the last (zero-length) chunk.",
-        ) from None
+        raise _chunks_incomplete() from None
     except ParseException as exc:
-        raise RequestError(BAD_REQUEST, f"The request body's chunked encoding is malformed: {exc}.") from None
+        raise _chunks_malformed(str(exc)) from None
     encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding not in ("", "identity"):
         raise RequestError(
@@ -171,16 +179,12 @@ def _read_framed_body(environ: dict, settings: ServerSettings) -> bytes:
         if not length.isdigit():
             raise RequestError(BAD_REQUEST, f"Content-Length {length!r} is not a number of bytes.")
         if int(length) > limit:
-            if int(length) <= _DRAIN_FACTOR * limit:
+            if int(length) <= DRAIN_FACTOR * limit:
                 _discard(stream, int(length))  # so that the connection stays usable
             raise _too_large(settings, f" ({int(length):,} bytes)")
         body = stream.read(int(length))
         if len(body) < int(length):
-            raise RequestError(
-                BAD_REQUEST,
-                f"The request body is incomplete: Content-Length is {int(length):,} "
-                f"bytes, but the connection ended after {len(body):,}.",
-            )
+            raise _length_incomplete(int(length), len(body))
         return body
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length, and a server that does not end the stream for us: nothing to read safely
@@ -193,9 +197,42 @@ def _read_framed_body(environ: dict, settings: ServerSettings) -> bytes:
         parts.append(part)
         size += len(part)
     if size > limit:
-        _discard(stream, (_DRAIN_FACTOR - 1) * limit)
+        _discard(stream, (DRAIN_FACTOR - 1) * limit)
         raise _too_large(settings, "")
     return b"".join(parts)
+
+
+def _spilled_body(body: SpilledBody, environ: dict, settings: ServerSettings) -> BinaryIO:
+    """The file of a body the worker wrote to disk as it came, checked as _read_framed_body
+    checks the bytes it reads (the worker noted what broke the framing, and counted the bytes past
+    the limit without keeping them)."""
+    length = environ.get("CONTENT_LENGTH", "").strip()
+    if body.framing_error is not None:
+        raise _chunks_malformed(body.framing_error)
+    if body.size > settings.max_payload_bytes:
+        raise _too_large(settings, f" ({int(length):,} bytes)" if length.isdigit() else "")
+    if not body.complete:
+        raise _length_incomplete(int(length), body.size) if length.isdigit() else _chunks_incomplete()
+    return body.file
+
+
+def _length_incomplete(length: int, received: int) -> RequestError:
+    return RequestError(
+        BAD_REQUEST,
+        f"The request body is incomplete: Content-Length is {length:,} bytes, "
+        f"but the connection ended after {received:,}.",
+    )
+
+
+def _chunks_incomplete() -> RequestError:
+    return RequestError(
+        BAD_REQUEST,
+        "The request body is incomplete: the connection ended inside a chunk or before the last (zero-length) chunk.",
+    )
+
+
+def _chunks_malformed(problem: str) -> RequestError:
+    return RequestError(BAD_REQUEST, f"The request body's chunked encoding is malformed: {problem}.")
 
 
 def _discard(stream, n_bytes: int) -> None:

@@ -11,7 +11,9 @@ the algorithm's declaration, never the default).
 
 from __future__ import annotations
 
+import io
 import re
+from typing import BinaryIO
 
 import numpy as np
 
@@ -36,26 +38,37 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def decode_request(
-    body: bytes, media_type: str, feature_dim: int, *, finite_values_only: bool = False, fewer_features: int = 0
+    body: bytes | BinaryIO,
+    media_type: str,
+    feature_dim: int,
+    *,
+    finite_values_only: bool = False,
+    fewer_features: int = 0,
 ) -> Batch:
     """Decode a non-empty request body of a canonical media type (see media.py) into a Batch
     of at least one row with `feature_dim` features (CSV and RecordIO: down to `feature_dim -
     fewer_features`; LIBSVM: up to feature_dim, widened to it). With `finite_values_only` (the
     model's algorithm declares it), NaN and infinities (numbers beyond float32 read as inf) are
-    refused with a 400 naming the row and column, whatever the format."""
+    refused with a 400 naming the row and column, whatever the format.
+
+    `body` may be a file positioned at the body's start (a large body the worker spilled to
+    disk): CSV and RecordIO are decoded from it a few MB at a time, so that memory holds the
+    rows, not the text as well; JSON, JSON Lines and LIBSVM are parsed from the bytes, read
+    whole (their parsers take nothing else, and their parsed form outweighs the text anyway)."""
     if media_type == CSV:
-        for width in range(feature_dim, feature_dim - fewer_features - 1, -1):
-            X = _decode_small_csv(body, width)
-            if X is not None:
-                return Batch(X)  # plain decimal numbers within the float32 range: finite
+        if isinstance(body, bytes):
+            for width in range(feature_dim, feature_dim - fewer_features - 1, -1):
+                X = _decode_small_csv(body, width)
+                if X is not None:
+                    return Batch(X)  # plain decimal numbers within the float32 range: finite
         if fewer_features:
             X = _within(_decode_csv_with_decoder(body, None), feature_dim, fewer_features, what="text/csv body")
         else:
             X = _decode_csv_with_decoder(body, feature_dim)
     elif media_type == JSON:
-        X = decode_json(body, feature_dim)
+        X = decode_json(_whole(body), feature_dim)
     elif media_type == JSONLINES:
-        X = decode_jsonlines(body, feature_dim)
+        X = decode_jsonlines(_whole(body), feature_dim)
     elif media_type == RECORDIO_PROTOBUF:
         if fewer_features:
             X = _within(
@@ -64,7 +77,7 @@ def decode_request(
         else:
             X = decode_recordio(body, feature_dim)
     elif media_type == LIBSVM:
-        X = decode_libsvm_request(body, feature_dim)
+        X = decode_libsvm_request(_whole(body), feature_dim)
     else:  # media.py lets no other type through
         raise AssertionError(f"no decoder for {media_type}")
     if finite_values_only:
@@ -77,6 +90,11 @@ def decode_request(
                 f"{non_finite_hint(value)}; this model takes finite numbers only.",
             )
     return Batch(X)
+
+
+def _whole(body: bytes | BinaryIO) -> bytes:
+    """The body's bytes, for the parsers that take nothing else (JSON, JSON Lines, LIBSVM)."""
+    return body if isinstance(body, bytes) else body.read()
 
 
 def _within(X, feature_dim: int, fewer_features: int, *, what: str):
@@ -109,25 +127,48 @@ def decode_libsvm_request(body: bytes, feature_dim: int):
     return X
 
 
-def _locate(body: bytes, media_type: str, *, row: int, column: int) -> str:
+def _locate(body: bytes | BinaryIO, media_type: str, *, row: int, column: int) -> str:
     """Where row `row` (blank lines not counted), column `column` of a decoded body is, in
     the body's own terms: the line of CSV and JSON Lines, the instance of JSON, the record of
     RecordIO (0-based, as RecordIO errors count them)."""
     if media_type == CSV:
-        lines = [n for n, line in enumerate(body.splitlines(), 1) if line.strip(b" \t")]
-        return f"text/csv body, line {lines[row]}, column {column + 1}"
+        return f"text/csv body, line {_line_number(body, row)}, column {column + 1}"
     if media_type == JSONLINES:
-        lines = [n for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
-        return f"application/jsonlines body, line {lines[row]}, feature {column}"
+        line = _line_number(body, row, line_ends_at_lf_only=True, blank=_ASCII_WHITESPACE)
+        return f"application/jsonlines body, line {line}, feature {column}"
     if media_type == JSON:
         return f"application/json body, instance {row}, feature {column}"
     if media_type == LIBSVM:
-        lines = [n for n, line in enumerate(body.splitlines(), 1) if line.strip(b" \t")]
-        return f"text/libsvm body, line {lines[row]}, feature {column}"
+        return f"text/libsvm body, line {_line_number(body, row)}, feature {column}"
     return f"application/x-recordio-protobuf body: record {row}, feature {column}"
 
 
-def _decode_csv_with_decoder(body: bytes, feature_dim: int | None) -> np.ndarray:
+# What bytes.strip() strips (str.strip() would strip more: Latin-1's no-break space too).
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def _line_number(body: bytes | BinaryIO, row: int, *, line_ends_at_lf_only: bool = False, blank: str = " \t") -> int:
+    """The 1-based number of the line of row `row` (0-based) of a line-based body, where lines
+    made only of `blank` characters (which the decoders skip) hold no row. Lines end at \\n, \\r\\n
+    and \\r (CSV, LIBSVM), or at \\n only (JSON Lines). A file is read line by line, up to the row."""
+    if isinstance(body, bytes):
+        lines = body.split(b"\n") if line_ends_at_lf_only else body.splitlines()
+        return [n for n, line in enumerate(lines, 1) if line.strip(blank.encode())][row]
+    body.seek(0)
+    # Latin-1 maps every byte to one character; newline=None ends lines where splitlines() does.
+    text = io.TextIOWrapper(body, encoding="latin-1", newline="\n" if line_ends_at_lf_only else None)
+    try:
+        for number, line in enumerate(text, 1):
+            if line.strip(blank + "\r\n"):
+                if not row:
+                    return number
+                row -= 1
+    finally:
+        text.detach()  # the file is the worker's to close
+    raise IndexError(f"the body has fewer rows than were decoded from it (row {row} more)")
+
+
+def _decode_csv_with_decoder(body: bytes | BinaryIO, feature_dim: int | None) -> np.ndarray:
     """One record per line, `feature_dim` numbers per record, no label column: the numba
     decoder, for what the small-body path (_decode_small_csv) leaves to it."""
     try:
@@ -179,7 +220,7 @@ def _decode_small_csv(body: bytes, feature_dim: int) -> np.ndarray | None:
 PIPELINE_FEATURES_KEY = "projection"
 
 
-def _pipeline_rows(body: bytes, feature_dim: int | None) -> np.ndarray | None:
+def _pipeline_rows(body: bytes | BinaryIO, feature_dim: int | None) -> np.ndarray | None:
     """The `projection` vectors of a RecordIO answer of PCA's, as rows; None when `body` is
     not such an answer (the caller then reports why it is not a request either)."""
     try:
@@ -198,13 +239,15 @@ def _pipeline_rows(body: bytes, feature_dim: int | None) -> np.ndarray | None:
     return X
 
 
-def decode_recordio(body: bytes, feature_dim: int | None):
+def decode_recordio(body: bytes | BinaryIO, feature_dim: int | None):
     """One aialgs.data.Record per row, dense or sparse; labels, if any, are ignored. Records
     whose features map is empty and whose label map holds `projection` (PCA's answer, passed on
     by an inference pipeline) give that vector as their row."""
     try:
         X, _ = recordio.read(body, feature_dim=feature_dim)
     except recordio.RecordIOError as exc:
+        if not isinstance(body, bytes):
+            body.seek(0)
         X = _pipeline_rows(body, feature_dim)
         if X is None:
             raise RequestError(BAD_REQUEST, f"application/x-recordio-protobuf body: {exc}") from None

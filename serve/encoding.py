@@ -31,6 +31,11 @@ from .media import CSV, JSON, JSONLINES, RECORDIO_PROTOBUF
 
 # Outputs of at most this many numbers (a single record's) are formatted number by number.
 _SMALL_OUTPUT = 64
+# Answers of more rows are written this many rows at a time, then joined: the text forms hold
+# a Python float and a str per number while they are formatted (~100 bytes each), which for the
+# millions of rows of an asynchronous request (up to 1 GB) would take several times the memory
+# of the answer itself.
+ENCODE_ROWS = 1 << 16
 
 
 def encode_response(
@@ -49,6 +54,10 @@ def encode_response(
     outputs = {
         name: array if array.dtype == np.float32 else array.astype(np.float32) for name, array in outputs.items()
     }
+    if next(iter(outputs.values())).shape[0] > ENCODE_ROWS:
+        return _encode_in_slices(
+            outputs, media_type, json_key=json_key, batch_mode=batch_mode, csv_vectors_quoted=csv_vectors_quoted
+        )
     if media_type == RECORDIO_PROTOBUF:
         return recordio.encode_response(outputs), RECORDIO_PROTOBUF
     if media_type == CSV:
@@ -59,6 +68,27 @@ def encode_response(
     if media_type == JSON:
         return f'{{"{json_key}": [{", ".join(rows)}]}}'.encode(), JSON
     raise AssertionError(f"no encoder for {media_type}")  # media.py lets no other type through
+
+
+def _encode_in_slices(outputs: dict[str, np.ndarray], media_type: str, **options) -> tuple[bytes, str]:
+    """encode_response's bytes, written ENCODE_ROWS rows at a time: every form but JSON is the
+    concatenation of its slices' answers; JSON's list is the concatenation of their lists."""
+    n_rows = next(iter(outputs.values())).shape[0]
+    pieces, content_type = [], media_type
+    for start in range(0, n_rows, ENCODE_ROWS):
+        piece, content_type = encode_response(
+            {name: array[start : start + ENCODE_ROWS] for name, array in outputs.items()}, media_type, **options
+        )
+        pieces.append(piece)
+    if content_type != JSON:
+        return b"".join(pieces), content_type
+    # Each piece is {"key": [rows]}: its rows, between the first '[' and the closing ']}'.
+    opening = pieces[0].index(b"[") + 1
+    parts: list = [pieces[0][:opening]]
+    for piece in pieces:
+        parts += [memoryview(piece)[opening:-2], b", "]
+    parts[-1] = b"]}"
+    return b"".join(parts), content_type
 
 
 def _json_rows(outputs: dict[str, np.ndarray]) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,13 @@ def warm_up(model: LoadedModel) -> None:
     ]
     for media_type, body in requests:
         outputs = model.predict(decode_request(body, media_type, model.feature_dim))
+        if media_type == RECORDIO_PROTOBUF or (media_type == CSV and len(body) > SMALL_CSV_BYTES):
+            # A large body the worker spilled to disk is decoded from its file, by the streaming
+            # decoders (kernels of their own: their buffers are writable).
+            with tempfile.TemporaryFile() as file:
+                file.write(body)
+                file.seek(0)
+                model.predict(decode_request(file, media_type, model.feature_dim))
         for accept in ACCEPTABLE_MEDIA_TYPES:
             encode_response(
                 outputs,

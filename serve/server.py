@@ -33,7 +33,7 @@ from smalgo.recordio.parallel import available_cpus
 from .app import create_app
 from .model import ModelError
 from .settings import ServerSettings, SettingsError
-from .worker import HEAD_BYTES, BufferingThreadWorker
+from .worker import BufferingThreadWorker
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,13 @@ def gunicorn_options(settings: ServerSettings) -> dict:
         "bind": [f"0.0.0.0:{settings.port}"],
         "workers": settings.workers,
         "worker_class": BufferingThreadWorker.configured(
-            request_limit_bytes=settings.max_payload_bytes + HEAD_BYTES,
-            request_timeout_seconds=settings.timeout_seconds,
+            body_limit_bytes=settings.max_payload_bytes, request_timeout_seconds=settings.timeout_seconds
         ),
         "threads": THREADS_PER_WORKER,
+        # gunicorn replaces a worker that has not signalled for this long. A gthread worker's
+        # event loop signals every second while its thread predicts, so a long prediction (a
+        # 1 GB asynchronous request) is not taken for a hung worker; the worker's own request
+        # timeout (408) bounds how long a request may take to arrive.
         "timeout": settings.timeout_seconds,
         "graceful_timeout": min(GRACEFUL_TIMEOUT_SECONDS, settings.timeout_seconds),
         "keepalive": KEEPALIVE_SECONDS,

@@ -2,8 +2,12 @@
 
     SAGEMAKER_BIND_TO_PORT                port to listen on (default 8080; set in inference pipelines)
     SAGEMAKER_MODEL_SERVER_WORKERS        gunicorn worker processes (default: the CPUs we may use)
-    SAGEMAKER_MODEL_SERVER_TIMEOUT        seconds a request may take before its worker is replaced (60)
-    SAGEMAKER_MAX_PAYLOAD_IN_MB           largest request body, MiB (default 6, as real-time endpoints)
+    SAGEMAKER_MODEL_SERVER_TIMEOUT        seconds a request may take to arrive whole (then 408), and a
+                                          worker's event loop to stay silent before gunicorn replaces it;
+                                          a prediction is never cut short (default 60, at most 3600,
+                                          batch transform's hour; asynchronous inference allows 15 minutes)
+    SAGEMAKER_MAX_PAYLOAD_IN_MB           largest request body, MiB (default 6, as real-time endpoints;
+                                          at most 1024, asynchronous inference's 1 GB)
     SAGEMAKER_MAX_CONCURRENT_TRANSFORMS   what /execution-parameters advertises (default: workers)
     SAGEMAKER_BATCH_STRATEGY              MULTI_RECORD (default) or SINGLE_RECORD, advertised likewise
     SAGEMAKER_BATCH                       "true" in batch transform: one output line per record
@@ -33,9 +37,12 @@ from .media import ACCEPTABLE_MEDIA_TYPES, parse_media_type
 
 DEFAULT_PORT = 8080
 DEFAULT_TIMEOUT_SECONDS = 60
+# Batch transform's longest invocation is an hour (asynchronous inference's 15 minutes).
+MAX_TIMEOUT_SECONDS = 3600
 DEFAULT_MAX_PAYLOAD_MB = 6
-# SageMaker caps batch payloads at 100 MB; a larger setting is a mistake, not a wish.
-MAX_PAYLOAD_MB_LIMIT = 100
+# Asynchronous inference takes payloads up to 1 GB (batch transform up to 100 MB, real-time 6 MB);
+# a larger setting is a mistake, not a wish.
+MAX_PAYLOAD_MB_LIMIT = 1024
 DEFAULT_ACCEPT = "application/json"
 DEFAULT_BASE_DIR = "/opt/ml"
 BATCH_STRATEGIES = ("MULTI_RECORD", "SINGLE_RECORD")
@@ -88,16 +95,17 @@ class ServerSettings:
             csv_threads_setting(env)  # read by the CSV decoder on each request: refused here, at startup
         except UserError as exc:
             raise SettingsError(str(exc)) from exc
-        max_payload_mb = _positive_int(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB)
-        if max_payload_mb > MAX_PAYLOAD_MB_LIMIT:
-            raise SettingsError(
-                f"SAGEMAKER_MAX_PAYLOAD_IN_MB={max_payload_mb} is above SageMaker's limit of {MAX_PAYLOAD_MB_LIMIT}."
-            )
+        max_payload_mb = _bounded_int(
+            env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", default=DEFAULT_MAX_PAYLOAD_MB, maximum=MAX_PAYLOAD_MB_LIMIT
+        )
+        timeout_seconds = _bounded_int(
+            env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", default=DEFAULT_TIMEOUT_SECONDS, maximum=MAX_TIMEOUT_SECONDS
+        )
         return cls(
             model_dir=Path(model_dir),
             port=_port(env),
             workers=workers,
-            timeout_seconds=_positive_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+            timeout_seconds=timeout_seconds,
             max_payload_mb=max_payload_mb,
             # One request at a time per worker (see server.py), so more concurrent transforms
             # than workers would only queue.
@@ -139,6 +147,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = 0
     if value < 1:
         raise SettingsError(f"{name}={env[name]!r} must be a positive integer.")
+    return value
+
+
+def _bounded_int(env: Mapping[str, str], name: str, *, default: int, maximum: int) -> int:
+    """A positive integer of at most `maximum` (SageMaker's own limit on the setting)."""
+    value = _positive_int(env, name, default)
+    if value > maximum:
+        raise SettingsError(
+            f"{name}={env[name]!r} is above SageMaker's limit of {maximum}; "
+            f"valid values: an integer from 1 to {maximum}."
+        )
     return value
 
 

@@ -16,6 +16,13 @@ closed; a connection that sends nothing is closed after the keep-alive timeout, 
 Expect: 100-continue is answered from the loop when the head has come and the body has not (the
 client would otherwise wait a second before sending it); gunicorn's thread sends its own
 100 Continue later, which clients skip as HTTP allows any number of 1xx answers.
+
+A body larger than SPILL_BYTES (batch transform and asynchronous inference send up to 100 MB and
+1 GB) is not gathered in memory: the loop writes it, de-chunked, to an unlinked temporary file as
+it arrives (`SpilledBody`, on disk: `spill_directory`), and that file is the request's wsgi.input,
+which the app decodes in pieces (app.read_body). A body past the payload limit is read and dropped
+up to DRAIN_FACTOR times the limit, as the app does, so that its connection survives the 413;
+one that says with its head that it is larger is handed over at once, and its connection closed.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import selectors
+import tempfile
 import time
-from functools import partial
+from functools import cache, partial
 from typing import ClassVar
 
 from gunicorn.http.unreader import SocketUnreader
@@ -39,6 +48,97 @@ HEAD_BYTES = 64 * 1024
 # The longest chunk-size line scanned; a longer one is malformed, for the parser to refuse.
 CHUNK_LINE_BYTES = 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Bodies up to this size are gathered in memory, so that real-time requests (SageMaker caps them
+# at 6 MB) never touch the disk. A larger one is written to a temporary file as it arrives: in
+# memory it would be held whole as gathered bytes, then again as the app's copy, beside the rows
+# decoded from it (two copies of a 1 GB asynchronous request, and a third of its size in rows);
+# from the file the decoders read it a few MB at a time. Writing it costs a copy into the page
+# cache, which is small beside parsing it.
+SPILL_BYTES = 8 << 20
+# A body over the payload limit but within this many times it is read and dropped before the 413,
+# so that the client's connection survives (and the client reads the answer rather than a reset);
+# a larger one is left unread and its connection closed. The app applies the same rule.
+DRAIN_FACTOR = 2
+# Filesystems that keep files in memory: a body spilled there would still take memory.
+_MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+@cache
+def spill_directory() -> str:
+    """Where bodies are spilled: tempfile's directory when TMPDIR (or TEMP, TMP) names one, the
+    user's choice; otherwise the first of /tmp and /var/tmp that is writable and on a disk rather
+    than in memory (/tmp is a tmpfs on some systems), else tempfile's choice."""
+    default = tempfile.gettempdir()
+    if any(os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")):
+        return default
+    for directory in dict.fromkeys((default, "/var/tmp")):
+        if os.access(directory, os.W_OK | os.X_OK) and _filesystem_type(directory) not in _MEMORY_FILESYSTEMS:
+            return directory
+    return default
+
+
+def _filesystem_type(path: str) -> str | None:
+    """The type of the filesystem `path` is on (/proc/self/mounts: the longest mount point above
+    it); None where that cannot be told."""
+    path = os.path.realpath(path)
+    found, found_type = "", None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                # Spaces and other odd bytes in mount points are written as octal escapes.
+                mount_point = fields[1].encode().decode("unicode_escape")
+                inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) >= len(found):
+                    found, found_type = mount_point, fields[2]
+    except OSError:
+        return None
+    return found_type
+
+
+class SpilledBody:
+    """A request body that the loop wrote to an unlinked temporary file as it arrived (one over
+    SPILL_BYTES), and the request's wsgi.input. `file` holds the body's bytes (de-chunked), `size`
+    of them; `complete` says whether the body came whole (its Content-Length, or its last chunk);
+    `framing_error` says what broke its chunked framing, if anything. The app reads `file`
+    itself; read() and readline() serve any other WSGI reader. Closed once the request is
+    answered (then it reads as empty)."""
+
+    def __init__(self, directory: str | None = None, keep_bytes: int | None = None) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.size = 0
+        self.keep_bytes = keep_bytes  # bytes past this many are counted, not kept: over the limit
+        self.complete = False
+        self.framing_error: str | None = None
+
+    def write(self, data) -> None:
+        if self.keep_bytes is None or self.size + len(data) <= self.keep_bytes:
+            self.file.write(data)
+        else:
+            self.keep_bytes = -1  # and nothing after it
+        self.size += len(data)
+
+    def rewind(self) -> None:
+        self.file.flush()
+        self.file.seek(0)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b"" if self.file.closed else self.file.read(-1 if size is None else size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b"" if self.file.closed else self.file.readline(-1 if size is None else size)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# Where a spilled chunked body's framing is (PendingRequest.chunk_left, when not a byte count).
+_SIZE_LINE, _CHUNK_END, _TRAILER = -1, -2, -3
 
 
 class PendingRequest:
@@ -46,13 +146,34 @@ class PendingRequest:
 
     Only the framing is read (the end of the head, Content-Length, chunked encoding, Expect);
     anything it cannot frame is `handed over` as it is: the parser gives it the answer it gives
-    any malformed request."""
+    any malformed request. A body over `spill_bytes` goes to `spill` (a SpilledBody) instead of
+    `data`, which then holds the head alone (and, once the body is whole, whatever followed it: a
+    pipelined request); a spilled body whose framing breaks, or that grows past the limit, is
+    handed over with `spill` saying so, for the app to answer."""
 
-    __slots__ = ("chunk_at", "chunked", "continue_sent", "data", "ended", "expects_continue", "head_end", "verdict")
+    __slots__ = (
+        "body_left",
+        "chunk_at",
+        "chunk_left",
+        "chunked",
+        "continue_sent",
+        "data",
+        "ended",
+        "expects_continue",
+        "head_end",
+        "spill",
+        "spill_bytes",
+        "spill_dir",
+        "unframed",
+        "verdict",
+    )
 
     INCOMPLETE, COMPLETE, HAND_OVER = 0, 1, 2
 
-    def __init__(self) -> None:
+    def __init__(self, spill_bytes: int = SPILL_BYTES, spill_dir: str | None = None) -> None:
+        self.spill_bytes = spill_bytes
+        self.spill_dir = spill_dir
+        self.spill: SpilledBody | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -64,25 +185,46 @@ class PendingRequest:
         self.continue_sent = False
         self.ended = False  # the client closed its side
         self.verdict = self.INCOMPLETE
+        self.spill = None  # the body's file, once it is past spill_bytes
+        self.body_left = 0  # a spilled body with a Content-Length: its bytes still to come
+        self.chunk_left = _SIZE_LINE  # a spilled chunked body: the current chunk's bytes still to come
+        self.unframed = bytearray()  # a spilled chunked body: bytes received, not yet de-chunked
 
     def add(self, data: bytes, limit: int) -> None:
-        """Take more bytes; `limit`: the most a request may hold before it is handed over."""
+        """Take more bytes; `limit`: the most a request's body may hold (the payload limit)."""
+        if self.spill is not None:
+            self._spill_more(data, limit)
+            return
         scanned = len(self.data)
         self.data += data
         if self.head_end < 0:
-            self._read_head(max(0, scanned - 3))
+            self._read_head(max(0, scanned - 3), limit)
         if self.head_end >= 0 and self.verdict == self.INCOMPLETE:
+            # A body's declared length, or the chunked body's bytes so far.
+            body_bytes = (len(self.data) if self.chunked else self.chunk_at) - self.head_end
+            if body_bytes > self.spill_bytes:
+                self._start_spill(limit)
+                return
             self._read_body()
-        if self.verdict == self.INCOMPLETE and len(self.data) > limit:
+        if self.verdict == self.INCOMPLETE and len(self.data) > DRAIN_FACTOR * limit + HEAD_BYTES:
             self.verdict = self.HAND_OVER
 
-    def take(self) -> tuple[bytearray, int]:
-        """(the bytes gathered, where the body starts or 0); the next request starts afresh."""
-        data, head_end = self.data, max(self.head_end, 0)
+    def take(self) -> tuple[bytearray, int, SpilledBody | None]:
+        """(the bytes gathered, where the body starts or 0, the spilled body or None); the next
+        request starts afresh."""
+        data, head_end, spill = self.data, max(self.head_end, 0), self.spill
+        if spill is not None:
+            spill.rewind()
         self.reset()
-        return data, head_end
+        return data, head_end, spill
 
-    def _read_head(self, start: int) -> None:
+    def discard(self) -> None:
+        """Forget the request (its connection is closing), and its spilled body's file."""
+        if self.spill is not None:
+            self.spill.close()
+        self.reset()
+
+    def _read_head(self, start: int, limit: int) -> None:
         end = self.data.find(b"\r\n\r\n", start)
         if end < 0:
             if len(self.data) > HEAD_BYTES:
@@ -103,7 +245,8 @@ class PendingRequest:
                 self.chunked = b"chunked" in value.lower()
             elif name == b"expect":
                 self.expects_continue = value.strip().lower() == b"100-continue"
-        if length < 0 or (length and self.chunked):
+        # Too large to be dropped for the connection's sake: the app refuses it (413) at once.
+        if length < 0 or (length and self.chunked) or length > DRAIN_FACTOR * limit:
             self.verdict = self.HAND_OVER
         self.chunk_at = self.head_end if self.chunked else self.head_end + length
 
@@ -119,13 +262,8 @@ class PendingRequest:
                 if len(data) - self.chunk_at > CHUNK_LINE_BYTES:
                     self.verdict = self.HAND_OVER
                 return
-            size_text = bytes(data[self.chunk_at : line_end]).split(b";")[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                self.verdict = self.HAND_OVER
-                return
-            if size < 0:
+            size = _chunk_size(data[self.chunk_at : line_end])
+            if size is None:
                 self.verdict = self.HAND_OVER
                 return
             if size == 0:
@@ -140,6 +278,106 @@ class PendingRequest:
                 self.verdict = self.HAND_OVER
                 return
             self.chunk_at = chunk_end
+
+    # --- spilled bodies
+
+    def _start_spill(self, limit: int) -> None:
+        """Move the body's bytes gathered so far into a new SpilledBody; the rest follows there."""
+        body = bytes(self.data[self.head_end :])
+        del self.data[self.head_end :]
+        if self.chunked:
+            self.chunk_left = _SIZE_LINE
+        else:
+            self.body_left = self.chunk_at - self.head_end
+        # Of a body over the limit, only the size matters (the app refuses it): the file keeps
+        # none of one whose Content-Length says so, and no more than the limit of a chunked one.
+        self.spill = SpilledBody(self.spill_dir, keep_bytes=0 if self.body_left > limit else limit)
+        self._spill_more(body, limit)
+
+    def _spill_more(self, data: bytes, limit: int) -> None:
+        spill = self.spill
+        assert spill is not None
+        if not self.chunked:
+            taken = min(self.body_left, len(data))
+            spill.write(data[:taken] if taken < len(data) else data)
+            self.body_left -= taken
+            if not self.body_left:
+                self.data += data[taken:]  # a pipelined request
+                spill.complete = True
+                self.verdict = self.COMPLETE
+            return
+        self.unframed += data
+        end = self._dechunk()
+        if spill.complete:
+            self.data += self.unframed[end:]  # a pipelined request
+            self.unframed = bytearray()
+            self.verdict = self.COMPLETE
+            return
+        del self.unframed[:end]
+        if spill.framing_error is not None:
+            self.verdict = self.HAND_OVER
+        elif spill.size > DRAIN_FACTOR * limit:
+            # The rest is left on the socket: the app answers 413 and the connection closes.
+            self.verdict = self.HAND_OVER
+
+    def _dechunk(self) -> int:
+        """Write the chunks' data in `unframed` to the spill, up to where the framing is
+        incomplete (returned), the last chunk and its trailer (then the spill is complete), or
+        broken framing (then the spill's framing_error says how)."""
+        spill = self.spill
+        assert spill is not None
+        data = self.unframed
+        at = 0
+        while at < len(data):
+            if self.chunk_left > 0:
+                taken = min(self.chunk_left, len(data) - at)
+                with memoryview(data)[at : at + taken] as piece:
+                    spill.write(piece)
+                at += taken
+                self.chunk_left -= taken
+                if not self.chunk_left:
+                    self.chunk_left = _CHUNK_END
+            elif self.chunk_left == _CHUNK_END:
+                if len(data) - at < 2:
+                    break
+                if data[at : at + 2] != b"\r\n":
+                    spill.framing_error = "Invalid chunk terminator"
+                    break
+                at += 2
+                self.chunk_left = _SIZE_LINE
+            elif self.chunk_left == _SIZE_LINE:
+                line_end = data.find(b"\r\n", at, at + CHUNK_LINE_BYTES + 2)
+                if line_end < 0:
+                    if len(data) - at > CHUNK_LINE_BYTES:
+                        spill.framing_error = f"Invalid chunk size: a line longer than {CHUNK_LINE_BYTES} bytes"
+                    break
+                size = _chunk_size(data[at:line_end])
+                if size is None:
+                    spill.framing_error = f"Invalid chunk size: {bytes(data[at:line_end])[:40]!r}"
+                    break
+                at = line_end + 2
+                self.chunk_left = size or _TRAILER
+            else:  # the trailer after the last chunk: lines up to a blank one
+                if data[at : at + 2] == b"\r\n":
+                    spill.complete = True
+                    return at + 2
+                trailer_end = data.find(b"\r\n\r\n", at)
+                if trailer_end >= 0:
+                    spill.complete = True
+                    return trailer_end + 4
+                if len(data) - at > HEAD_BYTES:
+                    spill.framing_error = f"Invalid chunk trailer: longer than {HEAD_BYTES} bytes"
+                break
+        return at
+
+
+def _chunk_size(line) -> int | None:
+    """The size on a chunk-size line (extensions after ';' ignored); None when it is not one."""
+    try:
+        size = int(bytes(line).split(b";")[0].strip(), 16)
+    except ValueError:
+        return None
+    return size if size >= 0 else None
 
 
 class GatheredUnreader(SocketUnreader):
@@ -178,17 +416,17 @@ class GatheredUnreader(SocketUnreader):
 class BufferingThreadWorker(ThreadWorker):
     """gunicorn's ThreadWorker whose event loop gathers each request before a thread takes it."""
 
-    # The server's settings (`configured`).
-    request_limit_bytes: ClassVar[int] = 6 * 2**20 + HEAD_BYTES
+    # The server's settings (`configured`): the payload limit and the request timeout.
+    body_limit_bytes: ClassVar[int] = 6 * 2**20
     request_timeout_seconds: ClassVar[float] = 60.0
 
     @classmethod
-    def configured(cls, *, request_limit_bytes: int, request_timeout_seconds: float) -> type[BufferingThreadWorker]:
+    def configured(cls, *, body_limit_bytes: int, request_timeout_seconds: float) -> type[BufferingThreadWorker]:
         """The worker class for a server's settings (gunicorn takes a class and makes the workers)."""
         return type(
             cls.__name__,
             (cls,),
-            {"request_limit_bytes": request_limit_bytes, "request_timeout_seconds": request_timeout_seconds},
+            {"body_limit_bytes": body_limit_bytes, "request_timeout_seconds": request_timeout_seconds},
         )
 
     def __init__(self, *args, **kwargs) -> None:
@@ -203,7 +441,7 @@ class BufferingThreadWorker(ThreadWorker):
             super().enqueue_req(conn)
             return
         if not hasattr(conn, "pending"):
-            conn.pending = PendingRequest()
+            conn.pending = PendingRequest(SPILL_BYTES, spill_directory())
         self.gather(conn)
 
     def gather(self, conn) -> None:
@@ -221,7 +459,7 @@ class BufferingThreadWorker(ThreadWorker):
             if not data:
                 pending.ended = True
                 break
-            pending.add(data, self.request_limit_bytes)
+            pending.add(data, self.body_limit_bytes)
         if pending.verdict != PendingRequest.INCOMPLETE or (pending.ended and pending.data):
             self.stop_waiting(conn)
             super().enqueue_req(conn)
@@ -236,7 +474,7 @@ class BufferingThreadWorker(ThreadWorker):
     def handle(self, conn):
         """Runs in the thread: the gathered bytes go to the parser first (blocking reads after
         them, as gthread does, for whatever the loop handed over unfinished)."""
-        data, head_end = conn.pending.take() if hasattr(conn, "pending") else (b"", 0)
+        data, head_end, spill = conn.pending.take() if hasattr(conn, "pending") else (b"", 0, None)
         if not data:
             return super().handle(conn)
         conn.data_ready = True
@@ -246,10 +484,29 @@ class BufferingThreadWorker(ThreadWorker):
         if not isinstance(unreader, GatheredUnreader):
             unreader = conn.parser.unreader = GatheredUnreader(conn.sock)
         unreader.feed(data, head_end)
+        conn.spilled_body = spill
         try:
             return super().handle(conn)
         finally:
             unreader.keep_the_rest()
+            conn.spilled_body = None
+            if spill is not None:
+                spill.close()
+
+    def handle_request(self, req, conn):
+        """A spilled body is the request's body (wsgi.input), in place of the parser's reader,
+        which would look for it on the socket."""
+        spill = getattr(conn, "spilled_body", None)
+        if spill is None:
+            return super().handle_request(req, conn)
+        req.body = spill
+        if not spill.complete:
+            # The rest of the body, or its broken framing, is still on the socket.
+            req.force_close()
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            spill.close()  # read as empty from now on: gthread's drain before keep-alive finds nothing
 
     def wait_for_more(self, conn) -> None:
         if conn in self.gathering:
@@ -280,6 +537,8 @@ class BufferingThreadWorker(ThreadWorker):
 
     def drop(self, conn) -> None:
         self.stop_waiting(conn)
+        if hasattr(conn, "pending"):
+            conn.pending.discard()
         self.nr_conns -= 1
         conn.close()
 

@@ -727,7 +727,14 @@ def test_create_app_reads_the_process_environment(model_dirs, monkeypatch):
     [
         ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "six"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='six' must be a positive integer"),
         ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, "SAGEMAKER_MAX_PAYLOAD_IN_MB='0' must be a positive integer"),
-        ({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "101"}, "above SageMaker's limit of 100"),
+        (
+            {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1025"},
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB='1025' is above SageMaker's limit of 1024; valid values: an integer from 1 to",
+        ),
+        (
+            {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "3601"},
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT='3601' is above SageMaker's limit of 3600; valid values: an integer from 1",
+        ),
         ({"SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "-1"}, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS='-1'"),
         ({"SAGEMAKER_MODEL_SERVER_WORKERS": "many"}, "SAGEMAKER_MODEL_SERVER_WORKERS='many'"),
         ({"SAGEMAKER_MODEL_SERVER_TIMEOUT": "1.5"}, "SAGEMAKER_MODEL_SERVER_TIMEOUT='1.5'"),

@@ -56,7 +56,10 @@ def post(head: str, body: bytes = b"") -> bytes:
         ([post(CHUNKED, b"12\r\n" + ROW + b"XX")], PendingRequest.HAND_OVER),
         ([post("Content-Length: ten\r\n")], PendingRequest.HAND_OVER),
         ([post("Content-Length: 18\r\nTransfer-Encoding: chunked\r\n", ROW)], PendingRequest.HAND_OVER),
-        ([post(f"Content-Length: {2 * LIMIT}\r\n", b"x" * (LIMIT + 1))], PendingRequest.HAND_OVER),
+        ([post(f"Content-Length: {2 * LIMIT + 1}\r\n", b"x" * (LIMIT + 1))], PendingRequest.HAND_OVER),
+        # Within twice the limit, a body is read whole, for the app to refuse (413) and the
+        # connection to carry the next request.
+        ([post(f"Content-Length: {LIMIT + 1}\r\n", b"x" * (LIMIT + 1))], PendingRequest.COMPLETE),
         ([b"GET /" + b"a" * (70 * 1024)], PendingRequest.HAND_OVER),
     ],
     ids=[
@@ -75,6 +78,7 @@ def post(head: str, body: bytes = b"") -> bytes:
         "bad-chunk-end",
         "bad-content-length",
         "length-and-chunked",
+        "past-twice-the-limit",
         "past-the-limit",
         "endless-head",
     ],
@@ -88,9 +92,113 @@ def test_expect_continue_and_the_next_request():
     assert pending.expects_continue and pending.verdict == PendingRequest.INCOMPLETE
     pending.add(ROW, LIMIT)
     assert pending.verdict == PendingRequest.COMPLETE
-    data, head_end = pending.take()
-    assert data[head_end:] == ROW
+    data, head_end, spill = pending.take()
+    assert data[head_end:] == ROW and spill is None
     assert (pending.verdict, pending.data, pending.expects_continue) == (PendingRequest.INCOMPLETE, b"", False)
+
+
+# --- bodies spilled to a file (SPILL_BYTES; small here) --------------------------------------------
+
+SPILL = 64
+BIG_BODY = ROW * 20  # 360 bytes: spilled
+
+
+def chunked(body: bytes, size: int, trailer: bytes = b"") -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n" + trailer + b"\r\n"
+
+
+def spilled(request: bytes, piece: int, limit: int = LIMIT) -> tuple[PendingRequest, bytes]:
+    """`request` given to a PendingRequest `piece` bytes at a time until it has a verdict, as
+    the worker's loop does; with the bytes left unread."""
+    pending = PendingRequest(spill_bytes=SPILL)
+    start = 0
+    while start < len(request) and pending.verdict == PendingRequest.INCOMPLETE:
+        pending.add(request[start : start + piece], limit)
+        start += piece
+    return pending, request[start:]
+
+
+def spilled_bytes(pending: PendingRequest) -> bytes:
+    assert pending.spill is not None
+    pending.spill.rewind()
+    return pending.spill.file.read()
+
+
+@pytest.mark.parametrize("piece", [1, 7, 100, 10_000])
+@pytest.mark.parametrize(
+    "head, body",
+    [
+        (f"Content-Length: {len(BIG_BODY)}\r\n", BIG_BODY),
+        (CHUNKED, chunked(BIG_BODY, 50)),
+        (CHUNKED, chunked(BIG_BODY, 1000, trailer=b"A: b\r\nC: d\r\n")),
+    ],
+    ids=["content-length", "chunked", "one-chunk-and-a-trailer"],
+)
+def test_a_large_body_goes_to_a_file_as_it_comes_and_the_next_request_stays(piece, head, body):
+    pipelined = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    pending, unread = spilled(post(head) + body + pipelined, piece)
+    assert pending.verdict == PendingRequest.COMPLETE
+    assert spilled_bytes(pending) == BIG_BODY
+    data, head_end, spill = pending.take()
+    assert spill is not None and spill.complete and spill.size == len(BIG_BODY) and spill.framing_error is None
+    assert data[:head_end] == post(head) and data[head_end:] + unread == pipelined  # the body is not held
+    assert spill.read() == BIG_BODY and spill.read() == b""
+    spill.close()
+    assert spill.read() == b""  # what gthread's drain before keep-alive finds
+    assert (pending.spill, pending.data) == (None, b"")
+
+
+def test_a_body_up_to_the_threshold_stays_in_memory():
+    pending, _ = spilled(post(f"Content-Length: {SPILL}\r\n") + b"x" * SPILL, 10)
+    assert pending.verdict == PendingRequest.COMPLETE and pending.spill is None
+    pending, _ = spilled(post(CHUNKED) + chunked(b"x" * (SPILL - 15), SPILL), 10)  # framing included
+    assert pending.verdict == PendingRequest.COMPLETE and pending.spill is None
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (chunked(BIG_BODY, 50)[: 4 * 56] + b"zz\r\n", "Invalid chunk size: b'zz'"),  # after 4 chunks
+        (b"168\r\n" + BIG_BODY + b"XX0\r\n\r\n", "Invalid chunk terminator"),
+        (b"168\r\n" + BIG_BODY + b"\r\n" + b"1" * 2000, "Invalid chunk size: a line longer than 1024 bytes"),
+    ],
+    ids=["bad-size", "bad-terminator", "endless-size-line"],
+)
+def test_a_spilled_body_with_broken_framing_is_handed_over_saying_so(body, problem):
+    pending, _ = spilled(post(CHUNKED) + body, 100)
+    assert pending.verdict == PendingRequest.HAND_OVER
+    assert pending.spill is not None and pending.spill.framing_error == problem and not pending.spill.complete
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_spilled_body_past_the_limit_is_counted_not_kept(framing):
+    body = BIG_BODY * 2  # 720 bytes, past a limit of 500 but within twice it
+    head = CHUNKED if framing == "chunked" else f"Content-Length: {len(body)}\r\n"
+    pending, _ = spilled(post(head) + (chunked(body, 100) if framing == "chunked" else body), 50, limit=500)
+    assert pending.verdict == PendingRequest.COMPLETE  # the app answers 413; the connection goes on
+    assert pending.spill is not None and pending.spill.size == len(body) and pending.spill.complete
+    kept = len(spilled_bytes(pending))
+    assert kept == 0 if framing == "content-length" else kept <= 500
+
+
+def test_a_spilled_chunked_body_past_twice_the_limit_is_handed_over_unfinished():
+    pending, _ = spilled(post(CHUNKED) + chunked(BIG_BODY * 3, 100), 50, limit=500)
+    assert pending.verdict == PendingRequest.HAND_OVER
+    assert pending.spill is not None and 1000 < pending.spill.size <= 1100 and not pending.spill.complete
+
+
+def test_a_content_length_past_twice_the_limit_is_handed_over_with_the_head():
+    pending, _ = spilled(post(f"Content-Length: {2 * LIMIT + 1}\r\n"), 1000)
+    assert pending.verdict == PendingRequest.HAND_OVER and pending.spill is None
+
+
+def test_a_connection_dropped_while_spilling_closes_the_file():
+    pending, _ = spilled(post(f"Content-Length: {len(BIG_BODY)}\r\n") + BIG_BODY[:100], 1000)
+    spill = pending.spill
+    assert spill is not None and pending.verdict == PendingRequest.INCOMPLETE and spill.size == 100
+    pending.discard()
+    assert spill.file.closed and pending.spill is None
 
 
 # --- the real server -----------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 from pathlib import Path
@@ -643,6 +645,18 @@ def test_the_containers_own_models_are_served_and_predict_what_xgboost_predicts(
     assert answer.status_code == 200, answer.get_data(as_text=True)
     scores = [row["score"] for row in answer.get_json()["predictions"]]
     np.testing.assert_array_equal(np.float32(scores), raw.predict(xgb.DMatrix(X)))
+
+
+def test_a_model_tar_gz_beside_the_model_is_not_served_as_a_model(tmp_path, caplog):
+    # The SageMaker SDK's local mode extracts model.tar.gz beside itself and mounts that folder.
+    source = AWS_MODELS["ubjson"]
+    shutil.copy(source / "xgboost-model", tmp_path / "xgboost-model")
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as archive:
+        archive.add(source / "xgboost-model", arcname="xgboost-model")
+    with caplog.at_level("INFO"):
+        boosters, names = _model.load_boosters(tmp_path, environ={})
+    assert names == ["xgboost-model"] and len(boosters) == 1
+    assert any("Ignoring the archive" in m and "model.tar.gz" in m for m in caplog.messages)
 
 
 def test_the_legacy_binary_model_of_aws_is_what_its_bytes_say():

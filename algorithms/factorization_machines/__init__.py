@@ -3,16 +3,20 @@ algorithm declares, its schema and the checks that span several hyperparameters.
 
 Training, the model and its metrics are in `_fm.py` (its docstring explains the method and the
 choices made where AWS's documentation is silent), the numba kernels in `_kernels.py`, their GPU
-version in `_cuda.py`.
+version in `_cuda.py`, the model in AWS's form (model_algo-1, a module-checkpoint zip) in `_aws.py`.
 """
 
 from __future__ import annotations
 
 from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.formats.content_types import RECORDIO_PROTOBUF
+from smalgo.algorithms.formats.mxnet_checkpoint import MXNetCheckpoint
 from smalgo.algorithms.hyperparameters import FEATURE_DIM, Hyperparameter, Schema
+from smalgo.algorithms.metrics import quality_definition
 from smalgo.algorithms.model_files import ModelFiles
+from smalgo.algorithms.training import DRIVER_METRIC_DEFINITIONS
 
+from . import _aws
 from ._fm import (
     DEFAULT_SIGMA,
     FORMAT_VERSION,
@@ -118,6 +122,17 @@ class FactorizationMachines(StreamingAlgorithm):
         bad_hyperparameter=("num_factors", "0"),
         labelled=True,
     )
+    # The platform's test metrics (spec 4.4: rmse for a regressor; accuracy, cross entropy and F1
+    # for a binary classifier), and the train loss of each pass (smalgo's, in the same form).
+    metric_definitions = (
+        quality_definition("test", "rmse", "loss"),
+        quality_definition("test", "binary_classification_accuracy", "score"),
+        quality_definition("test", "binary_classification_cross_entropy", "loss"),
+        quality_definition("test", "binary_f_beta", "score"),
+        quality_definition("train", "rmse", "loss", per_epoch=True),
+        quality_definition("train", "binary_classification_cross_entropy", "loss", per_epoch=True),
+        *DRIVER_METRIC_DEFINITIONS,
+    )
 
     def validate(self, hp: Hyperparameters) -> None:
         check_init(hp)
@@ -129,6 +144,14 @@ class FactorizationMachines(StreamingAlgorithm):
     def scorer(self, model: Model, hp: Hyperparameters, channel: str) -> ModelScorer:
         assert isinstance(model, FactorizationMachinesModel)
         return ModelScorer(model, channel)
+
+    def from_aws_checkpoint(self, checkpoint: MXNetCheckpoint, *, source: str) -> FactorizationMachinesModel | None:
+        # AWS's factorization machines zip a module checkpoint: w0_weight, w1_weight and v (_aws.py).
+        return _aws.model_from_checkpoint(self.hyperparameters, checkpoint, source=source)
+
+    def to_aws_checkpoint(self, model: Model) -> MXNetCheckpoint:
+        assert isinstance(model, FactorizationMachinesModel)
+        return _aws.checkpoint_of(model)
 
     def load_model(self, files: ModelFiles) -> FactorizationMachinesModel:
         files.expect_format_version(FORMAT_VERSION, self.title)

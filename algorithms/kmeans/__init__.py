@@ -13,7 +13,9 @@ from smalgo.algorithms.contract import AWSArrays, Hyperparameters, Model, Output
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
 from smalgo.algorithms.hyperparameters import AUTO, FEATURE_DIM, Hyperparameter, Schema, tuning_objective
+from smalgo.algorithms.metrics import quality_definition
 from smalgo.algorithms.model_files import ModelFiles
+from smalgo.algorithms.training import DRIVER_METRIC_DEFINITIONS
 
 from ._kmeans import (
     FORMAT_VERSION,
@@ -129,6 +131,13 @@ class KMeans(StreamingAlgorithm):
         ),
         bad_hyperparameter=("k", "0"),
         content_type="text/csv;label_size=0",
+    )
+    # The platform's k-means metrics (spec 4.2): test:msd and test:ssd (eval_metrics), and the
+    # final train msd line.
+    metric_definitions = (
+        *(quality_definition("test", metric, "loss") for metric in EVAL_METRICS),
+        quality_definition("train", "msd", "loss"),
+        *DRIVER_METRIC_DEFINITIONS,
     )
 
     def validate(self, hp: Hyperparameters) -> None:

@@ -4,7 +4,8 @@ its schema and the checks that span several hyperparameters.
 Training, selection and the model are in `_linear_learner.py` (its docstring explains the method
 and the choices made where AWS's documentation is silent), what `auto` resolves to and what the
 packed models vary in `_settings.py`, the numba kernels in `_kernels.py` (their GPU version in
-`_cuda.py`), the evaluation metrics and threshold calibration in `_metrics.py`.
+`_cuda.py`), the evaluation metrics and threshold calibration in `_metrics.py`, the model in AWS's
+form (model_algo-1, a module-checkpoint zip) in `_aws.py`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
+from smalgo.algorithms.formats.mxnet_checkpoint import MXNetCheckpoint
 from smalgo.algorithms.hyperparameters import AUTO, Hyperparameter, Schema
-from smalgo.algorithms.metrics import MetricWriter
+from smalgo.algorithms.metrics import MetricDefinition, MetricWriter, quality_definition
 from smalgo.algorithms.model_files import ModelFiles
-from smalgo.algorithms.training import EarlyStopping, SingleHost, TrainingCallback, train_streaming
+from smalgo.algorithms.training import (
+    DRIVER_METRIC_DEFINITIONS,
+    EarlyStopping,
+    SingleHost,
+    TrainingCallback,
+    train_streaming,
+)
 
+from . import _aws
 from ._linear_learner import (
     FORMAT_VERSION,
     NAME,
@@ -95,6 +104,64 @@ def _flag(name: str, default, description: str, *, allow_auto: bool = False) -> 
 
 def _count(name: str, default, description: str, **options) -> Hyperparameter:
     return Hyperparameter(name, "int", default=default, minimum=1, description=description, **options)
+
+
+# The metrics AWS's linear-learner image defines for CloudWatch and tuning, as a tuning job's
+# description lists them (spec 4.1), with the documented roc_auc_score and validation:rmse: 40,
+# the most a MetricDefinitions list may hold. A metric whose line carries a parameter is matched
+# by a pattern: the beta of binary_f_1.000 and macro_f_1.000, the k of multiclass_top_k_accuracy_3,
+# the loss of <loss>_objective (OBJECTIVE_METRICS).
+OBJECTIVE_PATTERN = r"\S+_objective"
+_MODEL_METRICS = (  # metric, kind, the pattern of its name in the line (None: the name itself)
+    ("absolute_loss", "loss", None),
+    ("binary_classification_accuracy", "score", None),
+    ("binary_f_beta", "score", r"binary_f_\S+"),
+    ("dcg", "score", None),
+    ("macro_f_beta", "score", r"macro_f_\S+"),
+    ("macro_precision", "score", None),
+    ("macro_recall", "score", None),
+    ("mse", "loss", None),
+    ("multiclass_accuracy", "score", None),
+    ("multiclass_top_k_accuracy", "score", r"multiclass_top_k_accuracy_\S+"),
+    ("precision", "score", None),
+    ("recall", "score", None),
+    ("roc_auc_score", "score", None),
+)
+# Of those, the ones also defined on the train channel (the final model on the training data).
+_TRAIN_MODEL_METRICS = (
+    "absolute_loss",
+    "binary_classification_accuracy",
+    "binary_f_beta",
+    "mse",
+    "precision",
+    "recall",
+)
+
+
+def _metric_definitions() -> tuple[MetricDefinition, ...]:
+    objective = [
+        quality_definition("train", "objective_loss", "loss", printed=OBJECTIVE_PATTERN, per_epoch=True),
+        quality_definition(
+            "train", "objective_loss", "loss", printed=OBJECTIVE_PATTERN, name="train:objective_loss:final"
+        ),
+        quality_definition("validation", "objective_loss", "loss", printed=OBJECTIVE_PATTERN, per_epoch=True),
+        quality_definition(
+            "validation", "objective_loss", "loss", printed=OBJECTIVE_PATTERN, name="validation:objective_loss:final"
+        ),
+        quality_definition("test", "objective_loss", "loss", printed=OBJECTIVE_PATTERN),
+    ]
+    final = [
+        quality_definition(channel, metric, kind, printed=printed)
+        for channel in ("validation", "test")
+        for metric, kind, printed in _MODEL_METRICS
+    ]
+    train = [
+        quality_definition("train", metric, kind, printed=printed)
+        for metric, kind, printed in _MODEL_METRICS
+        if metric in _TRAIN_MODEL_METRICS
+    ]
+    rmse = [quality_definition("validation", "rmse", "loss")]
+    return (*objective, *final, *train, *rmse, *DRIVER_METRIC_DEFINITIONS)
 
 
 HYPERPARAMETERS = Schema(
@@ -217,6 +284,7 @@ class LinearLearner(StreamingAlgorithm):
         content_type="text/csv",
         labelled=True,
     )
+    metric_definitions = _metric_definitions()
 
     def feature_dim(self, hp: Hyperparameters) -> int | None:
         return None if hp["feature_dim"] == AUTO else int(hp["feature_dim"])
@@ -285,6 +353,14 @@ class LinearLearner(StreamingAlgorithm):
             maximize=metric != problem.objective_metric,
         )
         return train_streaming(self, hp, data, metrics=metrics, callbacks=[*callbacks, stopping], collective=collective)
+
+    def from_aws_checkpoint(self, checkpoint: MXNetCheckpoint, *, source: str) -> LinearLearnerModel | None:
+        # AWS's linear learner zips a module checkpoint: fc0_weight and fc0_bias (_aws.py).
+        return _aws.model_from_checkpoint(self.hyperparameters, checkpoint, source=source)
+
+    def to_aws_checkpoint(self, model: Model) -> MXNetCheckpoint:
+        assert isinstance(model, LinearLearnerModel)
+        return _aws.checkpoint_of(model)
 
     def load_model(self, files: ModelFiles) -> LinearLearnerModel:
         files.expect_format_version(FORMAT_VERSION, self.title)

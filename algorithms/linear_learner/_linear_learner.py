@@ -323,6 +323,11 @@ class LinearLearnerModel:
     def hyperparameters(self) -> dict[str, Any]:
         return self.problem.hp
 
+    def raw_space_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W (feature_dim, outputs), b (outputs,)) with raw scores X @ W + b on the features as
+        they come, in the label's unit: the scaler and the label normalisation folded in."""
+        return self._W, self._b
+
     def raw_scores(self, X) -> np.ndarray:
         """The model's outputs before the link: (rows,) or, for multiclass, (rows, classes)."""
         Z = forward(X, self._W, self._b)

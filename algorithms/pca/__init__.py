@@ -12,9 +12,21 @@ from smalgo.algorithms.contract import AWSArrays, Hyperparameters, Model, Output
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, RECORDIO_PROTOBUF
 from smalgo.algorithms.hyperparameters import FEATURE_DIM, Hyperparameter, Schema
+from smalgo.algorithms.metrics import quality_definition
 from smalgo.algorithms.model_files import ModelFiles
+from smalgo.algorithms.training import DRIVER_METRIC_DEFINITIONS
 
-from ._pca import FORMAT_VERSION, MAX_MATRIX_VALUES, NAME, READ_VALUES, PCAModel, PCAScorer, PCATraining, sketch_size
+from ._pca import (
+    FORMAT_VERSION,
+    MAX_MATRIX_VALUES,
+    NAME,
+    READ_VALUES,
+    RECONSTRUCTION_ERROR,
+    PCAModel,
+    PCAScorer,
+    PCATraining,
+    sketch_size,
+)
 
 HYPERPARAMETERS = Schema(
     (
@@ -67,6 +79,13 @@ class PCA(StreamingAlgorithm):
         },
         variants=({"algorithm_mode": "randomized", "subtract_mean": "False"},),
         bad_hyperparameter=("num_components", "0"),
+    )
+    # AWS documents no PCA metrics (PCA is not tunable there, spec 4.3): these are smalgo's names,
+    # in the platform's form, for what its jobs print.
+    metric_definitions = (
+        quality_definition("train", RECONSTRUCTION_ERROR, "loss"),
+        quality_definition("test", RECONSTRUCTION_ERROR, "loss"),
+        *DRIVER_METRIC_DEFINITIONS,
     )
 
     def validate(self, hp: Hyperparameters) -> None:

@@ -67,6 +67,8 @@ from smalgo.algorithms.metrics import Metric
 from smalgo.algorithms.model_files import save_model_files
 from smalgo.algorithms.runtime import threads as row_threads
 
+# The name of its one quality metric, on train (after the pass) and test.
+RECONSTRUCTION_ERROR = "reconstruction_error"
 NAME = "pca"
 FORMAT_VERSION = 1
 SEED = 0x5EED_FCA
@@ -437,7 +439,7 @@ class PCATraining:
                 "singular_values": "exact" if self.stats.exact else "nystrom_lower_bounds",
             },
         )
-        return model, [Metric("reconstruction_error", train_error)]
+        return model, [Metric(RECONSTRUCTION_ERROR, train_error)]
 
 
 class PCAScorer:

@@ -24,7 +24,7 @@ from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.formats.content_types import CSV, LIBSVM, PARQUET, RECORDIO_PROTOBUF
 from smalgo.algorithms.hyperparameters import Hyperparameter, Schema, tuning_objective
-from smalgo.algorithms.metrics import MetricWriter
+from smalgo.algorithms.metrics import MetricWriter, evaluation_definition
 from smalgo.algorithms.model_files import ModelFiles
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.training import TrainingCallback
@@ -89,6 +89,22 @@ METRICS = (
     "tweedie-nloglik",
     "aft-nloglik",
     "interval-regression-accuracy",
+)
+# The metrics AWS's XGBoost image defines for tuning (its algorithm_mode/metrics.py, the
+# documented list of spec 4.5.5), each read on the validation channel from the evaluation lines.
+TUNING_METRICS = (
+    "accuracy",
+    "auc",
+    "error",
+    "f1",
+    "logloss",
+    "mae",
+    "map",
+    "merror",
+    "mlogloss",
+    "mse",
+    "ndcg",
+    "rmse",
 )
 _METRIC_WITH_ARGUMENT = re.compile(r"^(error@[0-9.]+|(ndcg|map|pre)(@[0-9]+)?-?|tweedie-nloglik@[0-9.]+)$")
 # Values XGBoost 3 no longer knows, and what they mean there (each use is logged).
@@ -332,6 +348,7 @@ class XGBoost(Algorithm):
         content_type=CSV,
         labelled=True,
     )
+    metric_definitions = tuple(evaluation_definition("validation", metric) for metric in TUNING_METRICS)
 
     def validate(self, hp: Hyperparameters) -> None:
         objective = hp["objective"]

@@ -68,6 +68,8 @@ VALID_OUTPUTS: Mapping[str, tuple[str, ...]] = {
 # Predictions that are class labels: an ensemble votes instead of averaging.
 _VOTING_OBJECTIVES = ("multi:softmax", "binary:hinge")
 _PICKLE_PROTOCOL_BYTE = 0x80
+# What a gzip file (model.tar.gz) begins with.
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def selected_outputs(environ: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
@@ -218,7 +220,9 @@ def _config(booster: xgb.Booster) -> dict:
 
 def model_file_paths(model_dir: Path) -> list[Path]:
     """The model files of a directory, as AWS's image finds them: every regular file whose name
-    does not begin with '.' (dot-files are skipped with a warning), sorted by name."""
+    does not begin with '.' (dot-files are skipped with a warning), sorted by name; and not a gzip
+    archive, which no XGBoost format is: the SageMaker SDK's local mode extracts model.tar.gz
+    beside itself and mounts that folder as /opt/ml/model."""
     paths = []
     for path in sorted(Path(model_dir).iterdir()):
         if not path.is_file():
@@ -226,6 +230,10 @@ def model_file_paths(model_dir: Path) -> list[Path]:
         if path.name.startswith("."):
             logger.warning("Ignoring the dot-file %s in the model directory.", path)
             continue
+        with path.open("rb") as fp:
+            if fp.read(2) == _GZIP_MAGIC:
+                logger.info("Ignoring the archive %s in the model directory (its files are served).", path)
+                continue
         paths.append(path)
     return paths
 

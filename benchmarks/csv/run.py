@@ -26,13 +26,16 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from smalgo.algorithms.formats.csv import iter_csv_batches
+from smalgo.containers.benchmark import peers
 
 FORMATS = ("%.9g", "%.17g", "%.6e", "%.4f", "%d")
 REPEATS = 3
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 
 def generate(path: str, target_bytes: int, n_features: int = 40, seed: int = 0) -> tuple[int, int]:
@@ -106,6 +109,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:8s} median {medians[name]:7.3f} s  {size_mb / medians[name]:8.1f} MB/s")
         ratio = medians["loadtxt"] / medians["smalgo"]
         print(f"smalgo is {ratio:.1f}x numpy.loadtxt (target: at least 5x)")
+        peers.record(
+            "csv",
+            [
+                peers.Comparison(
+                    f"{size_mb:.0f} MB, {rows:,} x {columns}",
+                    "decoding throughput",
+                    "MB/s",
+                    size_mb / medians["smalgo"],
+                    "numpy.loadtxt",
+                    size_mb / medians["loadtxt"],
+                    higher_is_better=True,
+                )
+            ],
+            results_dir=RESULTS_DIR,
+        )
         return 0 if identical else 1
 
 

@@ -32,14 +32,17 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import InMemoryData
+from smalgo.containers.benchmark import peers
 
 REPEATS = 3
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 SEED = 0
 
 
@@ -143,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"test msd ours / lloyd = {msd_ratio:.4f} (target <= 1.02): {'PASS' if quality_ok else 'FAIL'}")
     print(f"MiniBatchKMeans time / ours = {speedup:.2f}x (target >= 3x): {'PASS' if speed_ok else 'FAIL'}")
+    case = f"{n_train:,} x {d}, k={k}"
+    peers.record(
+        "kmeans",
+        [
+            peers.Comparison(case, "training time", "s", median_time[ours], minibatch, median_time[minibatch], False),
+            peers.Comparison(case, "training time", "s", median_time[ours], lloyd, median_time[lloyd], False),
+            peers.Comparison(case, "test msd", "", median_msd[ours], lloyd, median_msd[lloyd], False),
+        ],
+        results_dir=RESULTS_DIR,
+    )
     return 0 if (quality_ok and speed_ok) or args.quick else 1
 
 

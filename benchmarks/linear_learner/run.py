@@ -82,8 +82,12 @@ from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import InMemoryData
 from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.training import TrainingCallback
+from smalgo.containers.benchmark import peers
 
 REPEATS = 3
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+# Every scenario's figures against its peers, recorded at the end (benchmarks/results/).
+COMPARISONS: list[peers.Comparison] = []
 SEED = 0
 EPOCHS = 5
 WARMUP_ROWS = 20_000
@@ -327,6 +331,13 @@ def binary_scenario(sizes: Sizes) -> list[Check]:
     print_table(results, "test acc")
     time_ratio = results[ours].time / results[sgd].time
     gap = results[ours].score - results[logistic].score
+    case = f"binary, {sizes.n_train:,} x {sizes.d} dense"
+    COMPARISONS.extend(
+        [
+            peers.Comparison(case, "training time", "s", results[ours].time, sgd, results[sgd].time, False),
+            peers.Comparison(case, "test accuracy", "", results[ours].score, logistic, results[logistic].score, True),
+        ]
+    )
     return [
         check(f"binary: smalgo / SGDClassifier train time = {time_ratio:.2f} (target <= 1.0)", time_ratio <= 1.0),
         check(f"binary: smalgo - LogisticRegression test accuracy = {gap:+.4f} (target >= -0.002)", gap >= -0.002),
@@ -343,6 +354,13 @@ def regression_scenario(sizes: Sizes) -> list[Check]:
     results = run_contenders({ours: smalgo_fit(REGRESSION_HP), ridge: ridge_fit}, data, rmse)
     print_table(results, "test rmse")
     ratio = results[ours].score / results[ridge].score
+    case = f"regression, {sizes.n_train:,} x {sizes.d} dense"
+    COMPARISONS.extend(
+        [
+            peers.Comparison(case, "training time", "s", results[ours].time, ridge, results[ridge].time, False),
+            peers.Comparison(case, "test RMSE", "", results[ours].score, ridge, results[ridge].score, False),
+        ]
+    )
     print(f"regression: smalgo / Ridge train time = {results[ours].time / results[ridge].time:.2f} (for information)")
     return [check(f"regression: smalgo / Ridge test RMSE = {ratio:.4f} (target <= 1.01)", ratio <= 1.01)]
 
@@ -357,6 +375,13 @@ def multiclass_scenario(sizes: Sizes) -> list[Check]:
     results = run_contenders({ours: smalgo_fit(MULTICLASS_HP), logistic: logistic_fit}, data, accuracy)
     print_table(results, "test acc")
     gap = results[ours].score - results[logistic].score
+    case = f"{N_CLASSES}-class, {sizes.n_train:,} x {sizes.d} dense"
+    COMPARISONS.extend(
+        [
+            peers.Comparison(case, "training time", "s", results[ours].time, logistic, results[logistic].time, False),
+            peers.Comparison(case, "test accuracy", "", results[ours].score, logistic, results[logistic].score, True),
+        ]
+    )
     print(
         f"multiclass: smalgo / LogisticRegression train time = {results[ours].time / results[logistic].time:.2f} "
         "(for information)"
@@ -384,6 +409,13 @@ def sparse_scenario(sizes: Sizes) -> list[Check]:
         rate[name] = sizes.n_train * passes / result.time
         print(f"sparse: {name}: {rate[name]:,.0f} records/s ({passes:g} epochs)")
     print(f"sparse: smalgo / SGDClassifier records/s = {rate[ours] / rate[sgd]:.2f} (for information)")
+    case = f"sparse binary, {sizes.n_train:,} x {sizes.sparse_d:,}, {sizes.sparse_nnz} non-zeros a row"
+    COMPARISONS.extend(
+        [
+            peers.Comparison(case, "training throughput", "records/s", rate[ours], sgd, rate[sgd], True),
+            peers.Comparison(case, "test accuracy", "", results[ours].score, sgd, results[sgd].score, True),
+        ]
+    )
 
     memory = measure_memory(X, y)
     extra = memory["peak_kb"] * 1024 - memory["rss_before_kb"] * 1024
@@ -494,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsummary:")
     for text, ok in checks:
         print(f"{text}: {'PASS' if ok else 'FAIL'}")
+    peers.record("linear-learner", COMPARISONS, results_dir=RESULTS_DIR)
     return 0 if all(ok for _, ok in checks) or args.quick else 1
 
 

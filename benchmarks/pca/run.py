@@ -36,13 +36,16 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from smalgo.algorithms import pca
 from smalgo.algorithms.data import InMemoryData
+from smalgo.containers.benchmark import peers
 
 REPEATS = 3
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 SEED = 0
 MINI_BATCH_SIZE = 500
 
@@ -159,6 +162,35 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for text, ok in checks:
         print(f"{text}: {'PASS' if ok else 'FAIL'}")
+    case = f"{n:,} x {d}, {n_components} components"
+    reference = "scikit-learn PCA covariance_eigh"
+    peers.record(
+        "pca",
+        [
+            peers.Comparison(
+                case,
+                f"{name[len('smalgo pca ') :]}: fit time",
+                "s",
+                median_time[name],
+                reference,
+                reference_time,
+                False,
+            )
+            for name in ("smalgo pca regular", "smalgo pca randomized")
+        ]
+        + [
+            peers.Comparison(
+                case,
+                "randomized: variance captured, of the optimum",
+                "share",
+                randomized_captured,
+                reference,
+                accuracy["sklearn covariance_eigh"][1],
+                True,
+            )
+        ],
+        results_dir=RESULTS_DIR,
+    )
     return 0 if all(ok for _, ok in checks) or args.quick else 1
 
 

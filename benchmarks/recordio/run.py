@@ -412,10 +412,32 @@ def main(argv=None) -> int:
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    record_peers(results, cases)
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def record_peers(results: dict, cases: dict) -> None:
+    """smalgo's write and read MB/s against the SDK v2's, into benchmarks/results/ (when both ran)."""
+    from smalgo.containers.benchmark import peers
+
+    comparisons = []
+    for name, r in results["cases"].items():
+        ours, sdk = r["impls"].get("smalgo"), r["impls"].get("sdk")
+        if not ours or not sdk:
+            continue
+        c = cases[name]
+        case = f"{name}, {c['n']:,} x {c['d']:,}" + (f" at {c['density']:.0%}" if c["kind"] == "sparse" else "")
+        for op in ("write", "read"):
+            comparisons.append(
+                peers.Comparison(
+                    case, f"{op} throughput", "MB/s", ours[f"{op}_MBps"], LABELS["sdk"], sdk[f"{op}_MBps"], True
+                )
+            )
+    if comparisons:
+        peers.record("recordio", comparisons, results_dir=BENCH_DIR / "results")
 
 
 if __name__ == "__main__":

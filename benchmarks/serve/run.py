@@ -37,6 +37,7 @@ import numpy as np
 
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.data import InMemoryData
+from smalgo.containers.benchmark import peers
 from smalgo.recordio.parallel import available_cpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,7 +86,7 @@ def main() -> int:
     wrk = shutil.which("wrk")
     if wrk is None:
         print(
-            "wrk is not installed. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or "
+            "wrk is not installed. `make bench-setup` installs it (benchmarks/setup_wrk.sh), or "
             "`brew install wrk` (macOS), then run this again.",
             file=sys.stderr,
         )
@@ -167,6 +168,7 @@ def main() -> int:
         f"p99 {p99_ratio:.2f}x bare (<= {TARGET_P99_RATIO:.0f}x), slowest /ping under slow clients "
         f"{worst_ping:.0f} ms (< {TARGET_PING_MS:.0f}): {'met' if met else 'NOT met'}"
     )
+    record_peers(results, args)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -181,6 +183,24 @@ def main() -> int:
             )
         )
     return 0 if met else 1
+
+
+def record_peers(results: dict, args) -> None:
+    """smalgo's requests/s, p99 and CPU per request against the bare Flask app's, into
+    benchmarks/results/."""
+    comparisons = []
+    for load, by_server in results.items():
+        ours, bare = by_server["smalgo"], by_server["bare"]
+        records = BATCH_RECORDS if load == "batch" else 1
+        case = f"k-means, {records:,}-record CSV requests, {args.connections} connections"
+        peer = "bare Flask app, same gunicorn settings"
+        for metric, unit, key, higher in (
+            ("throughput", "requests/s", "requests_per_s", True),
+            ("p99 latency", "ms", "p99_ms", False),
+            ("server CPU per request", "us", "server_cpu_us_per_request", False),
+        ):
+            comparisons.append(peers.Comparison(case, metric, unit, ours[key], peer, bare[key], higher))
+    peers.record("serve", comparisons, results_dir=HERE.parent / "results")
 
 
 def train_model(model_dir: Path, feature_dim: int, k: int) -> tuple[Path, np.ndarray]:

@@ -45,10 +45,12 @@ import xgboost as xgb
 from smalgo.algorithms.formats.csv import iter_csv_blocks
 from smalgo.algorithms.formats.libsvm import decode_libsvm
 from smalgo.algorithms.runtime.logs import configure_logging
+from smalgo.containers.benchmark import peers
 from smalgo.containers.job import run_training
 from smalgo.containers.local_job import lay_out_job
 
 FEATURES = 28
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 
 def make_data(n_rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +207,28 @@ def main() -> int:
     ok = figures["job / (raw + CSV decode)"] <= 1.1 and figures["AWS CSV / smalgo CSV decode"] >= 3
     ok = ok and figures["AWS LIBSVM / smalgo LIBSVM decode"] >= 3 and same
     print("targets (job <= 1.1x, loading >= 3x, same trees):", "met" if ok else "NOT met")
+    case = f"{args.rows:,} x {FEATURES}, {args.rounds} rounds of hist"
+    peers.record(
+        "xgboost",
+        [
+            peers.Comparison(
+                case,
+                "training, the job end to end (CSV file)",
+                "s",
+                ours,
+                "raw xgboost.train on arrays in memory, evaluating train (+ smalgo's CSV decode)",
+                seconds["raw_watched"] + csv_decode,
+                False,
+            ),
+            peers.Comparison(
+                case, "CSV loading", "s", csv_decode, "DMatrix('...?format=csv') (AWS's image)", aws_csv, False
+            ),
+            peers.Comparison(
+                case, "LIBSVM loading", "s", svm_decode, "DMatrix('...?format=libsvm') (AWS's image)", aws_svm, False
+            ),
+        ],
+        results_dir=RESULTS_DIR,
+    )
     return 0
 
 

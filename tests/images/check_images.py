@@ -16,6 +16,9 @@ For each algorithm's image (smalgo-<algorithm>:<tag>):
    RecordIO requests, answered as the model predicts in this process; the SDK v2 serializers
    and deserializers (tests/sdk_client.py); the first /invocations against the median of the
    next ones; SIGTERM, then exit 0 within 30 s; again no numba compilation.
+4. benchmark (CPU images): `benchmark --quick` with `--network none` and a results directory
+   mounted: the summary printed, and a JSON result of the image's algorithm, trained and served
+   (check_benchmark).
 
 It prints the start-up and first-request figures (targets: /ping within 10 s, first request
 within 5x the steady state) and exits 1 on the first failed check, with the container's log.
@@ -89,18 +92,24 @@ def no_compilation(log: str, what: str) -> None:
     )
 
 
-def sdk_job(workdir: Path, algorithm: str) -> tuple[Path, np.ndarray]:
-    """A job laid out by the SDK's local mode under `workdir`; returns its host directory and
-    sample rows. The hyperparameters are those the SDK's estimator sends, captured in
-    tests/data/sdk_v2_hyperparameters/<algorithm>.json; an algorithm the SDK has no estimator
-    for trains its sample job's (contract.SampleJob)."""
-    host_dir = workdir / f"{algorithm}-job" / "algo-1"
+def job_hyperparameters(workdir: Path, algorithm: str) -> Path:
+    """A file with the hyperparameters the SDK's estimator sends for `algorithm` (captured in
+    tests/data/sdk_v2_hyperparameters/<algorithm>.json), or, for an algorithm the SDK has no
+    estimator for, its sample job's (contract.SampleJob), written under `workdir`."""
     hyperparameters = SDK_HYPERPARAMETERS / f"{algorithm}.json"
     if not hyperparameters.exists():
         chosen = get_algorithm(algorithm)
         workdir.mkdir(parents=True, exist_ok=True)
         hyperparameters = workdir / f"{algorithm}-sample-hyperparameters.json"
         hyperparameters.write_text(json.dumps(chosen.sample_job.hyperparameters_for(chosen, SAMPLE_FEATURES)))
+    return hyperparameters
+
+
+def sdk_job(workdir: Path, algorithm: str) -> tuple[Path, np.ndarray]:
+    """A job laid out by the SDK's local mode under `workdir`; returns its host directory and
+    sample rows, trained with `job_hyperparameters`."""
+    host_dir = workdir / f"{algorithm}-job" / "algo-1"
+    hyperparameters = job_hyperparameters(workdir, algorithm)
     result = subprocess.run(
         [
             str(SDK_PYTHON),
@@ -407,7 +416,63 @@ def check_image(engine: Engine, algorithm: str, tag: str, workdir: Path) -> dict
         f"{STEADY_REQUESTS}); SIGTERM -> exit 0 within {figures['stop']:.1f} s; nothing compiled",
         flush=True,
     )
+    if tag == "cpu":  # the benchmark's code is the same in both flavours: one check per algorithm
+        benchmark_seconds = check_benchmark(engine, image, algorithm, workdir / tag)
+        print(f"    benchmark --quick (--network none): summary printed, JSON written, in {benchmark_seconds:.1f} s")
     return dict(figures, train=train_seconds)
+
+
+# `docker run IMAGE benchmark` (a user's default run) must finish within this; --quick far sooner.
+BENCHMARK_LIMIT_SECONDS = 120
+BENCHMARK_LOADS = {("csv", 1), ("csv", 1000), ("recordio", 1), ("recordio", 1000)}
+
+
+def check_benchmark(engine: Engine, image: str, algorithm: str, workdir: Path) -> float:
+    """`benchmark --quick` in the image, with no network and a directory mounted for its result:
+    exit 0 within BENCHMARK_LIMIT_SECONDS, the summary on stdout, and a JSON result for the
+    image's algorithm whose training jobs ran and whose four loads were answered without errors
+    (by the built-in load generator: the image has no wrk). Returns the seconds it took."""
+    out = workdir / f"{algorithm}-benchmark"
+    out.mkdir(parents=True)
+    started = time.perf_counter()
+    result = engine.run(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{out}:/results",
+        image,
+        "benchmark",
+        "--quick",
+        "--seconds",
+        "0.5",
+        "--output",
+        "/results",
+        timeout=BENCHMARK_LIMIT_SECONDS + 60,
+    )
+    seconds = time.perf_counter() - started
+    log = result.stdout + result.stderr
+    check(result.returncode == 0, f"benchmark exited {result.returncode}:\n{log[-4000:]}")
+    check(seconds < BENCHMARK_LIMIT_SECONDS, f"benchmark --quick took {seconds:.0f} s")
+    check("## smalgo benchmark on" in result.stdout, f"benchmark printed no summary:\n{result.stdout[-2000:]}")
+    written = sorted(out.glob("*.json"))
+    check(len(written) == 1, f"benchmark wrote {[p.name for p in written]}, not one JSON result")
+    report = json.loads(written[0].read_text())
+    check(report.get("schema") == "smalgo-benchmark", f"the result's schema is {report.get('schema')!r}")
+    names = [entry["name"] for entry in report["algorithms"]]
+    check(names == [algorithm], f"the image benchmarked {names}, not {algorithm} alone")
+    entry = report["algorithms"][0]
+    check(report["settings"]["load_generator"] == "builtin", f"load generator {report['settings']['load_generator']}")
+    check(
+        any(t.get("records_per_s", 0) > 0 for t in entry["training"]),
+        f"no training job was timed: {entry['training']}",
+    )
+    loads = {(i["form"], i["records_per_request"]): i for i in entry["inference"]}
+    check(set(loads) == BENCHMARK_LOADS, f"the loads measured: {sorted(loads)}")
+    for key, measured in loads.items():
+        check(measured["requests"] > 0 and measured["errors"] == 0, f"load {key}: {measured}")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
