@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import clustered_rows
-from test_serve_support import ServerProcess, _children, expected_outputs
+from test_serve_support import Answers, ServerProcess, _children, expected_outputs
 
 from smalgo import recordio
 from smalgo.algorithms.data import InMemoryData
@@ -177,7 +177,7 @@ def test_a_request_in_flight_longer_than_the_timeout_is_not_cut_short(model_dir,
             client.connect(("127.0.0.1", server.port))
             client.sendall(head + body)
             time.sleep(3)  # the worker's thread waits to write the rest of the answer meanwhile
-            status, answer = Responses(client).next()
+            status, answer = Answers(client).next_status()
         assert status == 200 and len(json.loads(answer)["predictions"]) == len(rows)
         assert worker_pid(server) == pid and "WORKER TIMEOUT" not in server.log()
     finally:
@@ -221,39 +221,6 @@ def chunked(body: bytes, size: int = 65536) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
 
 
-class Responses:
-    """The responses arriving on a connection, in order (each with a Content-Length)."""
-
-    def __init__(self, client: socket.socket) -> None:
-        self.client = client
-        self.data = b""
-
-    def _more(self) -> None:
-        chunk = self.client.recv(1 << 20)
-        assert chunk, f"connection closed after {self.data[:300]!r}"
-        self.data += chunk
-
-    def next(self) -> tuple[int, bytes]:
-        """(status, body) of the next response, 100 Continue skipped."""
-        while True:
-            while b"\r\n\r\n" not in self.data:
-                self._more()
-            head, _, self.data = self.data.partition(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 100"):
-                break
-        fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:])
-        length = int(fields[b"content-length"])
-        while len(self.data) < length:
-            self._more()
-        body, self.data = self.data[:length], self.data[length:]
-        return int(head.split()[1]), body
-
-    def closed(self) -> bool:
-        """Whether the server closed the connection after the last response."""
-        self.client.settimeout(10)
-        return not self.data and self.client.recv(1) == b""
-
-
 def formatted(content_type: str, n_rows: int, seed: int = 7) -> tuple[np.ndarray, bytes]:
     """Rows, and a body of them in `content_type` that reads back as exactly those float32 values."""
     rows, csv_body = rows_and_csv(n_rows, seed)
@@ -294,11 +261,11 @@ def test_a_spilled_body_is_answered_as_in_memory_and_the_request_behind_it_too(
         headers["Content-Length"], payload = str(len(body)), body
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
         client.sendall(request_head(headers) + payload + ONE_ROW_REQUEST)  # the second one pipelined
-        responses = Responses(client)
-        status, answer = responses.next()
+        answers = Answers(client)
+        status, answer = answers.next_status()
         assert status == 200, answer[:300]
         assert closest_clusters(answer) == expected_outputs(model_dir, rows)["closest_cluster"].tolist()
-        status, answer = responses.next()
+        status, answer = answers.next_status()
         assert status == 200 and json.loads(answer)["predictions"][0]["closest_cluster"] == float(
             expected_outputs(model_dir, ONE_ROW_ROWS)["closest_cluster"][0]
         )
@@ -323,7 +290,7 @@ def test_a_spilled_body_cut_short_is_a_400_and_never_scored(server, spilled_csv,
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
         client.sendall(request)
         client.shutdown(socket.SHUT_WR)
-        status, answer = Responses(client).next()
+        status, answer = Answers(client).next_status()
     assert status == 400
     assert json.loads(answer)["error"] == "The request body is incomplete: " + message.format(length=len(body))
 
@@ -334,12 +301,12 @@ def test_a_malformed_chunk_in_a_spilled_body_is_a_400_and_closes_the_connection(
     request = request_head({"Content-Type": "text/csv", "Transfer-Encoding": "chunked"})
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
         client.sendall(request + chunked(body)[:whole_chunks] + b"zz\r\n1,2\r\n0\r\n\r\n")
-        responses = Responses(client)
-        status, answer = responses.next()
+        answers = Answers(client)
+        status, answer = answers.next_status()
         assert status == 400
         message = "The request body's chunked encoding is malformed: Invalid chunk size: b'zz'."
         assert json.loads(answer)["error"] == message
-        assert responses.closed()  # where a next request would start is unknown
+        assert answers.closed()  # where a next request would start is unknown
     assert server.request("GET", "/ping")[0] == 200
 
 
@@ -353,17 +320,17 @@ def test_bodies_over_the_limit_are_413_and_the_server_goes_on(server, model_dir,
     ]:
         with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
             client.sendall(request_head({"Content-Type": "text/csv", **headers}) + payload + ONE_ROW_REQUEST)
-            responses = Responses(client)
-            status, answer = responses.next()
+            answers = Answers(client)
+            status, answer = answers.next_status()
             assert status == 413 and limit_message in json.loads(answer)["error"], answer
             # The body was read and dropped: the connection carries the next request.
-            status, answer = responses.next()
+            status, answer = answers.next_status()
             assert status == 200 and len(json.loads(answer)["predictions"]) == 1
     # Past twice the limit, by its Content-Length: refused before its body is sent (and never read).
     declared = 3 * (LIMIT_MB << 20)
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as client:
         client.sendall(request_head({"Content-Type": "text/csv", "Content-Length": str(declared)}))
-        status, answer = Responses(client).next()
+        status, answer = Answers(client).next_status()
     assert status == 413 and f"({declared:,} bytes) {limit_message}" in json.loads(answer)["error"]
     assert server.request("GET", "/ping")[0] == 200
     status, _, answer = server.request("POST", "/invocations", ONE_ROW_CSV, {"Content-Type": "text/csv"})

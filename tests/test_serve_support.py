@@ -273,3 +273,41 @@ def _children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 children.append(int(entry.name))
     return children
+
+
+class Answers:
+    """The answers arriving on a connection, in order (one recv may hold several)."""
+
+    def __init__(self, client: socket.socket) -> None:
+        self.client = client
+        self.data = b""
+
+    def _more(self) -> None:
+        chunk = self.client.recv(1 << 20)
+        assert chunk, f"connection closed after {self.data[:300]!r}"
+        self.data += chunk
+
+    def next(self) -> tuple[bytes, bytes]:
+        """(status line, body) of the next answer with a Content-Length, skipping 100 Continue."""
+        while True:
+            while b"\r\n\r\n" not in self.data:
+                self._more()
+            head, _, self.data = self.data.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 100"):
+                break
+        fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:])
+        length = int(fields[b"content-length"])
+        while len(self.data) < length:
+            self._more()
+        body, self.data = self.data[:length], self.data[length:]
+        return head.split(b"\r\n")[0], body
+
+    def closed(self) -> bool:
+        """Whether the server closed the connection after the last answer."""
+        self.client.settimeout(10)
+        return not self.data and self.client.recv(1) == b""
+
+    def next_status(self) -> tuple[int, bytes]:
+        """(status code, body) of the next answer, as next()."""
+        status_line, body = self.next()
+        return int(status_line.split()[1]), body

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from test_serve_support import ServerProcess, expected_outputs, train_kmeans
+from test_serve_support import Answers, ServerProcess, expected_outputs, train_kmeans
 
 from smalgo.serve.worker import PendingRequest
 
@@ -228,34 +228,6 @@ def csv_rows(n: int, seed: int = 0) -> tuple[np.ndarray, bytes]:
 
     rows = np.random.default_rng(seed).normal(0, 8, (n, FEATURES)).astype(np.float32)
     return rows, "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows).encode()
-
-
-class Answers:
-    """The answers arriving on a connection, in order (one recv may hold several)."""
-
-    def __init__(self, client: socket.socket) -> None:
-        self.client = client
-        self.data = b""
-
-    def _more(self) -> None:
-        chunk = self.client.recv(65536)
-        assert chunk, f"connection closed after {self.data!r}"
-        self.data += chunk
-
-    def next(self) -> tuple[bytes, bytes]:
-        """(status line, body) of the next answer with a Content-Length, skipping 100 Continue."""
-        while True:
-            while b"\r\n\r\n" not in self.data:
-                self._more()
-            head, _, self.data = self.data.partition(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 100"):
-                break
-        fields = dict(line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:])
-        length = int(fields[b"content-length"])
-        while len(self.data) < length:
-            self._more()
-        body, self.data = self.data[:length], self.data[length:]
-        return head.split(b"\r\n")[0], body
 
 
 def read_answer(client: socket.socket) -> tuple[bytes, bytes]:

@@ -475,12 +475,17 @@ def check_benchmark(engine: Engine, image: str, algorithm: str, workdir: Path) -
     return seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def image_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The image checks' common command line: --engine, --tag (repeatable) and the algorithms."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--engine", default="podman", help="docker or podman")
-    parser.add_argument("--tag", action="append", help="image tags to check (default: cpu); repeatable")
+    parser.add_argument("--tag", action="append", help="image tags (flavours) to check (default: cpu); repeatable")
     parser.add_argument("algorithms", nargs="*", help="algorithms whose images to check (default: all)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = image_arguments(__doc__.splitlines()[0], argv)
     if not SDK_PYTHON.exists():
         print(
             f"check_images: the SageMaker SDK v2 environment is missing ({SDK_PYTHON}); run `make sdk-env`",

@@ -19,7 +19,6 @@ Exits 1 on the first failed check, with what the engine or the registry said.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from check_images import REPO, CheckFailed, Engine, check, check_train, sdk_job
+from check_images import REPO, CheckFailed, Engine, check, check_train, image_arguments, sdk_job
 from test_serve_support import free_port
 
 from smalgo.algorithms.registry import ALGORITHMS
@@ -160,11 +159,7 @@ def check_pull_by_digest(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="podman", help="docker or podman")
-    parser.add_argument("--tag", action="append", help="image flavours to push (default: cpu); repeatable")
-    parser.add_argument("algorithms", nargs="*", help="algorithms whose images to push (default: all)")
-    args = parser.parse_args(argv)
+    args = image_arguments(__doc__.splitlines()[0], argv)
     if shutil.which(REGISTRY_COMMAND) is None:
         print(
             f"check_registry: {REGISTRY_COMMAND} is missing (Debian: apt-get install docker-registry; "

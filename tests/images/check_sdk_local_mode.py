@@ -18,7 +18,6 @@ Exits 1 on the first failed check, with the SDK's output.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -38,6 +37,7 @@ from check_images import (
     Engine,
     _outputs_from_json,
     check,
+    image_arguments,
     job_hyperparameters,
 )
 from test_serve_support import expected_outputs
@@ -130,11 +130,7 @@ def check_local_mode(algorithm: str, tag: str, workdir: Path, environment: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", default="podman", help="docker or podman")
-    parser.add_argument("--tag", action="append", help="image tags to check (default: cpu); repeatable")
-    parser.add_argument("algorithms", nargs="*", help="algorithms whose images to check (default: all)")
-    args = parser.parse_args(argv)
+    args = image_arguments(__doc__.splitlines()[0], argv)
     engine = Engine(args.engine)
     print(f"SDK v2 local mode ({engine.command}):")
     with tempfile.TemporaryDirectory(prefix="smalgo-local-mode-check-", dir="/var/tmp") as workdir:
