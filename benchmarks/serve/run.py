@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -38,6 +37,7 @@ import numpy as np
 from smalgo.algorithms import kmeans
 from smalgo.algorithms.data import InMemoryData
 from smalgo.containers.benchmark import peers
+from smalgo.containers.benchmark.load import parse_wrk
 from smalgo.recordio.parallel import available_cpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -242,30 +242,8 @@ def run_wrk(wrk: str, args, url: str, tmp: Path, load: str, duration: int) -> di
         url,
     ]
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(output)
-
-
-def parse_wrk(output: str) -> dict:
-    def latency_ms(percentile: str) -> float:
-        match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        if not match:
-            raise SystemExit(f"cannot read the {percentile}th percentile from wrk's output:\n{output}")
-        return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[match.group(2)]
-
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in", output)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if not rate:
-        raise SystemExit(f"cannot read wrk's output:\n{output}")
-    return {
-        "requests_per_s": float(rate.group(1)),
-        "requests": int(total.group(1)) if total else 0,
-        "p50_ms": latency_ms("50"),
-        "p99_ms": latency_ms("99"),
-        "non_2xx": int(bad.group(1)) if bad else 0,
-        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
-    }
+    # wrk's report, read as `smalgo benchmark` reads it (errors: non-2xx answers and socket errors).
+    return parse_wrk(output, connections=args.connections, seconds=duration).as_dict()
 
 
 def summarize(runs: list[dict], records: int) -> dict:
@@ -274,8 +252,7 @@ def summarize(runs: list[dict], records: int) -> dict:
         for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")
     }
     summary["records_per_s"] = summary["requests_per_s"] * records
-    summary["non_2xx"] = sum(run["non_2xx"] for run in runs)
-    summary["socket_errors"] = sum(run["socket_errors"] for run in runs)
+    summary["errors"] = sum(run["errors"] for run in runs)
     summary["runs"] = runs
     return summary
 
@@ -292,7 +269,7 @@ def print_table(results: dict) -> None:
             print(
                 f"{load:<8}{name:<8}{s['requests_per_s']:>10.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
                 f"{s['records_per_s']:>12.0f}{s['server_cpu_us_per_request']:>12.0f}"
-                f"{s['non_2xx'] + s['socket_errors']:>9}"
+                f"{s['errors']:>9}"
             )
         ours, bare = by_server["smalgo"], by_server["bare"]
         print(
