@@ -25,6 +25,7 @@ registry instead of keeping maps of their own:
     csv_vectors_quoted       whether CSV answers write a vector as one quoted "[a, b]" cell
     empty_request_no_content whether an empty request body is answered 204 (else 400)
     metric_definitions       the metrics SageMaker can read from its jobs' logs (name + regex)
+    several_hosts            whether train() runs on every host of a job of several (`collective`)
 
 Training: `train(hp, data, metrics=..., callbacks=...)` returns a `Model`. Mini-batch algorithms
 derive from `StreamingAlgorithm` and only say how to start a `StreamingState`; the shared driver
@@ -205,6 +206,11 @@ class Algorithm(ABC):
     # Model Tuning: the platform's names ("test:msd") and regexes (metrics.py's *_definition) that
     # match the lines its jobs print. `smalgo metric-definitions` and smalgo.sagemaker publish them.
     metric_definitions: ClassVar[tuple[MetricDefinition, ...]] = ()
+    # Whether train() runs on every host of a job of several (resourceconfig.json's hosts) and
+    # takes the job's `collective` (runtime/collective.py): a StreamingAlgorithm's state then has
+    # `combine(collective)` and its scorers `combine(collective)` (training.py). Without it a job
+    # of several hosts is refused, naming the algorithm.
+    several_hosts: ClassVar[bool] = False
 
     def validate(self, hp: Hyperparameters) -> None:  # noqa: B027 (an optional hook, deliberately empty here)
         """Checks that involve several hyperparameters, before any data is read; UserError

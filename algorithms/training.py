@@ -13,10 +13,13 @@ Metric lines go through the job's MetricWriter in the platform's form (metrics.p
 knows no algorithm: what it streams, scores and reports comes from the StreamingAlgorithm and its
 StreamingState (contract.py).
 
-Several hosts: `collective` is the one seam for them. On one host it is `SingleHost`, which
-exchanges nothing; a collective of several hosts (xgboost.collective, see docs/architecture.md)
-is not implemented yet and is refused here. It will sum the states' statistics at the end of
-every pass, which is why states keep sums and averages.
+Several hosts: `collective` is the one seam for them (runtime/collective.py). On one host it is
+`SingleHost`, which exchanges nothing. With several (`Hosts`, on xgboost.collective), each host
+streams its own share of the rows, and at the end of every pass the state combines what the
+hosts saw (`StreamingState.combine`: PCA sums its statistics, k-means gathers every host's
+streaming centers), which is why states keep sums and averages; the row counts, and the
+validation and test scorers' sums (`Scorer.combine`), are summed too, so every host logs the same
+job-wide values and ends with the same model.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .data import TrainingData
 from .errors import UserError
 from .hyperparameters import tuning_objective
 from .metrics import Metric, MetricWriter, progress_definition, throughput_definition
+from .runtime.collective import SingleHost
 
 if TYPE_CHECKING:
     from .contract import Hyperparameters, Model, StreamingAlgorithm, StreamingState
@@ -133,12 +139,6 @@ def warn_when_the_objective_cannot_be_printed(hp: Hyperparameters, data: Trainin
 DRIVER_METRIC_DEFINITIONS = (progress_definition(), throughput_definition("train"))
 
 
-class SingleHost:
-    """The collective of a one-host job: nothing to exchange."""
-
-    hosts = 1
-
-
 def train_streaming(
     algorithm: StreamingAlgorithm,
     hp: Hyperparameters,
@@ -152,8 +152,9 @@ def train_streaming(
     (a writer for algo-1 by default); returns the model. (StreamingAlgorithm.train is this.)"""
     metrics = metrics or MetricWriter()
     collective = collective or SingleHost()
-    if collective.hosts != 1:
-        raise NotImplementedError("training on several hosts is not available yet")
+    several = collective.hosts > 1
+    if several and not algorithm.several_hosts:
+        raise UserError(f"{algorithm.title} does not train on several hosts yet; set InstanceCount to 1.")
     callbacks = list(callbacks)
     epochs = algorithm.epochs(hp)
     batch_rows = algorithm.batch_rows(hp)
@@ -165,21 +166,27 @@ def train_streaming(
     for callback in callbacks:
         callback.before_training(state)
     started = time.perf_counter()
-    rows_seen = 0
+    rows_seen = 0  # by every host
     for epoch in range(epochs):
+        epoch_rows = 0  # by this host
         for batch in data.batches("train", batch_rows, feature_dim=feature_dim):
             if batch.n_rows:
                 state.update(batch)
-                rows_seen += batch.n_rows
+                epoch_rows += batch.n_rows
+        if several:
+            epoch_rows = int(collective.all_reduce_sum(np.array([epoch_rows], dtype=np.int64))[0])
+            state.combine(collective)  # type: ignore[attr-defined]  # several_hosts says it has it
+        rows_seen += epoch_rows
         if rows_seen == 0:
-            raise UserError("The train channel has no records.")
+            raise UserError("The train channel has no records" + (" on any host." if several else "."))
         epoch_metrics = {}
         for metric in state.end_epoch():
             metrics.quality("train", metric, epoch=epoch)
             epoch_metrics[f"train:{metric.name}"] = metric.value
         metrics.progress(100.0 * (epoch + 1) / epochs)
         if validating:
-            for metric in score(algorithm, state.current_model(), hp=hp, data=data, channel="validation"):
+            current = state.current_model()
+            for metric in score(algorithm, current, hp=hp, data=data, channel="validation", collective=collective):
                 metrics.quality("validation", metric, epoch=epoch)
                 epoch_metrics[f"validation:{metric.name}"] = metric.value
         # Every callback hears of every pass, even when an earlier one asks to stop.
@@ -197,19 +204,28 @@ def train_streaming(
         callback.after_training(model)
     for channel in ("validation", "test") if validating else ("test",):
         if data.has_channel(channel):
-            for metric in score(algorithm, model, hp=hp, data=data, channel=channel):
+            for metric in score(algorithm, model, hp=hp, data=data, channel=channel, collective=collective):
                 metrics.quality(channel, metric)
     return model
 
 
 def score(
-    algorithm: StreamingAlgorithm, model: Model, *, hp: Hyperparameters, data: TrainingData, channel: str
+    algorithm: StreamingAlgorithm,
+    model: Model,
+    *,
+    hp: Hyperparameters,
+    data: TrainingData,
+    channel: str,
+    collective: SingleHost | None = None,
 ) -> list[Metric]:
-    """`model`'s metrics on one pass over `channel`; none (with a warning) when it has no rows."""
+    """`model`'s metrics on one pass over `channel`; none (with a warning) when it has no rows.
+    On several hosts each scores its share of the channel and the scorers' sums are combined."""
     scorer = algorithm.scorer(model, hp, channel)
     for batch in data.batches(channel, algorithm.batch_rows(hp), feature_dim=model.feature_dim):
         if batch.n_rows:
             scorer.add(batch)
+    if collective is not None and collective.hosts > 1:
+        scorer.combine(collective)  # type: ignore[attr-defined]  # several_hosts says it has it
     found = scorer.metrics()
     if not found:
         logger.warning("The %s channel has no records; no %s metrics.", channel, channel)

@@ -78,6 +78,12 @@ class Channel:
     pipe_mode: bool
     paths: JobPaths
     files: tuple[Path, ...] = ()  # File mode only
+    # A job of several hosts: (this host's rank, the number of hosts). A ShardedByS3Key channel
+    # holds this host's share of the files already, and may hold none; a FullyReplicated one
+    # holds every record on every host, of which this host takes every hosts-th row, from its
+    # rank on, so that the hosts together read each row once.
+    hosts: tuple[int, int] = (0, 1)
+    sharded: bool = False
 
     @property
     def directory(self) -> Path:
@@ -97,10 +103,17 @@ class Channel:
         return f"channel {self.name}: {self.content_type}, {where}"
 
 
-def check_channels(algorithm: Algorithm, configs: dict[str, ChannelConfig], paths: JobPaths) -> dict[str, Channel]:
+def check_channels(
+    algorithm: Algorithm,
+    configs: dict[str, ChannelConfig],
+    paths: JobPaths,
+    *,
+    hosts: tuple[int, int] = (0, 1),
+) -> dict[str, Channel]:
     """Check inputdataconfig.json's channels against what `algorithm` reads, without reading any
     data: known channel names, required ones present, content types and input modes accepted,
-    and in File mode a channel directory holding at least one data file."""
+    and in File mode a channel directory holding at least one data file (on one of several
+    hosts (`hosts`: rank, count) a ShardedByS3Key channel may hold none)."""
     declared = algorithm.channels
     listing = ", ".join(f"{name} ({'required' if required else 'optional'})" for name, required in declared.items())
     unknown = sorted(set(configs) - set(declared))
@@ -141,19 +154,28 @@ def check_channels(algorithm: Algorithm, configs: dict[str, ChannelConfig], path
                 f"Channel {name}: CompressionType {config.compression_type!r} works only in Pipe mode; "
                 f"in {config.input_mode} mode, store the data uncompressed."
             )
+        sharded = hosts[1] > 1 and config.s3_distribution_type == "ShardedByS3Key"
         if pipe_mode:
-            channel = Channel(name, content_type, True, paths)
+            channel = Channel(name, content_type, True, paths, hosts=hosts, sharded=sharded)
         else:
             directory = paths.channel_dir(name)
-            if not directory.is_dir():
+            files = tuple(list_data_files(directory)) if directory.is_dir() else ()
+            if sharded and not files:
+                logger.info(
+                    "Channel %s is ShardedByS3Key over %d hosts and this host's shard holds no files: "
+                    "this host takes part without %s data.",
+                    name,
+                    hosts[1],
+                    name,
+                )
+            elif not directory.is_dir():
                 raise UserError(f"Channel {name} has no data: its directory {directory} does not exist.")
-            files = tuple(list_data_files(directory))
-            if not files:
+            elif not files:
                 raise UserError(
                     f"Channel {name} has no data: {directory} holds no data files "
                     f"(names beginning with '.' or '_' are skipped)."
                 )
-            channel = Channel(name, content_type, False, paths, files)
+            channel = Channel(name, content_type, False, paths, files, hosts=hosts, sharded=sharded)
         channels[name] = channel
         logger.info("Input %s", channel.describe())
     return channels
@@ -232,14 +254,27 @@ class ChannelData:
 
     def _one_pass(self, channel: Channel, epoch: int, *, batch_size: int, feature_dim: int | None) -> Iterator[Batch]:
         rows = 0
-        for X, y, w in rebatch(
-            self._decode(channel, epoch, batch_size=batch_size, feature_dim=feature_dim), batch_size
-        ):
+        pieces = self._decode(channel, epoch, batch_size=batch_size, feature_dim=feature_dim)
+        rank, hosts = channel.hosts
+        if hosts > 1 and not channel.sharded:
+            pieces = _every_nth_row(pieces, start=rank, step=hosts)
+        for X, y, w in rebatch(pieces, batch_size):
             rows += X.shape[0]
             yield Batch(X, y, w)
         where = f"pipe {channel.pipe(epoch).name}" if channel.pipe_mode else f"{len(channel.files)} file(s)"
+        if hosts > 1:
+            where += (
+                ", this host's shard (ShardedByS3Key)"
+                if channel.sharded
+                else f", this host's rows of {hosts} (FullyReplicated: rows {rank}, {rank + hosts}, ...)"
+            )
         logger.info("Channel %s, pass %d: %s, %d records", channel.name, epoch + 1, where, rows)
-        if rows == 0:
+        if rows == 0 and hosts > 1:
+            # The job's hosts together may still have rows: the training driver checks the total.
+            logger.info(
+                "Channel %s: this host has no records in pass %d; it takes part without them.", channel.name, epoch + 1
+            )
+        elif rows == 0:
             if channel.pipe_mode:
                 where = f"its pipe {channel.pipe(epoch)} delivered no records (pass {epoch + 1})"
             else:
@@ -313,6 +348,16 @@ class ChannelData:
                     _check_finite(X, name=name, first_record=first_record, content_type=channel.content_type)
                 first_record += X.shape[0]
                 yield X, y, w
+
+
+def _every_nth_row(pieces, *, start: int, step: int):
+    """The rows start, start + step, start + 2 step, ... of a stream of (X, y, w) pieces."""
+    offset = 0  # rows of the stream before this piece
+    for X, y, w in pieces:
+        first = (start - offset) % step
+        offset += X.shape[0]
+        if first < X.shape[0]:
+            yield X[first::step], None if y is None else y[first::step], None if w is None else w[first::step]
 
 
 def _pieces(

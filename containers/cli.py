@@ -5,6 +5,9 @@
         --hyperparameters k=10 feature_dim=50 --output job/
                                       # locally: lays out job/ as SageMaker would, then runs
                                       # the same job on it
+    smalgo train --hosts 2 --distribution train=ShardedByS3Key ... --output job/
+                                      # locally, a job of several hosts: one process per host
+                                      # (job/algo-1, job/algo-2, ...) on loopback addresses
     smalgo serve [--model-dir DIR]    # the inference server (gunicorn on $SAGEMAKER_BIND_TO_PORT, 8080)
     smalgo import-aws AWS_MODEL OUT   # a model AWS's built-in image trained (model_algo-1 or
                                       # model.tar.gz) as a smalgo model directory
@@ -29,7 +32,7 @@ from pathlib import Path
 from smalgo.algorithms.errors import UserError
 
 from .job import ALGORITHM_VARIABLE, EXIT_FAILURE, run_training
-from .local_job import lay_out_job
+from .local_job import DISTRIBUTIONS, lay_out_hosts_job, lay_out_job, run_hosts
 from .paths import JobPaths
 
 EXIT_USAGE = 2
@@ -97,7 +100,9 @@ def _print_metric_definitions(name: str) -> int:
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     channels = {name: Path(getattr(args, name)) for name in LOCAL_CHANNELS if getattr(args, name)}
-    local_options = channels or args.output or args.hyperparameters or args.content_type
+    local_options = (
+        channels or args.output or args.hyperparameters or args.content_type or args.hosts or args.distribution
+    )
     if not local_options:
         # Inside an image: the job SageMaker (or `docker run -v ...:/opt/ml`) laid out.
         try:
@@ -121,6 +126,26 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not sep or not name:
             parser.error(f"--hyperparameters takes NAME=VALUE pairs, got {item!r}")
         hyperparameters[name] = value
+    distributions = {}
+    for item in args.distribution or []:
+        name, sep, value = item.partition("=")
+        if not sep or name not in channels or value not in DISTRIBUTIONS:
+            parser.error(
+                f"--distribution takes CHANNEL=TYPE for a channel given (TYPE: {' or '.join(DISTRIBUTIONS)}), "
+                f"got {item!r}"
+            )
+        distributions[name] = value
+    if args.hosts is not None and args.hosts < 1:
+        parser.error(f"--hosts takes a number of hosts >= 1, got {args.hosts}")
+    if (args.hosts or 1) > 1:
+        return _train_hosts(
+            args.hosts,
+            algorithm,
+            hyperparameters=hyperparameters,
+            channels=channels,
+            distributions=distributions,
+            args=args,
+        )
     try:
         paths = lay_out_job(
             Path(args.output), hyperparameters=hyperparameters, channels=channels, content_type=args.content_type
@@ -141,6 +166,42 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             flush=True,
         )
     return exit_code
+
+
+def _train_hosts(
+    hosts: int,
+    algorithm: str,
+    *,
+    hyperparameters: dict[str, str],
+    channels: dict[str, Path],
+    distributions: dict[str, str],
+    args: argparse.Namespace,
+) -> int:
+    """A local job of several hosts: one process per host; the first host's model is the job's.
+    Exit status: 0 when every host succeeded, else the first failed host's."""
+    try:
+        jobs = lay_out_hosts_job(
+            Path(args.output),
+            hosts=hosts,
+            hyperparameters=hyperparameters,
+            channels=channels,
+            content_type=args.content_type,
+            distributions=distributions,
+        )
+    except UserError as exc:
+        print(f"smalgo train: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Job of {hosts} hosts laid out under {jobs[0].base.parent} (algo-1 ... algo-{hosts})", flush=True)
+    codes = run_hosts(jobs, algorithm)
+    failed = [(job, code) for job, code in zip(jobs, codes, strict=True) if code != 0]
+    if not failed:
+        files = sorted(p.name for p in jobs[0].model_dir.iterdir())
+        print(f"Model written to {jobs[0].model_dir}: {', '.join(files)}", flush=True)
+        return 0
+    for job, code in failed:
+        reason = job.failure_file.read_text().strip() if job.failure_file.exists() else "(no output/failure written)"
+        print(f"Host {job.base.name} failed (exit code {code}): {reason}", file=sys.stderr, flush=True)
+    return failed[0][1]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,6 +233,19 @@ def _parser() -> argparse.ArgumentParser:
         help="local run: hyperparameters, e.g. k=10 feature_dim=50",
     )
     train.add_argument("--output", metavar="DIR", help="local run: directory to lay the job out in")
+    train.add_argument(
+        "--hosts",
+        type=int,
+        metavar="N",
+        help="local run: a job of N hosts, one process each on loopback addresses 127.0.0.1 ... (default 1)",
+    )
+    train.add_argument(
+        "--distribution",
+        nargs="+",
+        metavar="CHANNEL=TYPE",
+        help="local run: a channel's S3DistributionType, ShardedByS3Key (each host every N-th file) or "
+        "FullyReplicated (the default)",
+    )
     serve = commands.add_parser(
         "serve",
         help="run the inference server",

@@ -8,11 +8,15 @@ the algorithm's schema and by `channels.py`.
 from __future__ import annotations
 
 import json
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.runtime.collective import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, DEFAULT_TRACKER_PORT
 
 from .paths import JobPaths
 
@@ -105,6 +109,66 @@ def load_resources(path: Path) -> ResourceConfig:
     if current not in hosts:
         raise UserError(f"{path}: current_host {current!r} is not among hosts {hosts}.")
     return ResourceConfig(current, tuple(sorted(hosts)))
+
+
+# A job of several hosts (runtime/collective.py): how the hosts find and wait for one another.
+# SageMaker resolves the host names (algo-1, ...) by DNS; a local job of several processes maps
+# them to loopback addresses instead ("algo-1=127.0.0.1,algo-2=127.0.0.2"; `smalgo train --hosts`).
+HOST_ADDRESSES_VARIABLE = "SMALGO_HOST_ADDRESSES"
+TRACKER_PORT_VARIABLE = "SMALGO_TRACKER_PORT"
+CONNECT_TIMEOUT_VARIABLE = "SMALGO_HOSTS_CONNECT_TIMEOUT"
+TIMEOUT_VARIABLE = "SMALGO_HOSTS_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class HostsSettings:
+    addresses: dict[str, str]
+    port: int
+    connect_timeout: float
+    timeout: float
+
+
+def hosts_settings(environ: Mapping[str, str] | None = None) -> HostsSettings:
+    """The several-hosts settings from the environment; a bad value is a UserError naming the
+    variable. SMALGO_HOST_ADDRESSES: NAME=ADDRESS pairs separated by commas (unset: DNS);
+    SMALGO_TRACKER_PORT: the first host's tracker port (default 9099, as SageMaker's XGBoost);
+    SMALGO_HOSTS_CONNECT_TIMEOUT: seconds for every host to join (default 300);
+    SMALGO_HOSTS_TIMEOUT: seconds one exchange may wait for a silent host (default 3600)."""
+    env = os.environ if environ is None else environ
+    addresses = {}
+    text = env.get(HOST_ADDRESSES_VARIABLE, "").strip()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, address = (piece.strip() for piece in item.partition("="))
+        if not sep or not name or not address:
+            raise UserError(
+                f"{HOST_ADDRESSES_VARIABLE}={text!r}: {item!r} is not NAME=ADDRESS; valid values: pairs "
+                f"separated by commas, e.g. algo-1=127.0.0.1,algo-2=127.0.0.2."
+            )
+        addresses[name] = address
+    port = _number(
+        env, TRACKER_PORT_VARIABLE, default=DEFAULT_TRACKER_PORT, what="a TCP port from 1 to 65535", low=1, high=65535
+    )
+    return HostsSettings(
+        addresses=addresses,
+        port=int(port),
+        connect_timeout=_number(
+            env, CONNECT_TIMEOUT_VARIABLE, default=DEFAULT_CONNECT_TIMEOUT, what="seconds >= 1", low=1, high=math.inf
+        ),
+        timeout=_number(env, TIMEOUT_VARIABLE, default=DEFAULT_TIMEOUT, what="seconds >= 1", low=1, high=math.inf),
+    )
+
+
+def _number(env: Mapping[str, str], name: str, *, default: float, what: str, low: float, high: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high) or (name == TRACKER_PORT_VARIABLE and value != int(value)):
+        raise UserError(f"{name}={env[name]!r} is not valid; valid values: {what} (unset means {default:g}).")
+    return value
 
 
 def load_checkpoint_dir(path: Path) -> Path | None:

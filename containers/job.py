@@ -41,12 +41,13 @@ from smalgo.algorithms.formats.csv import csv_threads_setting
 from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.runtime import device
+from smalgo.algorithms.runtime.collective import Hosts, SingleHost
 from smalgo.algorithms.runtime.logs import configure_logging
-from smalgo.algorithms.training import partial_model
+from smalgo.algorithms.training import PARTIAL_MODEL_ATTRIBUTE, partial_model
 from smalgo.recordio import RecordIOError
 
 from .channels import ChannelData, check_channels, pipe_wait_setting
-from .config import load_job_config
+from .config import hosts_settings, load_job_config
 from .entrypoint import PORTABLE, TARGET_VARIABLE
 from .paths import JobPaths
 
@@ -98,7 +99,10 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
         return _fail(paths, EXIT_FAILURE, f"{summary}\n\n{details}", already_logged=True)
     finally:
         restore_signal()
-    logger.info("Training complete; model files in %s: %s", paths.model_dir, ", ".join(model_files))
+    if model_files:
+        logger.info("Training complete; model files in %s: %s", paths.model_dir, ", ".join(model_files))
+    else:
+        logger.info("Training complete; the first host wrote the model.")
     return EXIT_SUCCESS
 
 
@@ -142,6 +146,7 @@ def check_settings(environ: Mapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     device.requested_device(env)
     pipe_wait_setting(env)
+    hosts_settings(env)
     csv_threads_setting(env)
     target = env.get(TARGET_VARIABLE, "")
     if target.strip() and target.strip().lower() != PORTABLE:
@@ -154,11 +159,8 @@ def check_settings(environ: Mapping[str, str] | None = None) -> None:
 def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     check_settings()
     config = load_job_config(paths)
-    if len(config.resources.hosts) > 1:
-        raise UserError(
-            f"This job has {len(config.resources.hosts)} instances ({', '.join(config.resources.hosts)}), "
-            f"but smalgo trains on a single instance for now; set InstanceCount to 1."
-        )
+    resources = config.resources
+    host_count = len(resources.hosts)
     if not algorithm_name:
         algorithm_name = os.environ.get(ALGORITHM_VARIABLE, "")
     if not algorithm_name:
@@ -166,6 +168,11 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
             f"No algorithm chosen: pass --algorithm NAME or set {ALGORITHM_VARIABLE} (an smalgo image sets it)."
         )
     algorithm = get_algorithm(algorithm_name)
+    if host_count > 1 and not algorithm.several_hosts:
+        raise UserError(
+            f"This job has {host_count} instances ({', '.join(resources.hosts)}), but smalgo's "
+            f"{algorithm.title} trains on a single instance for now; set InstanceCount to 1."
+        )
     if device.requested_device() == "gpu":
         device.use_gpu()  # no GPU: fail now, naming SMALGO_DEVICE, not after reading data
         if not algorithm.has_gpu_path:
@@ -179,7 +186,8 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
         "Hyperparameters in effect (defaults filled in): %s", json.dumps(hyperparameters, sort_keys=True, default=str)
     )
     algorithm.validate(hyperparameters)
-    channels = check_channels(algorithm, config.channels, paths)
+    rank = resources.hosts.index(resources.current_host)
+    channels = check_channels(algorithm, config.channels, paths, hosts=(rank, host_count))
 
     data = ChannelData(
         channels, finite_values_only=algorithm.finite_values_only, float32_only=algorithm.float32_tensors_only
@@ -187,8 +195,35 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     # Only an algorithm that declares it takes the checkpoint directory (XGBoost's checkpoints).
     checkpoints = {"checkpoint_dir": config.checkpoint_dir} if algorithm.resumes_from_checkpoints else {}
     train: Callable[..., Model] = algorithm.train
-    model = train(hyperparameters, data, metrics=MetricWriter(config.resources.current_host), **checkpoints)
-    return commit_model(model, paths.model_dir)
+    writer = MetricWriter(resources.current_host)
+    if host_count == 1:
+        model = train(hyperparameters, data, metrics=writer, **checkpoints)
+        return commit_model(model, paths.model_dir)
+    settings = hosts_settings()
+    collective: SingleHost
+    try:
+        with Hosts(
+            resources.hosts,
+            resources.current_host,
+            addresses=settings.addresses,
+            port=settings.port,
+            connect_timeout=settings.connect_timeout,
+            timeout=settings.timeout,
+        ) as collective:
+            model = train(hyperparameters, data, metrics=writer, collective=collective, **checkpoints)
+    except TrainingStopped as stop:
+        if rank != 0:  # only the first host writes a model, a partial one (XGBoost's) included
+            setattr(stop, PARTIAL_MODEL_ATTRIBUTE, None)
+        raise
+    if collective.is_first:
+        return commit_model(model, paths.model_dir)
+    # SageMaker merges every host's model/ into one model.tar.gz, so their file names must not
+    # clash (spec 1.8): every host ends with the same model, and only the first host writes it,
+    # as AWS's XGBoost image's master does (spec 4.5.6). The others succeed with model/ empty.
+    logger.info(
+        "The model is written by the first host, %s; this host's model directory stays empty.", resources.hosts[0]
+    )
+    return []
 
 
 def commit_model(model: Model, model_dir: Path) -> list[str]:

@@ -523,10 +523,11 @@ def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
             "{config}/inputdataconfig.json is missing",
         ),
         (
+            # (Jobs of several hosts: tests/test_several_hosts.py.)
             lambda job: job.write_config(
-                "resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}
+                "resourceconfig.json", {"current_host": "algo-3", "hosts": ["algo-1", "algo-2"]}
             ),
-            "This job has 2 instances (algo-1, algo-2), but smalgo trains on a single instance for now",
+            "{config}/resourceconfig.json: current_host 'algo-3' is not among hosts ['algo-1', 'algo-2'].",
         ),
     ],
     ids=[
@@ -538,7 +539,7 @@ def test_dense_and_sparse_recordio_files_make_one_stream_of_batches(job):
         "bad-json",
         "not-an-object",
         "no-inputdataconfig",
-        "multi-host",
+        "host-not-among-hosts",
     ],
 )
 def test_bad_job_configuration(job, configure, expected):

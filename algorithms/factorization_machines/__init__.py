@@ -91,6 +91,7 @@ HYPERPARAMETERS = Schema(
 class FactorizationMachines(StreamingAlgorithm):
     name = NAME
     title = "factorization machines"
+    several_hosts = True
     hyperparameters = HYPERPARAMETERS
     channels = {"train": True, "test": False}
     # RecordIO-protobuf with Float32 tensors only, as AWS's image (spec 4.4).

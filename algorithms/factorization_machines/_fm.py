@@ -29,6 +29,12 @@ per-group learning rates and weight decays on row-sparse weights):
   *_init_sigma, uniform on [-*_init_scale, *_init_scale], or *_init_value), from a fixed seed.
 * The train metric of a pass (rmse, or binary_classification_cross_entropy) is measured on each
   batch just before its step, the way SGD sees it.
+* Several hosts: each trains on its rows; at the end of every pass the hosts' weights and
+  accumulators are averaged, weighted by the rows each trained on (combine): one exchange of
+  2 x feature_dim x (num_factors + 1) floats a pass. Averaging once a pass converges in more
+  passes than one host: on a rank-4 user x item regression (tests/test_several_hosts.py, 6,000
+  rows, noise 0.1) 2 hosts reached a test RMSE 4.8 % above one host's after 8 passes, and after
+  20 passes 0.1 % below it (3 hosts: 0.4 % above).
 * On a GPU (runtime/device.py), training runs there (_cuda.py: the same step, weights kept on the
   device); the choice is made once, at the first batch.
 """
@@ -50,6 +56,7 @@ from smalgo.algorithms.linear_learner._metrics import binary_metrics, regression
 from smalgo.algorithms.metrics import Metric
 from smalgo.algorithms.model_files import ModelFiles, save_model_files
 from smalgo.algorithms.runtime import device
+from smalgo.algorithms.runtime.collective import SingleHost
 from smalgo.algorithms.runtime.threads import run_in_row_chunks
 
 from . import _kernels as kernels
@@ -265,6 +272,13 @@ class ModelScorer:
         self._weights.append(np.ones(batch.n_rows, np.float32) if batch.w is None else batch.w)
         self.rows += batch.n_rows
 
+    def combine(self, collective: SingleHost) -> None:
+        """Every host's outputs, labels and weights, for job-wide metrics (several hosts)."""
+        for parts in (self._outputs, self._labels, self._weights):
+            local = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+            parts[:] = [np.concatenate(collective.all_gather(local))]
+        self.rows = len(self._labels[0])
+
     def metrics(self) -> list[Metric]:
         if not self.rows:
             return []
@@ -326,6 +340,29 @@ class FactorizationMachinesTraining:
             self._gpu.train(X, y, weights)
         else:
             self._train(X, y, weights)
+
+    def combine(self, collective: SingleHost) -> None:
+        """End of a pass on one of several hosts: every host takes the average of the hosts'
+        weights and AdaGrad accumulators, each weighted by the rows it trained on in the pass
+        (a host without rows adopts the others'), and the pass's loss is summed."""
+        names = ("w0", "w", "V", "h0", "hw", "hV")
+        if self._gpu is not None:
+            for name in names:
+                self._gpu.arrays[name].copy_to_host(getattr(self, name))
+            self._pass_totals += self._gpu.take_totals()
+        self._pass_totals = collective.all_reduce_sum(self._pass_totals)
+        rows = float(collective.all_reduce_sum(np.array([float(self.rows_seen)]))[0])
+        if rows == 0:
+            return
+        share = np.float32(self.rows_seen / rows)
+        arrays = [getattr(self, name) for name in names]
+        average = collective.all_reduce_sum(np.concatenate([array.ravel() * share for array in arrays]))
+        offset = 0
+        for name, array in zip(names, arrays, strict=True):
+            array[...] = average[offset : offset + array.size].reshape(array.shape)
+            offset += array.size
+            if self._gpu is not None:
+                self._gpu.arrays[name].copy_to_device(array)
 
     def end_epoch(self) -> list[Metric]:
         if self._gpu is not None:

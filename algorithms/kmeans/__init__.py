@@ -112,6 +112,7 @@ HYPERPARAMETERS = Schema(
 class KMeans(StreamingAlgorithm):
     name = NAME
     title = "k-means"
+    several_hosts = True
     hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("closest_cluster"), Output("distance_to_cluster"))

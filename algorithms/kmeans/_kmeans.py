@@ -70,6 +70,7 @@ from smalgo.algorithms.metrics import Metric
 from smalgo.algorithms.model_files import save_model_files
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.runtime import threads as row_threads
+from smalgo.algorithms.runtime.collective import SingleHost
 
 from . import _kernels as kernels
 
@@ -359,6 +360,8 @@ class StreamingKMeans:
 
 # --------------------------------------------------------------------------- local Lloyd
 
+NOTHING_TO_CLUSTER = "The train channel holds no records with positive weight; k-means has nothing to cluster."
+
 
 def reduce_centers(
     points: np.ndarray,
@@ -376,7 +379,7 @@ def reduce_centers(
     points = np.ascontiguousarray(points[keep], dtype=np.float32)
     weights = np.ascontiguousarray(weights[keep], dtype=np.float64)
     if points.shape[0] == 0:
-        raise UserError("The train channel holds no records with positive weight; k-means has nothing to cluster.")
+        raise UserError(NOTHING_TO_CLUSTER)
     if points.shape[0] <= k:
         return _pad_centers(points, weights, k)
     shift = _row_shift(points)
@@ -514,12 +517,29 @@ class KMeansTraining:
         self.rows_seen = 0
         self._loss_sum = self._weight_sum = 0.0
         self._last_msd: float | None = None
+        # A job of several hosts: the collective, and every host's streaming centers and weights
+        # as of the last pass (combine).
+        self._collective: SingleHost | None = None
+        self._union: tuple[np.ndarray, np.ndarray] | None = None
+        self._rows_everywhere = 0
 
     def update(self, batch: Batch) -> None:
         batch_loss, batch_weight = self.stream.update(batch)
         self._loss_sum += batch_loss
         self._weight_sum += batch_weight
         self.rows_seen += batch.n_rows
+
+    def combine(self, collective: SingleHost) -> None:
+        """End of a pass on one of several hosts: gather every host's streaming centers with
+        their weights (each host keeps streaming its own in the next pass), and sum the pass's
+        loss. The model is then reduced from the union of all hosts' centers (finalize)."""
+        rows = np.array([self._loss_sum, self._weight_sum, self.rows_seen], dtype=np.float64)
+        self._loss_sum, self._weight_sum, rows_everywhere = collective.all_reduce_sum(rows)
+        self._rows_everywhere = int(round(rows_everywhere))
+        weighted = np.column_stack([self.stream.counts, self.stream.centers])
+        union = np.vstack(collective.all_gather(weighted))
+        self._union = (np.ascontiguousarray(union[:, 1:]), np.ascontiguousarray(union[:, 0]))
+        self._collective = collective
 
     def end_epoch(self) -> list[Metric]:
         loss, weight = self._loss_sum, self._weight_sum
@@ -534,16 +554,20 @@ class KMeansTraining:
 
     def finalize(self) -> tuple[KMeansModel, list[Metric]]:
         hp = self.hp
-        centers = reduce_centers(
-            self.stream.centers,
-            self.stream.counts,
-            k=hp["k"],
-            init_method=hp["local_lloyd_init_method"],
-            max_iter=hp["local_lloyd_max_iter"],
-            tol=hp["local_lloyd_tol"],
-            num_trials=self.num_trials,
-            rng=self.rng,
-        )
+        points, weights = self.stream.centers, self.stream.counts
+        collective = self._collective
+        if collective is not None and self._union is not None:
+            points, weights = self._union
+            if not (weights > 0).any():  # said by every host, not only by the first
+                raise UserError(NOTHING_TO_CLUSTER)
+        if collective is not None and not collective.is_first:
+            # The first host reduces the union and sends the k centers: every host holds the same
+            # model, bit for bit.
+            centers = collective.broadcast(None, root=0)
+        else:
+            centers = self._reduce(points, weights)
+            if collective is not None:
+                centers = collective.broadcast(centers, root=0)
         return KMeansModel(
             centers,
             hp,
@@ -551,9 +575,22 @@ class KMeansTraining:
                 "extra_center_factor": self.factor,
                 "streaming_centers": self.n_centers,
                 "local_lloyd_num_trials": self.num_trials,
-                "records_seen": self.rows_seen,
+                "records_seen": self._rows_everywhere if collective is not None else self.rows_seen,
             },
         ), self._final_metrics()
+
+    def _reduce(self, points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        hp = self.hp
+        return reduce_centers(
+            points,
+            weights,
+            k=hp["k"],
+            init_method=hp["local_lloyd_init_method"],
+            max_iter=hp["local_lloyd_max_iter"],
+            tol=hp["local_lloyd_tol"],
+            num_trials=self.num_trials,
+            rng=self.rng,
+        )
 
     def _final_metrics(self) -> list[Metric]:
         """The last pass's msd once more, without an epoch: the `train msd <loss>=` line the
@@ -573,6 +610,9 @@ class KMeansScorer:
         ssd, weight = self.model.sum_squared_distances(batch)
         self.ssd += ssd
         self.weight += weight
+
+    def combine(self, collective: SingleHost) -> None:
+        self.ssd, self.weight = collective.all_reduce_sum(np.array([self.ssd, self.weight], dtype=np.float64))
 
     def metrics(self) -> list[Metric]:
         if self.weight == 0:

@@ -65,6 +65,7 @@ HYPERPARAMETERS = Schema(
 class PCA(StreamingAlgorithm):
     name = NAME
     title = "PCA"
+    several_hosts = True
     hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("projection", vector=True),)

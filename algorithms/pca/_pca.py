@@ -66,6 +66,7 @@ from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.metrics import Metric
 from smalgo.algorithms.model_files import save_model_files
 from smalgo.algorithms.runtime import threads as row_threads
+from smalgo.algorithms.runtime.collective import SingleHost
 
 # The name of its one quality metric, on train (after the pass) and test.
 RECONSTRUCTION_ERROR = "reconstruction_error"
@@ -204,6 +205,34 @@ class PCAStatistics:
             sketch += n * np.outer(r, r_omega)
             self.sketch += sketch
             self.shifted_sq_sum += float(X.multiply(X).sum()) - 2.0 * float(r @ row_sum) + n * float(r @ r)
+
+    def combine(self, collective: SingleHost) -> None:
+        """Make these the statistics of every host's rows (a job of several hosts, at the end of
+        the pass): each host moves its sums to a common shift, the job-wide mean (zero without
+        subtract_mean), then they are summed. A host without rows adds nothing."""
+        d = self.feature_dim
+        own_shift = np.zeros(d) if self.shift is None else self.shift.astype(np.float64)
+        totals = collective.all_reduce_sum(np.concatenate([[float(self.n)], self.shifted_sum + self.n * own_shift]))
+        n_total = int(round(totals[0]))
+        common = totals[1:] / n_total if self.subtract_mean and n_total else np.zeros(d)
+        delta = own_shift - common
+        s, n = self.shifted_sum, self.n
+        if self.exact:
+            self.scatter += np.outer(s, delta) + np.outer(delta, s) + n * np.outer(delta, delta)
+            products = self.scatter
+        else:
+            omega = self.test_matrix.astype(np.float64)
+            self.sketch += np.outer(s, delta @ omega) + np.outer(delta, s @ omega) + n * np.outer(delta, delta @ omega)
+            self.shifted_sq_sum += 2.0 * float(delta @ s) + n * float(delta @ delta)
+            products = self.sketch
+        square = 0.0 if self.exact else self.shifted_sq_sum
+        summed = collective.all_reduce_sum(np.concatenate([s + n * delta, products.ravel(), [square]]))
+        self.shifted_sum = summed[:d]
+        products[...] = summed[d:-1].reshape(products.shape)
+        if not self.exact:
+            self.shifted_sq_sum = float(summed[-1])
+        self.n = n_total
+        self.shift = common
 
     def finalize(self, num_components: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
         """(components d x c ascending, singular values ascending, mean or None, the mean
@@ -417,6 +446,9 @@ class PCATraining:
     def update(self, batch: Batch) -> None:
         self.stats.update(batch.X)
 
+    def combine(self, collective: SingleHost) -> None:
+        self.stats.combine(collective)
+
     def end_epoch(self) -> list[Metric]:
         return []
 
@@ -454,5 +486,9 @@ class PCAScorer:
         self.total += self.model.reconstruction_error_sum(batch)
         self.rows += batch.n_rows
 
+    def combine(self, collective: SingleHost) -> None:
+        self.total, rows = collective.all_reduce_sum(np.array([self.total, self.rows], dtype=np.float64))
+        self.rows = int(round(rows))
+
     def metrics(self) -> list[Metric]:
-        return [Metric("reconstruction_error", self.total / self.rows)] if self.rows else []
+        return [Metric(RECONSTRUCTION_ERROR, self.total / self.rows)] if self.rows else []

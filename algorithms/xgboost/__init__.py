@@ -19,6 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.contract import Algorithm, Hyperparameters, Model, Output, SampleJob
 from smalgo.algorithms.data import TrainingData
 from smalgo.algorithms.errors import UserError
@@ -27,6 +30,7 @@ from smalgo.algorithms.hyperparameters import Hyperparameter, Schema, tuning_obj
 from smalgo.algorithms.metrics import MetricWriter, evaluation_definition
 from smalgo.algorithms.model_files import ModelFiles
 from smalgo.algorithms.runtime import device
+from smalgo.algorithms.runtime.collective import SingleHost
 from smalgo.algorithms.training import TrainingCallback
 
 from ._metrics import AWS_METRICS, MAXIMIZED
@@ -315,6 +319,7 @@ def _xgboost_has_cuda() -> bool:
 class XGBoost(Algorithm):
     name = NAME
     title = "XGBoost"
+    several_hosts = True
     hyperparameters = HYPERPARAMETERS
     channels = {"train": True, "validation": False}
     content_types = (LIBSVM, CSV, PARQUET, RECORDIO_PROTOBUF)
@@ -379,12 +384,27 @@ class XGBoost(Algorithm):
         metrics: MetricWriter | None = None,
         callbacks: Iterable[TrainingCallback] = (),
         checkpoint_dir: Path | None = None,
+        collective: SingleHost | None = None,
     ) -> Model:
+        """On several hosts (`collective`), XGBoost's own distributed training: each host builds
+        the matrix of its rows and xgboost.train runs in the communicator the job joined, so
+        the quantile sketch, the histograms and the evaluation metrics are reduced across the
+        hosts by XGBoost, and every host ends with the same booster."""
         _xgboost()
         from ._model import XGBoostModel
         from ._train import matrix_of, read_channel, train_booster
 
         writer = metrics or MetricWriter()
+        several = collective is not None and collective.hosts > 1
+        if several:
+            if hp["_kfold"] is not None:
+                raise UserError(
+                    "Hyperparameter _kfold (cross-validation) trains on one instance only; set InstanceCount "
+                    "to 1, or leave _kfold out."
+                )
+            if checkpoint_dir is not None:
+                logger.warning("Checkpoints are not written or resumed from on several hosts yet.")
+                checkpoint_dir = None
         validating = data.has_channel("validation")
         early_stopping = None
         if hp["early_stopping_rounds"] is not None:
@@ -405,11 +425,17 @@ class XGBoost(Algorithm):
         use_gpu = hp["tree_method"] != "exact" and _xgboost_has_cuda() and device.use_gpu()
         params = xgboost_parameters(hp, use_gpu=use_gpu)
         csv_weights = hp["csv_weights"] == 1
-        train = read_channel(data, "train", csv_weights=csv_weights)
-        validation = read_channel(data, "validation", csv_weights=csv_weights) if validating else None
+        train = read_channel(data, "train", csv_weights=csv_weights, may_be_empty=several)
+        validation = (
+            read_channel(data, "validation", csv_weights=csv_weights, may_be_empty=several) if validating else None
+        )
         width = max(train.n_features, validation.n_features if validation is not None else 0)
+        if several:
+            assert collective is not None
+            train, validation, width = _share_of_the_hosts(collective, train, validation, width=width)
         logger.info(
-            "Train matrix: %d rows, %d columns%s.",
+            "Train matrix%s: %d rows, %d columns%s.",
+            " (this host's rows)" if several else "",
             train.n_rows,
             width,
             f"; validation: {validation.n_rows} rows" if validation is not None else "",
@@ -439,6 +465,7 @@ class XGBoost(Algorithm):
             checkpoint_dir=checkpoint_dir,
             save_on_termination=save_on_termination,
             aws_metrics=aws_metrics(hp),
+            gather=collective.all_gather if several and collective is not None else None,
         )
         model = XGBoostModel([booster])
         for callback in callbacks:
@@ -501,6 +528,24 @@ class XGBoost(Algorithm):
         from ._model import load_model
 
         return load_model(model_dir)
+
+
+def _share_of_the_hosts(collective: SingleHost, train: Batch, validation: Batch | None, *, width: int):
+    """This host's train and validation rows as matrices as wide as every host's widest (LIBSVM
+    data may be narrower on a host whose largest index is smaller; a host without rows has no
+    width at all); UserError when no host has a train record."""
+    widths = collective.all_gather(np.array([[width, train.n_rows]], dtype=np.int64))
+    width = max(int(row[0, 0]) for row in widths)
+    if sum(int(row[0, 1]) for row in widths) == 0:
+        raise UserError("The train channel has no records on any host.")
+
+    def widened(batch: Batch) -> Batch:
+        if batch.n_rows:
+            return batch
+        logger.info("This host has no rows of a channel; it takes part in training without them.")
+        return Batch(np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.float32), None)
+
+    return widened(train), None if validation is None else widened(validation), width
 
 
 class _Recorder(MetricWriter):

@@ -99,11 +99,16 @@ def metric_value(name: str, margins: np.ndarray, labels: np.ndarray) -> float:
     return _score(name, labels.astype(np.int64), _classes(margins))
 
 
-def custom_metric(names: Sequence[str]) -> Callable:
-    """The `custom_metric` of xgboost.train that reports `names`, in that order."""
+def custom_metric(names: Sequence[str], *, gather: Callable[[np.ndarray], list[np.ndarray]] | None = None) -> Callable:
+    """The `custom_metric` of xgboost.train that reports `names`, in that order. With `gather`
+    (a job of several hosts: every host evaluates the same matrices in the same order), the
+    metrics are of every host's predictions and labels together, the same on every host."""
 
     def evaluate(margins: np.ndarray, matrix) -> list[tuple[str, float]]:
         labels = matrix.get_label()
+        if gather is not None:
+            margins = np.concatenate(gather(np.ascontiguousarray(margins, dtype=np.float32)))
+            labels = np.concatenate(gather(np.ascontiguousarray(labels, dtype=np.float32)))
         return [(name, metric_value(name, margins, labels)) for name in names]
 
     return evaluate

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,13 @@ CHECKPOINTS_KEPT = 5
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}\.(\d+)$")
 
 
-def read_channel(data: TrainingData, channel: str, *, csv_weights: bool) -> Batch:
+def read_channel(data: TrainingData, channel: str, *, csv_weights: bool, may_be_empty: bool = False) -> Batch:
     """A whole channel as one Batch (one pass; every block stacked once). With csv_weights, the
-    first column after the label is the instance weight (AWS's `label,weight,f0,...`)."""
+    first column after the label is the instance weight (AWS's `label,weight,f0,...`). With
+    may_be_empty (one of several hosts), no records is an empty batch, not an error."""
     parts = [(b.X, b.y, b.w) for b in data.batches(channel, 1 << 62) if b.n_rows]
+    if not parts and may_be_empty:
+        return Batch(np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.float32), None)
     if not parts:
         raise UserError(f"The {channel} channel has no records.")
     X, y, w = stack_rows(parts)
@@ -157,10 +160,13 @@ def train_booster(
     checkpoint_dir: Path | None,
     save_on_termination: bool,
     aws_metrics: Sequence[str] = (),
+    gather: Callable[[np.ndarray], list[np.ndarray]] | None = None,
 ) -> xgb.Booster:
     """xgboost.train with AWS's callbacks and metrics (`aws_metrics`: those AWS's image computes
     itself, _metrics.py); a stop (SIGTERM) carries the rounds done so far when
-    save_on_termination."""
+    save_on_termination. On several hosts, `gather` (the collective's all_gather) brings every
+    host's predictions and labels together for the metrics AWS's image computes itself (XGBoost
+    reduces its own)."""
     resumed, done = latest_checkpoint(checkpoint_dir)
     callbacks: list[xgb.callback.TrainingCallback] = [_EvaluationLines(writer, done)]
     if checkpoint_dir is not None:
@@ -192,7 +198,7 @@ def train_booster(
             callbacks=callbacks,
             xgb_model=resumed,
             verbose_eval=False,
-            custom_metric=custom_metric(aws_metrics) if aws_metrics else None,
+            custom_metric=custom_metric(aws_metrics, gather=gather) if aws_metrics else None,
         )
     except xgb.core.XGBoostError as exc:
         raise UserError(f"XGBoost refused the training job: {str(exc).splitlines()[0]}") from None
