@@ -141,7 +141,9 @@ def check_pull_by_digest(
     local = f"smalgo-{algorithm}:{flavour}"
     image_id = engine.run("image", "inspect", "--format", "{{.Id}}", local, check_ok=True).stdout.strip()
     engine.run("rmi", "--force", image_id, check_ok=True)
-    check(engine.run("image", "inspect", local).returncode != 0, f"{local} is still there after rmi")
+    # By ID: a short name may also match another registry's copy (podman resolves it to any).
+    gone = engine.run("image", "inspect", image_id).returncode != 0
+    check(gone, f"{local} ({image_id[:12]}) is still there after rmi")
     by_digest = f"{address}/smalgo-{algorithm}@{digest}"
     tls = ["--tls-verify=false"] if engine.command == "podman" else []
     started = time.perf_counter()
@@ -156,6 +158,13 @@ def check_pull_by_digest(
     host_dir, _ = sdk_job(workdir, algorithm)
     seconds = check_train(engine, by_digest, host_dir, algorithm)
     print(f"    the pulled image trained an SDK v2 local-mode job in {seconds:.1f} s: a model, output/success")
+    # The image keeps only its local name, as before the check (the digest reference would
+    # outlive the registry).
+    if engine.command == "podman":
+        engine.run("untag", pulled_id, check_ok=True)
+        engine.run("tag", pulled_id, local, check_ok=True)
+    else:
+        engine.run("rmi", by_digest, check_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
