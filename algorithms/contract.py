@@ -22,6 +22,7 @@ registry instead of keeping maps of their own:
     native_model_files       models in its own file format, without model.json (XGBoost)
     fewer_request_features   how many fewer features than the model a CSV/RecordIO request may have
     resumes_from_checkpoints whether train() takes the job's checkpoint directory
+    state_checkpoints        whether the driver checkpoints its StreamingState (and on several hosts)
     csv_vectors_quoted       whether CSV answers write a vector as one quoted "[a, b]" cell
     empty_request_no_content whether an empty request body is answered 204 (else 400)
     metric_definitions       the metrics SageMaker can read from its jobs' logs (name + regex)
@@ -47,6 +48,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from .batch import Batch
+from .checkpoints import StateArrays, StateMetadata
 from .data import TrainingData
 from .errors import UserError
 from .formats.content_types import RECORDIO_PROTOBUF
@@ -112,6 +114,25 @@ class StreamingState(Protocol):
 
     def finalize(self) -> tuple[Model, list[Metric]]:
         """The model, and train metrics that only the finished model can give."""
+        ...
+
+
+@runtime_checkable
+class CheckpointableState(Protocol):
+    """A StreamingState that can be checkpointed at the end of a pass (checkpoints.py): the
+    states of the algorithms whose `state_checkpoints` is true have these two methods. A state
+    without them is not checkpointed (the default: StreamingAlgorithm.state_checkpoints False)."""
+
+    def checkpoint_arrays(self) -> tuple[StateArrays, StateMetadata]:
+        """The state at the end of a pass (after `end_epoch` and the validation scoring): its
+        arrays by name (letters, digits, _) and small JSON-able values. They may be the state's own
+        arrays: the driver writes them before the state changes again."""
+        ...
+
+    def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
+        """Make a fresh state (start()) the one checkpoint_arrays gave; CheckpointMismatch
+        (checkpoints.take_array) for an array or value that does not fit, before changing
+        anything: never half-restored."""
         ...
 
 
@@ -300,6 +321,15 @@ class StreamingAlgorithm(Algorithm):
     def batch_rows(self, hp: Hyperparameters) -> int:
         """Rows per mini-batch handed to `StreamingState.update`."""
         return int(hp["mini_batch_size"])
+
+    # The shared driver takes the job's checkpoint directory (and says so when it does not use it).
+    resumes_from_checkpoints = True
+    # Whether start()'s state is a CheckpointableState: the driver then writes it after every pass
+    # into the job's checkpoint directory and resumes from the newest one (checkpoints.py).
+    state_checkpoints: ClassVar[bool] = False
+    # The same on several hosts: only when every host's state is the same after `combine`, so
+    # that the first host's checkpoint is every host's (PCA's sums; not k-means's own centers).
+    state_checkpoints_on_several_hosts: ClassVar[bool] = False
 
     @abstractmethod
     def start(self, hp: Hyperparameters) -> StreamingState:

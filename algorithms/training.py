@@ -1,11 +1,12 @@
 """The training driver every mini-batch algorithm runs on.
 
-    state = algorithm.start(hp)
-    for each epoch:                      # one pass over the train channel (File or Pipe mode)
+    state = algorithm.start(hp)          # or restored from the job's newest checkpoint (checkpoints.py)
+    for each epoch not done yet:         # one pass over the train channel (File or Pipe mode)
         for each mini-batch: state.update(batch)
         (several hosts: the state is all-reduced here, through `collective`)
         train metrics, progress,
-        validation metrics of state.current_model(), callbacks (early stopping, checkpoints)
+        validation metrics of state.current_model(), callbacks (early stopping),
+        the state checkpointed (a job with a checkpoint directory, an algorithm with state_checkpoints)
     model, final train metrics = state.finalize()
     throughput; validation and test metrics of the final model
 
@@ -27,10 +28,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from .checkpoints import STATE_FILE, CheckpointMismatch, StateArrays, StateCheckpoints, StateMetadata
 from .data import TrainingData
 from .errors import UserError
 from .hyperparameters import tuning_objective
@@ -38,7 +41,7 @@ from .metrics import Metric, MetricWriter, progress_definition, throughput_defin
 from .runtime.collective import SingleHost
 
 if TYPE_CHECKING:
-    from .contract import Hyperparameters, Model, StreamingAlgorithm, StreamingState
+    from .contract import CheckpointableState, Hyperparameters, Model, StreamingAlgorithm, StreamingState
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +150,12 @@ def train_streaming(
     metrics: MetricWriter | None = None,
     callbacks: Iterable[TrainingCallback] = (),
     collective: SingleHost | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> Model:
     """Run `algorithm` over `data` with validated hyperparameters, reporting through `metrics`
-    (a writer for algo-1 by default); returns the model. (StreamingAlgorithm.train is this.)"""
+    (a writer for algo-1 by default); returns the model. (StreamingAlgorithm.train is this.)
+    With `checkpoint_dir` (the job's), an algorithm whose state_checkpoints is true resumes from
+    the newest checkpoint there and writes one after every pass (checkpoints.py)."""
     metrics = metrics or MetricWriter()
     collective = collective or SingleHost()
     several = collective.hosts > 1
@@ -163,50 +169,176 @@ def train_streaming(
 
     warn_when_the_objective_cannot_be_printed(hp, data)
     state = algorithm.start(hp)
+    store = _state_checkpoints(algorithm, hp, checkpoint_dir, several=several)
+    first_epoch = 0
+    if store is not None:
+        first_epoch = _resume(store, state, epochs, first_host=collective.is_first)
+        if several:  # every host must resume from the same pass, or their exchanges would not pair up
+            gathered = collective.all_gather(np.array([[first_epoch]], dtype=np.int64))
+            resumed = [int(part.ravel()[0]) for part in gathered]
+            if len(set(resumed)) > 1:
+                raise UserError(
+                    "The hosts found checkpoints of different passes in their checkpoint directories "
+                    f"({store.directory} here): they would resume at epochs {resumed}. Give every host the same "
+                    "checkpoints."
+                )
     for callback in callbacks:
         callback.before_training(state)
     started = time.perf_counter()
     rows_seen = 0  # by every host
-    for epoch in range(epochs):
-        epoch_rows = 0  # by this host
-        for batch in data.batches("train", batch_rows, feature_dim=feature_dim):
-            if batch.n_rows:
-                state.update(batch)
-                epoch_rows += batch.n_rows
-        if several:
-            epoch_rows = int(collective.all_reduce_sum(np.array([epoch_rows], dtype=np.int64))[0])
-            state.combine(collective)  # type: ignore[attr-defined]  # several_hosts says it has it
-        rows_seen += epoch_rows
-        if rows_seen == 0:
-            raise UserError("The train channel has no records" + (" on any host." if several else "."))
-        epoch_metrics = {}
-        for metric in state.end_epoch():
-            metrics.quality("train", metric, epoch=epoch)
-            epoch_metrics[f"train:{metric.name}"] = metric.value
-        metrics.progress(100.0 * (epoch + 1) / epochs)
-        if validating:
-            current = state.current_model()
-            for metric in score(algorithm, current, hp=hp, data=data, channel="validation", collective=collective):
-                metrics.quality("validation", metric, epoch=epoch)
-                epoch_metrics[f"validation:{metric.name}"] = metric.value
-        # Every callback hears of every pass, even when an earlier one asks to stop.
-        stop = [callback.after_epoch(epoch, state, epoch_metrics) for callback in callbacks]
-        if any(stop) and epoch + 1 < epochs:
-            logger.info("Training stops after epoch %d of %d.", epoch, epochs)
-            break
-    elapsed = time.perf_counter() - started
-    metrics.throughput("train", rows_seen / max(elapsed, 1e-9))
+    saver = _EpochCheckpoints(store, first_host=collective.is_first)
+    try:
+        for epoch in range(first_epoch, epochs):
+            epoch_rows = 0  # by this host
+            for batch in data.batches("train", batch_rows, feature_dim=feature_dim):
+                if batch.n_rows:
+                    state.update(batch)
+                    epoch_rows += batch.n_rows
+            if several:
+                epoch_rows = int(collective.all_reduce_sum(np.array([epoch_rows], dtype=np.int64))[0])
+                state.combine(collective)  # type: ignore[attr-defined]  # several_hosts says it has it
+            rows_seen += epoch_rows
+            if rows_seen == 0:
+                raise UserError("The train channel has no records" + (" on any host." if several else "."))
+            epoch_metrics = {}
+            for metric in state.end_epoch():
+                metrics.quality("train", metric, epoch=epoch)
+                epoch_metrics[f"train:{metric.name}"] = metric.value
+            metrics.progress(100.0 * (epoch + 1) / epochs)
+            if validating:
+                current = state.current_model()
+                for metric in score(algorithm, current, hp=hp, data=data, channel="validation", collective=collective):
+                    metrics.quality("validation", metric, epoch=epoch)
+                    epoch_metrics[f"validation:{metric.name}"] = metric.value
+            # Every callback hears of every pass, even when an earlier one asks to stop.
+            stop = [callback.after_epoch(epoch, state, epoch_metrics) for callback in callbacks]
+            stopping = any(stop) and epoch + 1 < epochs
+            saver.end_of_pass(epoch + 1, state, stopped=stopping)
+            if stopping:
+                logger.info("Training stops after epoch %d of %d.", epoch, epochs)
+                break
+        elapsed = time.perf_counter() - started
+        metrics.throughput("train", rows_seen / max(elapsed, 1e-9))
 
-    model, final_metrics = state.finalize()
-    for metric in final_metrics:
-        metrics.quality("train", metric)
-    for callback in callbacks:
-        callback.after_training(model)
-    for channel in ("validation", "test") if validating else ("test",):
-        if data.has_channel(channel):
-            for metric in score(algorithm, model, hp=hp, data=data, channel=channel, collective=collective):
-                metrics.quality(channel, metric)
-    return model
+        model, final_metrics = state.finalize()
+        for metric in final_metrics:
+            metrics.quality("train", metric)
+        for callback in callbacks:
+            callback.after_training(model)
+        for channel in ("validation", "test") if validating else ("test",):
+            if data.has_channel(channel):
+                for metric in score(algorithm, model, hp=hp, data=data, channel=channel, collective=collective):
+                    metrics.quality(channel, metric)
+        return model
+    except BaseException as interruption:
+        if not isinstance(interruption, Exception):  # SIGTERM (TrainingStopped) or Ctrl-C: keep the last pass
+            saver.on_stop(interruption)
+        raise
+
+
+def _state_checkpoints(
+    algorithm: StreamingAlgorithm, hp: Hyperparameters, checkpoint_dir: Path | None, *, several: bool
+) -> StateCheckpoints | None:
+    """The job's checkpoints of the state, or None (said in the log when the job has a
+    checkpoint directory that this algorithm does not use)."""
+    if checkpoint_dir is None:
+        return None
+    if not algorithm.state_checkpoints:
+        logger.warning(
+            "%s does not checkpoint its training state yet: the checkpoint directory %s is not used, and a "
+            "stopped job trains again from the start.",
+            algorithm.title,
+            checkpoint_dir,
+        )
+        return None
+    if several and not algorithm.state_checkpoints_on_several_hosts:
+        logger.warning(
+            "%s's hosts do not hold the same state after a pass, so it is not checkpointed on several hosts: "
+            "the checkpoint directory %s is not used.",
+            algorithm.title,
+            checkpoint_dir,
+        )
+        return None
+    store = StateCheckpoints(checkpoint_dir, algorithm.name, hp)
+    return store
+
+
+def _resume(store: StateCheckpoints, state: StreamingState, epochs: int, *, first_host: bool) -> int:
+    """Restore the newest checkpoint into the fresh `state`; the first epoch left to train
+    (`epochs` when the checkpoint's job had finished its passes or stopped early)."""
+    if first_host:
+        store.remove_leftovers()
+    checkpoint = store.latest()
+    if checkpoint is None:
+        logger.info("No training state to resume in %s: training starts at epoch 0.", store.directory)
+        return 0
+    try:
+        cast("CheckpointableState", state).restore_checkpoint(checkpoint.arrays, checkpoint.metadata)
+    except CheckpointMismatch as exc:
+        raise UserError(
+            f"Cannot resume from the checkpoint {checkpoint.path / STATE_FILE}: {exc}; remove {checkpoint.path} to "
+            "train from the start."
+        ) from None
+    done = checkpoint.epochs_done
+    if checkpoint.stopped or done >= epochs:
+        logger.info(
+            "Resuming from the checkpoint %s: its job had finished its passes (%d epoch(s)%s); the model is "
+            "made from it.",
+            checkpoint.path,
+            done,
+            ", stopped early" if checkpoint.stopped else "",
+        )
+        return epochs
+    logger.info(
+        "Resuming from the checkpoint %s: epochs 0 to %d are done; training continues at epoch %d of %d.",
+        checkpoint.path,
+        done - 1,
+        done,
+        epochs,
+    )
+    return done
+
+
+class _EpochCheckpoints:
+    """Writes the state at the end of every pass (the first host only), and once more on a stop
+    when that write did not finish."""
+
+    def __init__(self, store: StateCheckpoints | None, *, first_host: bool) -> None:
+        self.store = store if first_host else None
+        self.pending: tuple[int, StateArrays, StateMetadata, bool] | None = None
+
+    def end_of_pass(self, epochs_done: int, state: StreamingState, *, stopped: bool) -> None:
+        if self.store is None:
+            return
+        arrays, metadata = cast("CheckpointableState", state).checkpoint_arrays()  # state_checkpoints says it has it
+        # No copies: nothing updates the state between here and on_stop (a stop during the write).
+        self.pending = (epochs_done, arrays, metadata, stopped)
+        path = self.store.write(epochs_done, arrays, metadata, stopped=stopped)
+        self.pending = None
+        logger.info("Checkpoint of the training state after epoch %d: %s", epochs_done - 1, path)
+
+    def on_stop(self, stop: BaseException) -> None:
+        """Finish the interrupted end-of-pass write, and tell the job where the state is."""
+        if self.store is None:
+            return
+        if self.pending is not None:
+            epochs_done, arrays, metadata, stopped = self.pending
+            try:
+                self.store.write(epochs_done, arrays, metadata, stopped=stopped)
+            except (OSError, UserError) as exc:
+                logger.error("The training state could not be checkpointed when training stopped: %s", exc)
+        found = self.store.existing()
+        if found:
+            setattr(stop, CHECKPOINT_ATTRIBUTE, found[0][1])
+
+
+# The attribute of a stop that names the newest checkpoint of the state (stop_checkpoint).
+CHECKPOINT_ATTRIBUTE = "state_checkpoint"
+
+
+def stop_checkpoint(stop: BaseException) -> Path | None:
+    """The checkpoint a stopped job can resume from, when the driver wrote one."""
+    return getattr(stop, CHECKPOINT_ATTRIBUTE, None)
 
 
 def score(

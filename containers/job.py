@@ -43,7 +43,7 @@ from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.runtime.collective import Hosts, SingleHost
 from smalgo.algorithms.runtime.logs import configure_logging
-from smalgo.algorithms.training import PARTIAL_MODEL_ATTRIBUTE, partial_model
+from smalgo.algorithms.training import PARTIAL_MODEL_ATTRIBUTE, partial_model, stop_checkpoint
 from smalgo.recordio import RecordIOError
 
 from .channels import ChannelData, check_channels, pipe_wait_setting
@@ -82,11 +82,18 @@ def run_training(paths: JobPaths, algorithm: str | None = None) -> int:
             raise _environment_error(f"Cannot write {paths.success_file}", exc) from exc
     except TrainingStopped as stop:
         saved = _save_partial_model(stop, paths)
+        checkpoint = stop_checkpoint(stop)
         return _fail(
             paths,
             EXIT_STOPPED,
             "Training stopped: the job received SIGTERM (StopTrainingJob or docker stop) before it finished; "
-            + (f"the model trained so far was saved ({', '.join(saved)})." if saved else "no model was saved."),
+            + (f"the model trained so far was saved ({', '.join(saved)})." if saved else "no model was saved.")
+            + (
+                f" The training state is checkpointed in {checkpoint}: a job with the same checkpoint "
+                "configuration resumes from it."
+                if checkpoint is not None
+                else ""
+            ),
         )
     except KeyboardInterrupt:
         return _fail(paths, EXIT_INTERRUPTED, "Training interrupted (SIGINT) before it finished; no model was saved.")
@@ -192,7 +199,8 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
     data = ChannelData(
         channels, finite_values_only=algorithm.finite_values_only, float32_only=algorithm.float32_tensors_only
     )
-    # Only an algorithm that declares it takes the checkpoint directory (XGBoost's checkpoints).
+    # Only an algorithm that declares it takes the checkpoint directory (XGBoost's checkpoints,
+    # the shared driver's checkpoints of a mini-batch algorithm's state).
     checkpoints = {"checkpoint_dir": config.checkpoint_dir} if algorithm.resumes_from_checkpoints else {}
     train: Callable[..., Model] = algorithm.train
     writer = MetricWriter(resources.current_host)

@@ -92,6 +92,9 @@ class FactorizationMachines(StreamingAlgorithm):
     name = NAME
     title = "factorization machines"
     several_hosts = True
+    # Its weights and AdaGrad accumulators, after every pass; every host holds their average after combine.
+    state_checkpoints = True
+    state_checkpoints_on_several_hosts = True
     hyperparameters = HYPERPARAMETERS
     channels = {"train": True, "test": False}
     # RecordIO-protobuf with Float32 tensors only, as AWS's image (spec 4.4).

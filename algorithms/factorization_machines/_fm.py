@@ -50,6 +50,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.checkpoints import StateArrays, StateMetadata, take_array
 from smalgo.algorithms.contract import check_width
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.linear_learner._metrics import binary_metrics, regression_metrics
@@ -293,6 +294,10 @@ class ModelScorer:
 # --------------------------------------------------------------------------- training
 
 
+# The state a checkpoint keeps: the weights and their AdaGrad accumulators.
+CHECKPOINTED = ("w0", "w", "V", "h0", "hw", "hV")
+
+
 class FactorizationMachinesTraining:
     """The driver's StreamingState: the weights, their AdaGrad accumulators, the pass's loss."""
 
@@ -387,6 +392,22 @@ class FactorizationMachinesTraining:
 
     def finalize(self) -> tuple[FactorizationMachinesModel, list[Metric]]:
         return self.current_model(), []
+
+    # ---- checkpoints (the driver's, after a pass: the pass's loss and row count are zero then)
+
+    def checkpoint_arrays(self) -> tuple[StateArrays, StateMetadata]:
+        """The weights and their AdaGrad accumulators (from the GPU when it trains there)."""
+        if self._gpu is not None:
+            for name in CHECKPOINTED:
+                self._gpu.arrays[name].copy_to_host(getattr(self, name))
+        return {name: getattr(self, name) for name in CHECKPOINTED}, {}
+
+    def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
+        # Before the first batch: a GPU machine, made then, starts from these arrays.
+        assert self._gpu is None, "restore_checkpoint is for a fresh state"
+        restored = {name: take_array(arrays, name, getattr(self, name)) for name in CHECKPOINTED}
+        for name, array in restored.items():
+            setattr(self, name, array)
 
     # ---- training
 

@@ -113,6 +113,9 @@ class KMeans(StreamingAlgorithm):
     name = NAME
     title = "k-means"
     several_hosts = True
+    # Its streaming centers, weights and random generator, after every pass; one host only: each
+    # host of several keeps streaming its own centers, so no host's state is the job's.
+    state_checkpoints = True
     hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("closest_cluster"), Output("distance_to_cluster"))

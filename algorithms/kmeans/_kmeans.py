@@ -63,6 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.checkpoints import CheckpointMismatch, StateArrays, StateMetadata, take_array
 from smalgo.algorithms.contract import check_width
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.hyperparameters import AUTO
@@ -548,6 +549,42 @@ class KMeansTraining:
             return []
         self._last_msd = loss / weight
         return [Metric("msd", self._last_msd)]
+
+    def checkpoint_arrays(self) -> tuple[StateArrays, StateMetadata]:
+        """The streaming centers, their weights, which are seeded, the shift, and the random
+        generator's state (it seeds centers and, scoring the validation channel, reduces them)."""
+        stream = self.stream
+        arrays = {"centers": stream.centers, "counts": stream.counts, "seeded": stream.seeded}
+        if stream.shift is not None:
+            arrays["shift"] = stream.shift
+        metadata = {"rows_seen": self.rows_seen, "last_msd": self._last_msd, "rng": self.rng.bit_generator.state}
+        return arrays, metadata
+
+    def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
+        stream = self.stream
+        centers = take_array(arrays, "centers", stream.centers)
+        counts = take_array(arrays, "counts", stream.counts)
+        seeded = take_array(arrays, "seeded", stream.seeded)
+        shift = (
+            take_array(arrays, "shift", np.zeros(stream.feature_dim, dtype=np.float32)) if "shift" in arrays else None
+        )
+        rows_seen, last_msd, rng_state = metadata.get("rows_seen"), metadata.get("last_msd"), metadata.get("rng")
+        if not isinstance(rows_seen, int) or rows_seen < 0:
+            raise CheckpointMismatch(f"its rows_seen={rows_seen!r} is not a count")
+        if last_msd is not None and not isinstance(last_msd, float):
+            raise CheckpointMismatch(f"its last_msd={last_msd!r} is not a number")
+        if (shift is None) != (rows_seen == 0):
+            raise CheckpointMismatch("its array 'shift' must be there exactly when rows have been seen")
+        if not isinstance(rng_state, dict):
+            raise CheckpointMismatch(f"its random generator state {rng_state!r} is not valid")
+        probe = type(self.rng.bit_generator)()
+        try:
+            probe.state = rng_state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointMismatch(f"its random generator state is not valid ({exc})") from None
+        stream.centers, stream.counts, stream.seeded, stream.shift = centers, counts, seeded, shift
+        self.rows_seen, self._last_msd = rows_seen, last_msd
+        self.rng.bit_generator.state = probe.state
 
     def current_model(self) -> KMeansModel:
         return self.finalize()[0]

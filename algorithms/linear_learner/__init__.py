@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 from smalgo.algorithms.contract import Hyperparameters, Model, Output, SampleJob, StreamingAlgorithm
 from smalgo.algorithms.data import TrainingData
@@ -339,9 +340,10 @@ class LinearLearner(StreamingAlgorithm):
         metrics: MetricWriter | None = None,
         callbacks: Iterable[TrainingCallback] = (),
         collective: SingleHost | None = None,
+        checkpoint_dir: Path | None = None,
     ) -> Model:
         """The shared driver, with early stopping on the selection criterion (validation) or
-        the train objective loss."""
+        the train objective loss. (Its state is not checkpointed yet: the driver says so.)"""
         problem = Problem.of(hp)
         validating = data.has_channel("validation")
         metric = problem.criterion_metric() if validating else problem.objective_metric
@@ -352,7 +354,15 @@ class LinearLearner(StreamingAlgorithm):
             relative=True,
             maximize=metric != problem.objective_metric,
         )
-        return train_streaming(self, hp, data, metrics=metrics, callbacks=[*callbacks, stopping], collective=collective)
+        return train_streaming(
+            self,
+            hp,
+            data,
+            metrics=metrics,
+            callbacks=[*callbacks, stopping],
+            collective=collective,
+            checkpoint_dir=checkpoint_dir,
+        )
 
     def from_aws_checkpoint(self, checkpoint: MXNetCheckpoint, *, source: str) -> LinearLearnerModel | None:
         # AWS's linear learner zips a module checkpoint: fc0_weight and fc0_bias (_aws.py).

@@ -66,6 +66,9 @@ class PCA(StreamingAlgorithm):
     name = NAME
     title = "PCA"
     several_hosts = True
+    # Its sums, after every pass (one); every host holds the job-wide sums after combine.
+    state_checkpoints = True
+    state_checkpoints_on_several_hosts = True
     hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("projection", vector=True),)

@@ -61,6 +61,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from smalgo.algorithms.batch import Batch
+from smalgo.algorithms.checkpoints import CheckpointMismatch, StateArrays, StateMetadata, take_array
 from smalgo.algorithms.contract import check_width
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.metrics import Metric
@@ -451,6 +452,41 @@ class PCATraining:
 
     def end_epoch(self) -> list[Metric]:
         return []
+
+    def checkpoint_arrays(self) -> tuple[StateArrays, StateMetadata]:
+        """The sums (the sign matrix of a sketch is not kept: it is drawn again from SEED)."""
+        s = self.stats
+        arrays: StateArrays = {"shifted_sum": s.shifted_sum}
+        if s.shift is not None:
+            arrays["shift"] = s.shift
+        if s.exact:
+            arrays["scatter"] = s.scatter
+        else:
+            arrays["sketch"] = s.sketch
+        return arrays, {"n": s.n, "shifted_sq_sum": None if s.exact else s.shifted_sq_sum}
+
+    def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
+        s = self.stats
+        n = metadata.get("n")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise CheckpointMismatch(f"its row count n={n!r} is not a count")
+        shifted_sum = take_array(arrays, "shifted_sum", s.shifted_sum)
+        shift = s.shift
+        if "shift" in arrays:
+            # float32 on one host, float64 after combine (the job-wide mean).
+            dtype = np.float64 if arrays["shift"].dtype == np.float64 else np.float32
+            shift = take_array(arrays, "shift", np.zeros(s.feature_dim, dtype=dtype))
+        elif n:
+            raise CheckpointMismatch("it has rows but no array 'shift'")
+        products = take_array(arrays, "scatter", s.scatter) if s.exact else take_array(arrays, "sketch", s.sketch)
+        square = metadata.get("shifted_sq_sum")
+        if not s.exact and not isinstance(square, float):
+            raise CheckpointMismatch(f"its shifted_sq_sum={square!r} is not a number")
+        s.n, s.shift, s.shifted_sum = n, shift, shifted_sum
+        if s.exact:
+            s.scatter = products
+        else:
+            s.sketch, s.shifted_sq_sum = products, float(square)  # type: ignore[arg-type]  # checked above
 
     def current_model(self) -> PCAModel:
         return self.finalize()[0]

@@ -1,0 +1,453 @@
+"""Checkpoints of the mini-batch algorithms' training state (algorithms/checkpoints.py, the shared
+driver's end-of-pass writes and resume, containers/job.py's SIGTERM): a job interrupted after a
+pass and run again ends with the model of an uninterrupted job, bit for bit; a checkpoint that is
+truncated, of another algorithm or of other hyperparameters is refused naming its file; SIGTERM
+leaves the last pass's state and no model; a write that a kill interrupted leaves the previous
+checkpoint usable."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SageMakerJob, clustered_rows, csv_text, run_in_cuda_simulator
+
+from smalgo.algorithms import checkpoints as checkpoints_module
+from smalgo.algorithms.checkpoints import STATE_FILE, StateCheckpoints
+from smalgo.algorithms.errors import UserError
+from smalgo.algorithms.runtime.collective import SingleHost
+from smalgo.containers import job as job_module
+from smalgo.containers.job import run_training
+from smalgo.containers.local_job import free_port, lay_out_hosts_job
+from smalgo.recordio import write_dense
+
+HYPERPARAMETERS = {
+    "kmeans": {"k": 3, "feature_dim": 5, "mini_batch_size": 50, "epochs": 4},
+    "pca": {"num_components": 2, "feature_dim": 5, "mini_batch_size": 50},
+    "factorization-machines": {
+        "feature_dim": 5,
+        "num_factors": 2,
+        "predictor_type": "regressor",
+        "mini_batch_size": 50,
+        "epochs": 4,
+    },
+}
+EPOCHS = {"kmeans": 4, "pca": 1, "factorization-machines": 4}
+
+
+class Crash(Exception):
+    """What a kill -9 leaves: the job ends at once, after the checkpoint was written."""
+
+
+def make_job(base: Path, algorithm: str, checkpoints: Path | None, **overrides) -> SageMakerJob:
+    job = SageMakerJob(base)
+    job.hyperparameters(**{**HYPERPARAMETERS[algorithm], **overrides})
+    if algorithm == "factorization-machines":  # RecordIO-protobuf only, labelled
+        for channel, n_rows, seed in (("train", 600, 0), ("test", 100, 1)):
+            X = clustered_rows(n_rows=n_rows, seed=seed)
+            job.channel(channel, "application/x-recordio-protobuf", files={f"{channel}.pbr": recordio(X, X[:, 0])})
+    else:
+        job.channel("train", files={"train.csv": csv_text(clustered_rows(n_rows=600))})
+        job.channel("test", files={"test.csv": csv_text(clustered_rows(n_rows=100, seed=1))})
+    if checkpoints is not None:
+        job.write_config("checkpointconfig.json", {"LocalPath": str(checkpoints)})
+    return job
+
+
+def recordio(X: np.ndarray, labels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    write_dense(buffer, X, labels.copy())
+    return buffer.getvalue()
+
+
+def model_bytes(job: SageMakerJob) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(job.paths.model_dir.iterdir())}
+
+
+def saved_states(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def interrupt_after(monkeypatch, epochs_done: int, what=None) -> None:
+    """Make the job end right after the checkpoint of `epochs_done` passes is written."""
+    write = StateCheckpoints.write
+
+    def write_then_end(self, done, arrays, metadata, **options):
+        path = write(self, done, arrays, metadata, **options)
+        if done == epochs_done:
+            if what is None:
+                raise Crash(f"killed after {path}")
+            what()
+        return path
+
+    monkeypatch.setattr(StateCheckpoints, "write", write_then_end)
+
+
+@pytest.fixture
+def uninterrupted(tmp_path):
+    def run(algorithm: str, **overrides) -> dict[str, bytes]:
+        job = make_job(tmp_path / f"plain-{algorithm}", algorithm, None, **overrides)
+        assert run_training(job.paths, algorithm) == 0
+        return model_bytes(job)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "after"),
+    [("kmeans", 2), ("kmeans", 4), ("pca", 1), ("factorization-machines", 1), ("factorization-machines", 3)],
+)
+def test_a_job_interrupted_after_a_pass_resumes_to_the_same_model(
+    algorithm, after, tmp_path, monkeypatch, caplog, uninterrupted
+):
+    expected = uninterrupted(algorithm)
+    checkpoints = tmp_path / "checkpoints"
+    job = make_job(tmp_path / "job", algorithm, checkpoints)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, after)
+        assert run_training(job.paths, algorithm) == 1
+    assert "Crash: killed after" in job.failure() and job.model_files() == []
+    assert f"smalgo-state.{after}" in saved_states(checkpoints)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run_training(job.paths, algorithm) == 0
+    assert f"Resuming from the checkpoint {checkpoints / f'smalgo-state.{after}'}" in caplog.text
+    assert model_bytes(job) == expected  # bit-identical: the same sums, centers and random draws
+    # The newest checkpoint and one older are kept.
+    last = EPOCHS[algorithm]
+    assert saved_states(checkpoints) == sorted(f"smalgo-state.{n}" for n in range(max(1, last - 1), last + 1))
+
+
+def test_kmeans_resumes_from_a_pass_whose_write_a_kill_interrupted(tmp_path, monkeypatch, uninterrupted):
+    """A leftover temporary directory (a kill while writing the state of pass 3) is no checkpoint:
+    the job resumes from pass 2, removes it, and ends with the same model."""
+    expected = uninterrupted("kmeans")
+    checkpoints = tmp_path / "checkpoints"
+    job = make_job(tmp_path / "job", "kmeans", checkpoints)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        assert run_training(job.paths, "kmeans") == 1
+    leftover = checkpoints / ".smalgo-state.3.abc123.tmp"
+    leftover.mkdir()
+    (leftover / "centers.npy").write_bytes(b"\x93NUMPY half of it")
+    assert run_training(job.paths, "kmeans") == 0
+    assert model_bytes(job) == expected
+    assert not leftover.exists()
+
+
+def test_sigterm_after_a_pass_leaves_its_checkpoint_and_no_model(tmp_path, monkeypatch, uninterrupted):
+    expected = uninterrupted("kmeans")
+    checkpoints = tmp_path / "checkpoints"
+    job = make_job(tmp_path / "job", "kmeans", checkpoints)
+    with monkeypatch.context() as patch:
+        # A real SIGTERM to this process: the job's handler raises TrainingStopped in the next pass.
+        interrupt_after(patch, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        assert run_training(job.paths, "kmeans") == 143
+    failure = job.failure()
+    assert failure.startswith("Training stopped: the job received SIGTERM"), failure
+    assert f"The training state is checkpointed in {checkpoints / 'smalgo-state.2'}" in failure
+    assert job.model_files() == [] and not job.succeeded()
+    assert saved_states(checkpoints) == ["smalgo-state.1", "smalgo-state.2"]
+    assert run_training(job.paths, "kmeans") == 0
+    assert model_bytes(job) == expected
+
+
+def test_sigterm_during_the_write_of_a_checkpoint_still_leaves_that_pass(tmp_path, monkeypatch, uninterrupted):
+    """SIGTERM while the state of pass 2 is being renamed into place: the write is undone, then
+    done again before the job fails, so the state of pass 2 is kept whole."""
+    expected = uninterrupted("kmeans")
+    checkpoints = tmp_path / "checkpoints"
+    job = make_job(tmp_path / "job", "kmeans", checkpoints)
+    rename = os.rename
+    stopped = []
+
+    def rename_or_stop(source, target):
+        if Path(target).name == "smalgo-state.2" and not stopped:
+            stopped.append(target)
+            raise job_module.TrainingStopped()  # what the SIGTERM handler raises
+        rename(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints_module.os, "rename", rename_or_stop)
+        assert run_training(job.paths, "kmeans") == 143
+    assert stopped
+    assert f"checkpointed in {checkpoints / 'smalgo-state.2'}" in job.failure()
+    assert saved_states(checkpoints) == ["smalgo-state.1", "smalgo-state.2"]  # no temporary left
+    assert job.model_files() == []
+    assert run_training(job.paths, "kmeans") == 0
+    assert model_bytes(job) == expected
+
+
+@pytest.fixture
+def kmeans_checkpoints(tmp_path, monkeypatch) -> Path:
+    """The checkpoints of a k-means job interrupted after 2 passes."""
+    checkpoints = tmp_path / "checkpoints"
+    job = make_job(tmp_path / "first", "kmeans", checkpoints)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        assert run_training(job.paths, "kmeans") == 1
+    return checkpoints
+
+
+def test_a_truncated_checkpoint_is_refused_naming_the_file(kmeans_checkpoints, tmp_path, caplog):
+    """Every file of the newest checkpoint cut at random offsets: it is passed over (a warning
+    naming the file) for the older one; with no older one the job fails naming the file."""
+    newest, older = kmeans_checkpoints / "smalgo-state.2", kmeans_checkpoints / "smalgo-state.1"
+    hp = json.loads((newest / STATE_FILE).read_text())["hyperparameters"]
+    store = StateCheckpoints(kmeans_checkpoints, "kmeans", hp)
+    rng = np.random.default_rng(0)
+    hidden = kmeans_checkpoints.parent / "older"
+    for name in sorted(p.name for p in newest.iterdir()):
+        original = (newest / name).read_bytes()
+        for offset in sorted({0, 1, len(original) - 1, *rng.integers(0, len(original), 8).tolist()}):
+            (newest / name).write_bytes(original[:offset])
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                used = store.latest()
+            assert used is not None and used.path == older and used.epochs_done == 1
+            assert f"Not resuming from the checkpoint {newest}: {newest / name}" in caplog.text, (name, offset)
+            older.rename(hidden)  # the newest alone: refused, nothing loaded
+            with pytest.raises(UserError) as refused:
+                store.latest()
+            assert str(refused.value).startswith(f"Cannot resume from the checkpoint {newest / name}: "), refused.value
+            hidden.rename(older)
+        (newest / name).write_bytes(original)
+    assert store.latest().path == newest  # type: ignore[union-attr]
+    # Through a job: the failure names the file, no model, no traceback.
+    (newest / "centers.npy").write_bytes((newest / "centers.npy").read_bytes()[:100])
+    older.rename(hidden)
+    job = make_job(tmp_path / "second", "kmeans", kmeans_checkpoints)
+    assert run_training(job.paths, "kmeans") == 1
+    failure = job.failure()
+    assert failure.startswith(f"Cannot resume from the checkpoint {newest / 'centers.npy'}: it is truncated"), failure
+    assert job.model_files() == [] and "Traceback" not in failure
+
+
+def test_a_truncated_newest_checkpoint_resumes_from_the_older_one(kmeans_checkpoints, tmp_path, uninterrupted):
+    """What a spot interruption during the upload of the newest checkpoint leaves."""
+    expected = uninterrupted("kmeans")
+    newest = kmeans_checkpoints / "smalgo-state.2"
+    (newest / "counts.npy").write_bytes((newest / "counts.npy").read_bytes()[:-3])
+    job = make_job(tmp_path / "second", "kmeans", kmeans_checkpoints)
+    assert run_training(job.paths, "kmeans") == 0
+    assert model_bytes(job) == expected
+    assert saved_states(kmeans_checkpoints) == ["smalgo-state.3", "smalgo-state.4"]
+
+
+def test_a_checkpoint_of_other_hyperparameters_is_refused(kmeans_checkpoints, tmp_path):
+    job = make_job(tmp_path / "second", "kmeans", kmeans_checkpoints, k=4)
+    assert run_training(job.paths, "kmeans") == 1
+    failure = job.failure()
+    state_file = kmeans_checkpoints / "smalgo-state.2" / STATE_FILE
+    assert failure.startswith(
+        f"Cannot resume from the checkpoint {state_file}: it was written with other hyperparameters"
+    )
+    assert "k=3 there, 4 here" in failure and job.model_files() == []
+
+
+def test_more_epochs_continue_from_the_checkpoint(kmeans_checkpoints, tmp_path, caplog):
+    job = make_job(tmp_path / "second", "kmeans", kmeans_checkpoints, epochs=5)
+    with caplog.at_level(logging.INFO):
+        assert run_training(job.paths, "kmeans") == 0
+    assert "training continues at epoch 2 of 5" in caplog.text
+    assert saved_states(kmeans_checkpoints) == ["smalgo-state.4", "smalgo-state.5"]
+
+
+def test_a_checkpoint_of_another_algorithm_is_refused(kmeans_checkpoints, tmp_path):
+    job = make_job(tmp_path / "second", "pca", kmeans_checkpoints)
+    assert run_training(job.paths, "pca") == 1
+    state_file = kmeans_checkpoints / "smalgo-state.2" / STATE_FILE
+    assert job.failure().startswith(
+        f"Cannot resume from the checkpoint {state_file}: it is a 'kmeans' state, and this job trains 'pca'"
+    )
+
+
+def test_an_array_of_the_wrong_shape_is_refused_before_anything_is_restored(tmp_path):
+    from smalgo.algorithms.registry import get_algorithm
+
+    algorithm = get_algorithm("kmeans")
+    hp = algorithm.hyperparameters.parse({k: str(v) for k, v in HYPERPARAMETERS["kmeans"].items()})
+    state = algorithm.start(hp)
+    arrays, metadata = state.checkpoint_arrays()  # type: ignore[attr-defined]
+    before = {name: np.array(a, copy=True) for name, a in arrays.items()}
+    wrong = {**arrays, "counts": np.zeros(7), "shift": np.zeros(5, dtype=np.float32)}
+    with pytest.raises(checkpoints_module.CheckpointMismatch, match="'counts' is float64\\[7\\]"):
+        state.restore_checkpoint(wrong, {**metadata, "rows_seen": 10})  # type: ignore[attr-defined]
+    after, _ = state.checkpoint_arrays()  # type: ignore[attr-defined]
+    assert after.keys() == before.keys() and all(np.array_equal(after[n], before[n]) for n in before)
+
+
+def test_linear_learner_says_it_does_not_checkpoint(tmp_path, caplog):
+    checkpoints = tmp_path / "checkpoints"
+    job = SageMakerJob(tmp_path / "job")
+    job.hyperparameters(feature_dim=5, predictor_type="regressor", mini_batch_size=100, epochs=2)
+    X = clustered_rows(n_rows=200)
+    job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": recordio(X, X[:, 0])})
+    job.write_config("checkpointconfig.json", {"LocalPath": str(checkpoints)})
+    with caplog.at_level(logging.INFO):
+        assert run_training(job.paths, "linear-learner") == 0, job.failure()
+    expected = "linear learner does not checkpoint its training state yet: the checkpoint directory"
+    assert f"{expected} {checkpoints} is not used" in caplog.text.lower()
+    assert not checkpoints.exists()
+
+
+# --------------------------------------------------------------------------- several hosts
+
+
+def run_hosts(jobs: list[Path], algorithm: str) -> list[str]:
+    """Every host's `smalgo train` as a process on its loopback address; their logs."""
+    port = free_port()
+    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, len(jobs) + 1))
+    processes = []
+    for job in jobs:
+        environment = dict(
+            os.environ, SAGEMAKER_BASE_DIR=str(job), SMALGO_HOST_ADDRESSES=addresses, SMALGO_TRACKER_PORT=str(port)
+        )
+        with open(job / "log", "wb") as log:
+            command = [sys.executable, "-m", "smalgo.containers", "train", "--algorithm", algorithm]
+            processes.append(subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT))
+    for process in processes:
+        process.wait(timeout=300)
+    logs = [(job / "log").read_text() for job in jobs]
+    for process, log in zip(processes, logs, strict=True):
+        assert process.returncode == 0, log[-3000:]
+    return logs
+
+
+def fm_hosts_job(directory: Path, data: Path, *, epochs: int, checkpoints: bool) -> list[Path]:
+    hp = {k: str(v) for k, v in {**HYPERPARAMETERS["factorization-machines"], "epochs": epochs}.items()}
+    paths = lay_out_hosts_job(
+        directory,
+        hosts=2,
+        hyperparameters=hp,
+        channels={"train": data},
+        content_type="application/x-recordio-protobuf",
+        distributions={"train": "ShardedByS3Key"},
+    )
+    if checkpoints:
+        for host in paths:
+            (host.checkpointconfig_file).write_text(json.dumps({"LocalPath": str(host.base / "checkpoints")}))
+    return [host.base for host in paths]
+
+
+def test_factorization_machines_on_two_hosts_resume_to_the_model_of_an_uninterrupted_job(tmp_path):
+    """The first host alone writes the state (every host holds the same after the pass's
+    combine); every host resumes from it (SageMaker gives each the job's checkpoints) and the job
+    ends with the model of an uninterrupted job, bit for bit."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for part in range(2):
+        X = clustered_rows(n_rows=300, seed=part)
+        (data / f"part{part}.pbr").write_bytes(recordio(X, X[:, 0]))
+    first = fm_hosts_job(tmp_path / "first", data, epochs=2, checkpoints=True)
+    run_hosts(first, "factorization-machines")
+    assert saved_states(first[0] / "checkpoints") == ["smalgo-state.1", "smalgo-state.2"]
+    assert not (first[1] / "checkpoints").exists()
+    shutil.copytree(first[0] / "checkpoints", first[1] / "checkpoints")  # what SageMaker's sync gives each host
+    for host in first:
+        config = host / "input" / "config" / "hyperparameters.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": "4"}))
+    logs = run_hosts(first, "factorization-machines")
+    for log in logs:
+        assert "training continues at epoch 2 of 4" in log
+    plain = fm_hosts_job(tmp_path / "plain", data, epochs=4, checkpoints=False)
+    run_hosts(plain, "factorization-machines")
+    resumed = {p.name: p.read_bytes() for p in sorted((first[0] / "model").iterdir())}
+    assert resumed == {p.name: p.read_bytes() for p in sorted((plain[0] / "model").iterdir())}
+
+
+class OneOfTwoHosts(SingleHost):
+    """A collective that says there are two hosts, and exchanges nothing (the driver's checks)."""
+
+    hosts = 2
+
+
+def test_kmeans_on_several_hosts_is_not_checkpointed_and_says_so(tmp_path, caplog):
+    from smalgo.algorithms.data import InMemoryData
+    from smalgo.algorithms.registry import get_algorithm
+
+    algorithm = get_algorithm("kmeans")
+    hp = algorithm.hyperparameters.parse({k: str(v) for k, v in HYPERPARAMETERS["kmeans"].items()})
+    data = InMemoryData({"train": (clustered_rows(n_rows=200), None)})
+    with caplog.at_level(logging.WARNING):
+        algorithm.train(hp, data, collective=OneOfTwoHosts(), checkpoint_dir=tmp_path / "checkpoints")  # type: ignore[call-arg]
+    assert "k-means's hosts do not hold the same state after a pass, so it is not checkpointed" in caplog.text
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_checkpoint_directory_that_cannot_be_written_fails_the_job_naming_it(tmp_path):
+    checkpoints = tmp_path / "not-a-directory"
+    checkpoints.write_text("a file")
+    job = make_job(tmp_path / "job", "kmeans", checkpoints)
+    assert run_training(job.paths, "kmeans") == 1
+    failure = job.failure()
+    assert failure.startswith(f"Cannot write the checkpoint of the training state in {checkpoints}: "), failure
+    assert job.model_files() == [] and "Traceback" not in failure
+
+
+# Runs with NUMBA_ENABLE_CUDASIM=1 (argv[1]: a directory for out.npz and facts.json): factorization
+# machines training on the (simulated) GPU, checkpointed after pass 1 and resumed by a new state.
+_GPU_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import scipy.sparse as sp
+
+    out = sys.argv[1]
+    from smalgo.algorithms.batch import Batch
+    from smalgo.algorithms.factorization_machines import ALGORITHM as fm
+    from smalgo.algorithms.factorization_machines import _cuda, _fm
+
+    _fm.MIN_GPU_WORK = 1  # the simulator is far too slow for jobs the real threshold sends
+    _cuda._THREADS_PER_BLOCK = 8
+    _cuda._MAX_BLOCKS = 3
+    os.environ["SMALGO_DEVICE"] = "gpu"
+    rng = np.random.default_rng(5)
+    n, d = 160, 20
+    X = sp.random(n, d, density=0.2, format="csr", dtype=np.float32, random_state=5)
+    y = (X @ rng.normal(size=d)).astype(np.float32)
+    hp = fm.hyperparameters.parse({"feature_dim": str(d), "mini_batch_size": "80", "num_factors": "2",
+                                   "predictor_type": "regressor", "factors_lr": "0.05"})
+
+    def one_pass(state):
+        for start in range(0, n, 80):
+            state.update(Batch(X[start:start + 80], y[start:start + 80], None))
+        state.end_epoch()
+
+    first = fm.start(hp)
+    one_pass(first)
+    arrays, metadata = first.checkpoint_arrays()
+    saved = {name: np.array(a, copy=True) for name, a in arrays.items()}
+    one_pass(first)
+    second = fm.start(hp)
+    second.restore_checkpoint(saved, metadata)
+    one_pass(second)
+    a, b = first.current_model(), second.current_model()
+    facts = {"on_gpu": [first._gpu is not None, second._gpu is not None],
+             "accumulated": float(np.abs(saved["hV"]).max())}
+    np.savez(os.path.join(out, "out.npz"), a_w=a.w, a_V=a.V, a_w0=a.w0, b_w=b.w, b_V=b.V, b_w0=b.w0)
+    with open(os.path.join(out, "facts.json"), "w") as f:
+        json.dump(facts, f)
+""")
+
+
+def test_factorization_machines_on_a_simulated_gpu_checkpoint_what_the_gpu_holds(tmp_path):
+    """checkpoint_arrays takes the weights and accumulators from the GPU, and a state restored from
+    them trains on to the same weights (to float32 rounding: the simulator's threads add in any
+    order)."""
+    run_in_cuda_simulator(_GPU_SCRIPT, tmp_path)
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["on_gpu"] == [True, True]
+    assert facts["accumulated"] > 0  # the AdaGrad accumulators came from the GPU, not the zeros on the host
+    r = np.load(tmp_path / "out.npz")
+    for name in ("w0", "w", "V"):
+        np.testing.assert_allclose(r[f"b_{name}"], r[f"a_{name}"], rtol=1e-5, atol=1e-7, err_msg=name)
