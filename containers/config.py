@@ -55,7 +55,7 @@ def load_job_config(paths: JobPaths) -> JobConfig:
         hyperparameters=load_hyperparameters(paths.hyperparameters_file),
         channels=load_channels(paths.inputdataconfig_file),
         resources=load_resources(paths.resourceconfig_file),
-        checkpoint_dir=load_checkpoint_dir(paths.checkpointconfig_file),
+        checkpoint_dir=load_checkpoint_dir(paths.checkpointconfig_file, paths.default_checkpoint_dir),
     )
 
 
@@ -171,13 +171,18 @@ def _number(env: Mapping[str, str], name: str, *, default: float, what: str, low
     return value
 
 
-def load_checkpoint_dir(path: Path) -> Path | None:
-    """checkpointconfig.json's LocalPath (where SageMaker syncs checkpoints), if the job has one."""
+def load_checkpoint_dir(path: Path, default_dir: Path) -> Path | None:
+    """Where SageMaker syncs the job's checkpoints: checkpointconfig.json's LocalPath, else (a
+    CheckpointConfig without one, or no checkpointconfig.json but the folder there, as a job
+    that mounts /opt/ml/checkpoints has it) `default_dir`, /opt/ml/checkpoints; None for a job
+    without checkpoints."""
     if not path.exists():
-        return None
+        return default_dir if default_dir.is_dir() else None
     raw = _read_object(path, 'a JSON object with "LocalPath"')
     local_path = raw.get("LocalPath")
-    return Path(local_path) if isinstance(local_path, str) and local_path else None
+    if local_path is not None and not isinstance(local_path, str):
+        raise UserError(f"{path}: LocalPath must be a directory path, not {local_path!r}.")
+    return Path(local_path) if local_path else default_dir
 
 
 def _read_object(path: Path, what: str) -> dict:

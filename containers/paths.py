@@ -28,6 +28,7 @@ class JobPaths:
     inputdataconfig_file: Path = field(init=False)
     resourceconfig_file: Path = field(init=False)
     checkpointconfig_file: Path = field(init=False)
+    default_checkpoint_dir: Path = field(init=False)
     data_dir: Path = field(init=False)
     model_dir: Path = field(init=False)
     output_dir: Path = field(init=False)
@@ -45,6 +46,8 @@ class JobPaths:
             "inputdataconfig_file": config / "inputdataconfig.json",
             "resourceconfig_file": config / "resourceconfig.json",
             "checkpointconfig_file": config / "checkpointconfig.json",
+            # Where SageMaker syncs checkpoints when CheckpointConfig gives no LocalPath (spec 1.10).
+            "default_checkpoint_dir": base / "checkpoints",
             "data_dir": base / "input" / "data",
             "model_dir": base / "model",
             "output_dir": output,

@@ -615,3 +615,42 @@ def test_commit_model_replaces_files_of_an_earlier_run(tmp_path):
     (model_dir / "a.npy").write_bytes(b"old")
     assert commit_model(TwoFileModel(), model_dir) == ["a.npy", "b.npy"]
     assert (model_dir / "a.npy").read_bytes() == b"a"
+
+
+@pytest.mark.parametrize(
+    "config, make_default, expected",
+    [
+        (None, False, None),  # a job without checkpoints
+        (None, True, "default"),  # /opt/ml/checkpoints mounted, no checkpointconfig.json
+        ({}, False, "default"),  # CheckpointConfig without LocalPath: SageMaker's default path
+        ({"LocalPath": "/somewhere/else"}, True, "/somewhere/else"),
+    ],
+    ids=["none", "folder-only", "config-without-local-path", "local-path"],
+)
+def test_the_checkpoint_directory_is_local_path_else_the_default_folder(tmp_path, config, make_default, expected):
+    from smalgo.containers.config import load_checkpoint_dir
+    from smalgo.containers.paths import JobPaths
+
+    paths = JobPaths(tmp_path)
+    assert paths.default_checkpoint_dir == tmp_path / "checkpoints"  # /opt/ml/checkpoints in a job
+    if config is not None:
+        paths.config_dir.mkdir(parents=True)
+        paths.checkpointconfig_file.write_text(json.dumps(config))
+    if make_default:
+        paths.default_checkpoint_dir.mkdir()
+    found = load_checkpoint_dir(paths.checkpointconfig_file, paths.default_checkpoint_dir)
+    if expected is None:
+        assert found is None
+    else:
+        assert found == (paths.default_checkpoint_dir if expected == "default" else Path(expected))
+
+
+def test_a_local_path_that_is_not_a_path_is_a_user_error(tmp_path):
+    from smalgo.containers.config import load_checkpoint_dir
+    from smalgo.containers.paths import JobPaths
+
+    paths = JobPaths(tmp_path)
+    paths.config_dir.mkdir(parents=True)
+    paths.checkpointconfig_file.write_text(json.dumps({"LocalPath": 3}))
+    with pytest.raises(UserError, match=r"checkpointconfig.json: LocalPath must be a directory path, not 3"):
+        load_checkpoint_dir(paths.checkpointconfig_file, paths.default_checkpoint_dir)
