@@ -31,6 +31,7 @@ from smalgo.algorithms.formats.libsvm import decode_libsvm
 from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.xgboost import _model
 from smalgo.algorithms.xgboost._legacy import legacy_binary_to_json
+from smalgo.algorithms.xgboost._train import uses_quantile_matrix
 from smalgo.containers.job import run_training
 from smalgo.serve.app import create_app
 from smalgo.serve.model import ModelError, load_model
@@ -220,7 +221,10 @@ def test_every_test_data_set_trains_the_model_raw_xgboost_trains(case, make_job)
         k: (v.split(",") if k == "eval_metric" else v) for k, v in hp.items() if k not in ("num_round", "csv_weights")
     }
     params.setdefault("objective", "reg:squarederror")
-    dtrain = xgb.DMatrix(X, y, weight=w)
+    # Like with like: the job trains hist on a QuantileDMatrix, the other methods on a DMatrix.
+    quantile = uses_quantile_matrix(params)
+    assert quantile == (extra.get("tree_method") not in ("exact", "approx") and extra.get("booster") != "gblinear")
+    dtrain = (xgb.QuantileDMatrix if quantile else xgb.DMatrix)(X, y, weight=w)
     evals = [(dtrain, "train")]
     if validation:
         Xv, yv, _ = reference(data_files(validation))
@@ -231,6 +235,29 @@ def test_every_test_data_set_trains_the_model_raw_xgboost_trains(case, make_job)
     # The same float32 matrix, the same parameters: the same trees, bit for bit.
     assert ours.get_dump(dump_format="json") == raw.get_dump(dump_format="json")
     np.testing.assert_array_equal(ours.predict(xgb.DMatrix(X)), raw.predict(xgb.DMatrix(X)))
+    if quantile:
+        # And the trees a DMatrix gives (what the job built before): the same cuts, the same trees.
+        dmatrix = xgb.DMatrix(X, y, weight=w)
+        evals[0] = (dmatrix, "train")
+        from_dmatrix = xgb.train(params, dmatrix, num_boost_round=8, evals=evals, verbose_eval=False)
+        assert from_dmatrix.get_dump(dump_format="json") == raw.get_dump(dump_format="json")
+
+
+def test_train_matrix_is_a_quantile_dmatrix_for_hist_only():
+    from smalgo.algorithms.xgboost._train import train_matrix_of
+
+    X = np.arange(40, dtype=np.float32).reshape(10, 4)
+    batch = Batch(X, np.arange(10, dtype=np.float32) % 2)
+    assert isinstance(train_matrix_of(batch, 4, {"tree_method": "hist", "max_bin": 16}), xgb.QuantileDMatrix)
+    assert isinstance(train_matrix_of(batch, 4, {}), xgb.QuantileDMatrix)
+    for params in ({"tree_method": "exact"}, {"tree_method": "approx"}, {"booster": "gblinear"}, {"device": "cuda"}):
+        matrix = train_matrix_of(batch, 4, params)
+        assert type(matrix) is xgb.DMatrix, params
+    # A LIBSVM channel narrower than the validation's is widened, as matrix_of widens it.
+    narrow = Batch(sp.csr_matrix(X[:, :2]), batch.y)
+    assert train_matrix_of(narrow, 4, {"tree_method": "hist"}).num_col() == 4
+    # max_bin reaches the matrix: a booster asking for the same bins trains on it.
+    xgb.train({"tree_method": "hist", "max_bin": 16}, train_matrix_of(batch, 4, {"max_bin": 16}), 2)
 
 
 def test_pipe_mode_reads_every_content_type(make_job):
@@ -940,6 +967,67 @@ def test_the_libsvm_decoder_reads_what_scikit_learn_reads():
 def test_libsvm_errors_name_the_line_and_column(text, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         decode_libsvm(text, name="f")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # The digit loops stop at the bytes either side of '0'..'9' ('/' and ':') and at bytes
+        # past ASCII (they wrap in the loops' one unsigned compare): the same errors as before.
+        (b"1/ 0:1\n", "f, line 1, column 1: the label is not a number"),
+        (b"1 0/:1\n", "f, line 1, column 3: the feature index is not a non-negative integer"),
+        (b"1 0:1/\n", "f, line 1, column 5: the feature value is not a number"),
+        (b"1 0:1.5/\n", "f, line 1, column 5: the feature value is not a number"),
+        (b"1 0:1\xc3\xa9\n", "f, line 1, column 5: the feature value is not a number"),
+        (b"1 \xd9:1\n", "f, line 1, column 3: the feature index is not a non-negative integer"),
+        (b"1 0:1:2\n", "f, line 1, column 5: the feature value is not a number"),
+        (b"1 2147483647:1\n", "f, line 1, column 3: the feature index is not a non-negative integer"),
+    ],
+)
+def test_libsvm_digits_end_where_they_did(text, message):
+    with pytest.raises(UserError, match=message):
+        decode_libsvm(text, name="f")
+
+
+def test_libsvm_multi_digit_indices_and_values():
+    X, y, _ = decode_libsvm(b"12 10:0.50 9:09 2147483646:7 0:-0.000123456789\n")
+    assert y.tolist() == [12.0] and X.shape == (1, 2147483647)
+    assert X.indices.tolist() == [0, 9, 10, 2147483646]
+    assert X.data.tolist() == [np.float32(-0.000123456789), 9.0, 0.5, 7.0]
+
+
+def test_libsvm_threads_split_at_line_starts(monkeypatch):
+    """A payload split between threads (several segments) reads as one does, whatever the split
+    points: CRLF and CR line ends, comments, blank lines, weights, no final line end; and an
+    error in a later segment names the line counted from the payload's start."""
+    from smalgo.algorithms.formats import csv as csv_module
+
+    rng = np.random.default_rng(3)
+    lines = []
+    for row in range(300):
+        label = f"{rng.integers(0, 3)}" + (f":{rng.random():.3g}" if row % 7 == 0 else "")
+        pairs = " ".join(f"{k}:{rng.standard_normal():.9g}" for k in sorted(rng.choice(40, 5, replace=False)))
+        end = ("\r\n", "\n", "\r")[row % 3]
+        extra = ("  # a comment 1:2" if row % 11 == 0 else "") + ("\n\n" if row % 13 == 0 else "")
+        lines.append(f"{label} {pairs}{extra}{end}")
+    payload = "".join(lines).rstrip("\r\n").encode()  # no line end after the last line
+    monkeypatch.setenv("SMALGO_CSV_THREADS", "1")
+    X1, y1, w1 = decode_libsvm(payload)
+    assert X1.shape[0] == 300 and w1 is not None
+    monkeypatch.setattr(csv_module, "_MIN_SEGMENT_BYTES", 1)
+    for threads in (2, 3, 5, 8, 13):
+        monkeypatch.setenv("SMALGO_CSV_THREADS", str(threads))
+        assert len(csv_module._segment_bounds(np.frombuffer(payload, np.uint8), 0, len(payload))) == threads + 1
+        X, y, w = decode_libsvm(payload)
+        for a, b in ((X.indptr, X1.indptr), (X.indices, X1.indices), (X.data, X1.data), (y, y1), (w, w1)):
+            np.testing.assert_array_equal(a, b)
+        assert X.shape == X1.shape
+    # Line 250 (of the payload; blank lines counted) made bad, in the last segment.
+    text = payload.decode()
+    numbered = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered[249] = "x " + numbered[249].split(" ", 1)[1]
+    with pytest.raises(UserError, match="f, line 250, column 1: the label is not a number"):
+        decode_libsvm("\n".join(numbered).encode(), name="f")
 
 
 def test_libsvm_numbers_are_read_correctly_rounded():

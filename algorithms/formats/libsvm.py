@@ -60,16 +60,23 @@ def _parse_number(buf, i, end):
         i += 1
     mantissa = np.uint64(0)
     digits_start = i
-    while i < end and 48 <= buf[i] <= 57:
-        mantissa = mantissa * np.uint64(10) + np.uint64(buf[i] - 48)
+    # A byte below '0' wraps past 9 in uint64: one compare per digit, as the CSV decoder's loop.
+    while i < end:
+        digit = np.uint64(buf[i]) - np.uint64(48)
+        if digit >= np.uint64(10):
+            break
+        mantissa = mantissa * np.uint64(10) + digit
         i += 1
     integer_end = i
     fraction_start = i
     if i < end and buf[i] == 46:
         i += 1
         fraction_start = i
-        while i < end and 48 <= buf[i] <= 57:
-            mantissa = mantissa * np.uint64(10) + np.uint64(buf[i] - 48)
+        while i < end:
+            digit = np.uint64(buf[i]) - np.uint64(48)
+            if digit >= np.uint64(10):
+                break
+            mantissa = mantissa * np.uint64(10) + digit
             i += 1
     fraction_digits = i - fraction_start
     exp10 = -fraction_digits
@@ -200,9 +207,12 @@ def _fill(buf, indptr, indices, data, y, w, slow, label_optional):  # noqa: PLR0
                 if end - i >= 4 and buf[i] == 113 and buf[i + 1] == 105 and buf[i + 2] == 100 and buf[i + 3] == 58:
                     return _QID, row, nnz, weighted, n_slow, line, line_start, token
                 index = 0
-                while i < end and 48 <= buf[i] <= 57:
+                while i < end:
+                    digit = np.uint64(buf[i]) - np.uint64(48)
+                    if digit >= np.uint64(10):
+                        break
                     if index <= _MAX_INDEX:
-                        index = index * 10 + (buf[i] - 48)
+                        index = index * 10 + np.int64(digit)
                     i += 1
                 if i == token or index > _MAX_INDEX or (i < end and not _token_end(buf[i])):
                     # Not an index: a malformed index if the token has a ':', else no pair at all.

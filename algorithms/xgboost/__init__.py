@@ -392,7 +392,7 @@ class XGBoost(Algorithm):
         hosts by XGBoost, and every host ends with the same booster."""
         _xgboost()
         from ._model import XGBoostModel
-        from ._train import matrix_of, read_channel, train_booster
+        from ._train import matrix_of, read_channel, train_booster, train_matrix_of
 
         writer = metrics or MetricWriter()
         several = collective is not None and collective.hosts > 1
@@ -451,7 +451,8 @@ class XGBoost(Algorithm):
                 early_stopping=early_stopping,
                 checkpoint_dir=checkpoint_dir,
             )
-        dtrain = matrix_of(train, width)
+        # One host: a QuantileDMatrix for hist (train_matrix_of); several keep the DMatrix.
+        dtrain = matrix_of(train, width) if several else train_matrix_of(train, width, params)
         evals = [(dtrain, "train")]
         if validation is not None:
             evals.append((matrix_of(validation, width), "validation"))

