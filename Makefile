@@ -172,6 +172,7 @@ push: install
 test-images: install sdk-env
 	base=$$(bash containers/base_image.sh $(CONTAINER_ENGINE)) && $(MAKE) images BASE_IMAGE=$$base
 	$(PY) tests/images/check_images.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(ALGORITHM_LIST)
+	$(PY) tests/images/check_several_hosts.py --engine $(CONTAINER_ENGINE) --tag cpu
 	$(PY) tests/images/check_registry.py --engine $(CONTAINER_ENGINE) --tag cpu --tag gpu $(ALGORITHM_LIST)
 	$(PY) tests/images/check_sdk_local_mode.py --engine $(CONTAINER_ENGINE) --tag cpu $(ALGORITHM_LIST)
 
