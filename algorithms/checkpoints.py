@@ -5,7 +5,8 @@ pass, the state as it stands then:
 
     <checkpoint_dir>/smalgo-state.<epochs done>/
         state.json      {"format", "algorithm", "epochs_done", "stopped", "hyperparameters",
-                         "metadata" (the state's small values), "arrays": {name: {file, bytes, sha256}}}
+                         "metadata" (the state's small values), "arrays": {name: {file, bytes, sha256}},
+                         "callbacks" (each training callback's values, or null: early stopping's)}
         <name>.npy      one per array, np.save(..., allow_pickle=False)
 
 Atomicity: the files are written into a temporary directory beside it (.smalgo-state.*.tmp),
@@ -27,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ RESUMABLE_CHANGES = frozenset({"epochs"})
 # A state's checkpoint: its arrays by name, and small JSON-able values.
 StateArrays = dict[str, np.ndarray]
 StateMetadata = dict[str, Any]
+# One training callback's values in a checkpoint (TrainingCallback.checkpoint_values), or None.
+CallbackValues = dict[str, Any] | None
 
 
 class CheckpointMismatch(ValueError):
@@ -83,6 +86,7 @@ class Checkpoint:
     stopped: bool
     arrays: StateArrays
     metadata: StateMetadata
+    callbacks: list[CallbackValues]
 
 
 def _comparable(hp: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,8 +187,11 @@ class StateCheckpoints:
             )
         listed = header.get("arrays")
         metadata = header.get("metadata")
+        callbacks = header.get("callbacks", [])
         if not isinstance(listed, dict) or not isinstance(metadata, dict):
             raise CheckpointCorrupt(f"{state_file}: it lists no arrays or metadata")
+        if not (isinstance(callbacks, list) and all(v is None or isinstance(v, dict) for v in callbacks)):
+            raise CheckpointCorrupt(f"{state_file}: its callbacks entry is not a list of objects")
         arrays: StateArrays = {}
         for name, entry in listed.items():
             if not (isinstance(name, str) and _ARRAY_NAME.match(name) and isinstance(entry, dict)):
@@ -203,15 +210,22 @@ class StateCheckpoints:
                 arrays[name] = np.load(array_file, allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise CheckpointCorrupt(f"{array_file}: it is not a NumPy array ({exc})") from None
-        return Checkpoint(path, epochs_done, bool(header.get("stopped", False)), arrays, metadata)
+        return Checkpoint(path, epochs_done, bool(header.get("stopped", False)), arrays, metadata, callbacks)
 
     def write(
-        self, epochs_done: int, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any], *, stopped: bool = False
+        self,
+        epochs_done: int,
+        arrays: Mapping[str, np.ndarray],
+        metadata: Mapping[str, Any],
+        *,
+        callbacks: Sequence[CallbackValues] = (),
+        stopped: bool = False,
     ) -> Path:
-        """Write the state after `epochs_done` passes atomically; keep it and one older. UserError
-        naming the directory when it cannot be written (read-only, full)."""
+        """Write the state after `epochs_done` passes atomically (and the training callbacks'
+        values); keep it and one older. UserError naming the directory when it cannot be written
+        (read-only, full)."""
         try:
-            return self._write(epochs_done, arrays, metadata, stopped=stopped)
+            return self._write(epochs_done, arrays, metadata, callbacks=list(callbacks), stopped=stopped)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise UserError(
@@ -219,7 +233,13 @@ class StateCheckpoints:
             ) from exc
 
     def _write(
-        self, epochs_done: int, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any], *, stopped: bool = False
+        self,
+        epochs_done: int,
+        arrays: Mapping[str, np.ndarray],
+        metadata: Mapping[str, Any],
+        *,
+        callbacks: list[CallbackValues],
+        stopped: bool,
     ) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / f"{PREFIX}{epochs_done}"
@@ -245,6 +265,7 @@ class StateCheckpoints:
                 "hyperparameters": self.hp,
                 "metadata": dict(metadata),
                 "arrays": listed,
+                "callbacks": callbacks,
             }
             with (temporary / STATE_FILE).open("w", encoding="utf-8") as out:
                 json.dump(header, out, sort_keys=True, indent=1)

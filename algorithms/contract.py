@@ -229,8 +229,10 @@ class Algorithm(ABC):
     metric_definitions: ClassVar[tuple[MetricDefinition, ...]] = ()
     # Whether train() runs on every host of a job of several (resourceconfig.json's hosts) and
     # takes the job's `collective` (runtime/collective.py): a StreamingAlgorithm's state then has
-    # `combine(collective)` and its scorers `combine(collective)` (training.py). Without it a job
-    # of several hosts is refused, naming the algorithm.
+    # `combine(collective)` and its scorers `combine(collective)` (training.py); a state that
+    # exchanges within a pass too (linear learner fits its scaler on every host's first rows) also
+    # has `join(collective)`, called before the first pass. Without it a job of several hosts is
+    # refused, naming the algorithm.
     several_hosts: ClassVar[bool] = False
 
     def validate(self, hp: Hyperparameters) -> None:  # noqa: B027 (an optional hook, deliberately empty here)
@@ -327,8 +329,9 @@ class StreamingAlgorithm(Algorithm):
     # Whether start()'s state is a CheckpointableState: the driver then writes it after every pass
     # into the job's checkpoint directory and resumes from the newest one (checkpoints.py).
     state_checkpoints: ClassVar[bool] = False
-    # The same on several hosts: only when every host's state is the same after `combine`, so
-    # that the first host's checkpoint is every host's (PCA's sums; not k-means's own centers).
+    # The same on several hosts: only when the first host's checkpoint after `combine` is every
+    # host's (PCA's sums, the averaged models of FM and linear learner; k-means's holds every
+    # host's own streaming centers, by rank).
     state_checkpoints_on_several_hosts: ClassVar[bool] = False
 
     @abstractmethod

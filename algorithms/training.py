@@ -29,11 +29,11 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .checkpoints import STATE_FILE, CheckpointMismatch, StateArrays, StateCheckpoints, StateMetadata
+from .checkpoints import STATE_FILE, CallbackValues, CheckpointMismatch, StateArrays, StateCheckpoints, StateMetadata
 from .data import TrainingData
 from .errors import UserError
 from .hyperparameters import tuning_objective
@@ -61,6 +61,15 @@ class TrainingCallback:
     def after_training(self, model: Model) -> None:
         """Called once with the finalised model, before it is scored on the test channel."""
 
+    def checkpoint_values(self) -> dict[str, Any] | None:
+        """What the callback must remember across a stop, as JSON-able values, kept in the
+        state's checkpoint after each pass (None: nothing)."""
+        return None
+
+    def restore_values(self, values: dict[str, Any]) -> None:
+        """Take back what checkpoint_values gave (a job resuming from the checkpoint); ValueError
+        for values it cannot take."""
+
 
 class EarlyStopping(TrainingCallback):
     """Stops training when `metric` ("channel:name") has not improved by more than
@@ -81,6 +90,15 @@ class EarlyStopping(TrainingCallback):
         self.best: float | None = None
         self.best_epoch = -1
         self.stopped_epoch: int | None = None
+
+    def checkpoint_values(self) -> dict[str, Any] | None:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def restore_values(self, values: dict[str, Any]) -> None:
+        best, best_epoch = values.get("best"), values.get("best_epoch")
+        if not (best is None or isinstance(best, float)) or not isinstance(best_epoch, int):
+            raise ValueError(f"early stopping's best={best!r} and best_epoch={best_epoch!r} are not valid")
+        self.best, self.best_epoch = best, best_epoch
 
     def after_epoch(self, epoch: int, state: StreamingState, metrics: Mapping[str, float]) -> bool:
         if self.metric not in metrics:
@@ -169,10 +187,13 @@ def train_streaming(
 
     warn_when_the_objective_cannot_be_printed(hp, data)
     state = algorithm.start(hp)
+    join = getattr(state, "join", None)  # a state that needs the hosts within a pass (contract.py)
+    if several and join is not None:
+        join(collective)
     store = _state_checkpoints(algorithm, hp, checkpoint_dir, several=several)
     first_epoch = 0
     if store is not None:
-        first_epoch = _resume(store, state, epochs, first_host=collective.is_first)
+        first_epoch = _resume(store, state, epochs, callbacks=callbacks, first_host=collective.is_first)
         if several:  # every host must resume from the same pass, or their exchanges would not pair up
             gathered = collective.all_gather(np.array([[first_epoch]], dtype=np.int64))
             resumed = [int(part.ravel()[0]) for part in gathered]
@@ -195,8 +216,9 @@ def train_streaming(
                     state.update(batch)
                     epoch_rows += batch.n_rows
             if several:
-                epoch_rows = int(collective.all_reduce_sum(np.array([epoch_rows], dtype=np.int64))[0])
+                # combine first: a state may still take part in an exchange of the pass there.
                 state.combine(collective)  # type: ignore[attr-defined]  # several_hosts says it has it
+                epoch_rows = int(collective.all_reduce_sum(np.array([epoch_rows], dtype=np.int64))[0])
             rows_seen += epoch_rows
             if rows_seen == 0:
                 raise UserError("The train channel has no records" + (" on any host." if several else "."))
@@ -213,7 +235,7 @@ def train_streaming(
             # Every callback hears of every pass, even when an earlier one asks to stop.
             stop = [callback.after_epoch(epoch, state, epoch_metrics) for callback in callbacks]
             stopping = any(stop) and epoch + 1 < epochs
-            saver.end_of_pass(epoch + 1, state, stopped=stopping)
+            saver.end_of_pass(epoch + 1, state, callbacks, stopped=stopping)
             if stopping:
                 logger.info("Training stops after epoch %d of %d.", epoch, epochs)
                 break
@@ -263,9 +285,12 @@ def _state_checkpoints(
     return store
 
 
-def _resume(store: StateCheckpoints, state: StreamingState, epochs: int, *, first_host: bool) -> int:
-    """Restore the newest checkpoint into the fresh `state`; the first epoch left to train
-    (`epochs` when the checkpoint's job had finished its passes or stopped early)."""
+def _resume(
+    store: StateCheckpoints, state: StreamingState, epochs: int, *, callbacks: list[TrainingCallback], first_host: bool
+) -> int:
+    """Restore the newest checkpoint into the fresh `state` and the callbacks (early stopping's
+    best pass); the first epoch left to train (`epochs` when the checkpoint's job had finished
+    its passes or stopped early)."""
     if first_host:
         store.remove_leftovers()
     checkpoint = store.latest()
@@ -273,6 +298,17 @@ def _resume(store: StateCheckpoints, state: StreamingState, epochs: int, *, firs
         logger.info("No training state to resume in %s: training starts at epoch 0.", store.directory)
         return 0
     try:
+        if len(checkpoint.callbacks) != len(callbacks):
+            raise CheckpointMismatch(
+                f"it keeps the values of {len(checkpoint.callbacks)} training callback(s), and this job has "
+                f"{len(callbacks)}"
+            )
+        for callback, values in zip(callbacks, checkpoint.callbacks, strict=True):
+            if values is not None:
+                try:
+                    callback.restore_values(values)
+                except ValueError as exc:
+                    raise CheckpointMismatch(str(exc)) from None
         cast("CheckpointableState", state).restore_checkpoint(checkpoint.arrays, checkpoint.metadata)
     except CheckpointMismatch as exc:
         raise UserError(
@@ -305,15 +341,18 @@ class _EpochCheckpoints:
 
     def __init__(self, store: StateCheckpoints | None, *, first_host: bool) -> None:
         self.store = store if first_host else None
-        self.pending: tuple[int, StateArrays, StateMetadata, bool] | None = None
+        self.pending: tuple[int, StateArrays, StateMetadata, list[CallbackValues], bool] | None = None
 
-    def end_of_pass(self, epochs_done: int, state: StreamingState, *, stopped: bool) -> None:
+    def end_of_pass(
+        self, epochs_done: int, state: StreamingState, callbacks: list[TrainingCallback], *, stopped: bool
+    ) -> None:
         if self.store is None:
             return
         arrays, metadata = cast("CheckpointableState", state).checkpoint_arrays()  # state_checkpoints says it has it
+        values = [callback.checkpoint_values() for callback in callbacks]
         # No copies: nothing updates the state between here and on_stop (a stop during the write).
-        self.pending = (epochs_done, arrays, metadata, stopped)
-        path = self.store.write(epochs_done, arrays, metadata, stopped=stopped)
+        self.pending = (epochs_done, arrays, metadata, values, stopped)
+        path = self.store.write(epochs_done, arrays, metadata, callbacks=values, stopped=stopped)
         self.pending = None
         logger.info("Checkpoint of the training state after epoch %d: %s", epochs_done - 1, path)
 
@@ -322,9 +361,9 @@ class _EpochCheckpoints:
         if self.store is None:
             return
         if self.pending is not None:
-            epochs_done, arrays, metadata, stopped = self.pending
+            epochs_done, arrays, metadata, values, stopped = self.pending
             try:
-                self.store.write(epochs_done, arrays, metadata, stopped=stopped)
+                self.store.write(epochs_done, arrays, metadata, callbacks=values, stopped=stopped)
             except (OSError, UserError) as exc:
                 logger.error("The training state could not be checkpointed when training stopped: %s", exc)
         found = self.store.existing()

@@ -287,18 +287,142 @@ def test_an_array_of_the_wrong_shape_is_refused_before_anything_is_restored(tmp_
     assert after.keys() == before.keys() and all(np.array_equal(after[n], before[n]) for n in before)
 
 
-def test_linear_learner_says_it_does_not_checkpoint(tmp_path, caplog):
+# Linear learner: each variant takes other parts of its state through a checkpoint (the early
+# stopping callback's best pass, the best pass of each model, positive weights, the train sample
+# dense and sparse, class weights).
+LINEAR_LEARNER_JOBS = {
+    "binary, validation, early stopping": {
+        "predictor_type": "binary_classifier",
+        "positive_example_weight_mult": "balanced",
+        # Stops after epoch 3 (4 of 5 passes): the resumed job must remember epoch 0's best.
+        "early_stopping_patience": 3,
+        "early_stopping_tolerance": 0.05,
+    },
+    "regressor, sparse, no validation": {"predictor_type": "regressor", "loss": "huber_loss"},
+    "multiclass, no validation": {
+        "predictor_type": "multiclass_classifier",
+        "num_classes": 3,
+        "balance_multiclass_weights": "true",
+    },
+}
+
+
+def linear_learner_job(base: Path, variant: str, checkpoints: Path | None) -> SageMakerJob:
+    job = SageMakerJob(base)
+    hp = LINEAR_LEARNER_JOBS[variant]
+    job.hyperparameters(feature_dim=5, mini_batch_size=50, epochs=5, num_models=4, **hp)
+    channels = [("train", 600, 0), ("validation", 200, 1)] if "validation," in variant else [("train", 600, 0)]
+    for channel, n_rows, seed in channels:
+        X = clustered_rows(n_rows=n_rows, seed=seed)
+        score = X[:, 0] - X[:, 1] + np.random.default_rng(seed).normal(0, 3, n_rows)
+        if hp["predictor_type"] == "regressor":
+            X[X < 0] = 0  # sparse rows
+            job.channel(channel, "application/x-recordio-protobuf", files={f"{channel}.pbr": sparse_recordio(X, score)})
+        else:
+            y = (score > 0) if hp["predictor_type"] == "binary_classifier" else np.digitize(score, [-5, 5])
+            job.channel(channel, "text/csv", files={f"{channel}.csv": csv_text(X, y.astype(np.float32))})
+    if checkpoints is not None:
+        job.write_config("checkpointconfig.json", {"LocalPath": str(checkpoints)})
+    return job
+
+
+def sparse_recordio(X: np.ndarray, labels: np.ndarray) -> bytes:
+    import scipy.sparse as sp
+
+    from smalgo.recordio import write_sparse
+
+    buffer = io.BytesIO()
+    write_sparse(buffer, sp.csr_matrix(X), labels.astype(np.float32))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("variant", list(LINEAR_LEARNER_JOBS))
+def test_linear_learner_interrupted_after_its_second_pass_resumes_to_the_same_model(
+    variant, tmp_path, monkeypatch, caplog
+):
+    plain = linear_learner_job(tmp_path / "plain", variant, None)
+    with caplog.at_level(logging.INFO):
+        assert run_training(plain.paths, "linear-learner") == 0, plain.failure()
+    stopped_early = "Training stops after epoch" in caplog.text
     checkpoints = tmp_path / "checkpoints"
-    job = SageMakerJob(tmp_path / "job")
-    job.hyperparameters(feature_dim=5, predictor_type="regressor", mini_batch_size=100, epochs=2)
-    X = clustered_rows(n_rows=200)
-    job.channel("train", "application/x-recordio-protobuf", files={"train.pbr": recordio(X, X[:, 0])})
-    job.write_config("checkpointconfig.json", {"LocalPath": str(checkpoints)})
+    job = linear_learner_job(tmp_path / "job", variant, checkpoints)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        assert run_training(job.paths, "linear-learner") == 1
+    assert job.model_files() == [] and saved_states(checkpoints) == ["smalgo-state.1", "smalgo-state.2"]
+    caplog.clear()
     with caplog.at_level(logging.INFO):
         assert run_training(job.paths, "linear-learner") == 0, job.failure()
-    expected = "linear learner does not checkpoint its training state yet: the checkpoint directory"
-    assert f"{expected} {checkpoints} is not used" in caplog.text.lower()
-    assert not checkpoints.exists()
+    assert f"Resuming from the checkpoint {checkpoints / 'smalgo-state.2'}" in caplog.text
+    assert ("Training stops after epoch" in caplog.text) == stopped_early
+    assert model_bytes(job) == model_bytes(plain)  # bit-identical
+    if variant.startswith("binary"):
+        assert stopped_early, "the early stopping callback's state is what this variant checks"
+
+
+def test_linear_learner_sigterm_leaves_its_checkpoint_and_no_model(tmp_path, monkeypatch):
+    variant = "binary, validation, early stopping"
+    plain = linear_learner_job(tmp_path / "plain", variant, None)
+    assert run_training(plain.paths, "linear-learner") == 0
+    checkpoints = tmp_path / "checkpoints"
+    job = linear_learner_job(tmp_path / "job", variant, checkpoints)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        assert run_training(job.paths, "linear-learner") == 143
+    assert f"The training state is checkpointed in {checkpoints / 'smalgo-state.1'}" in job.failure()
+    assert job.model_files() == [] and not job.succeeded()
+    assert run_training(job.paths, "linear-learner") == 0
+    assert model_bytes(job) == model_bytes(plain)
+
+
+def test_a_truncated_linear_learner_checkpoint_resumes_from_the_older_one(tmp_path, monkeypatch, caplog):
+    variant = "regressor, sparse, no validation"
+    plain = linear_learner_job(tmp_path / "plain", variant, None)
+    assert run_training(plain.paths, "linear-learner") == 0
+    checkpoints = tmp_path / "checkpoints"
+    job = linear_learner_job(tmp_path / "job", variant, checkpoints)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 3)
+        assert run_training(job.paths, "linear-learner") == 1
+    damaged = checkpoints / "smalgo-state.3" / "sample_data.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-7])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run_training(job.paths, "linear-learner") == 0, job.failure()
+    assert (
+        f"Not resuming from the checkpoint {checkpoints / 'smalgo-state.3'}: {damaged}: it is truncated" in caplog.text
+    )
+    assert f"Resuming from the checkpoint {checkpoints / 'smalgo-state.2'}" in caplog.text
+    assert model_bytes(job) == model_bytes(plain)
+
+
+def test_a_linear_learner_checkpoint_of_other_models_is_refused_before_anything_is_restored(tmp_path):
+    from smalgo.algorithms.batch import Batch
+    from smalgo.algorithms.checkpoints import CheckpointMismatch
+    from smalgo.algorithms.registry import get_algorithm
+
+    algorithm = get_algorithm("linear-learner")
+    hp = algorithm.hyperparameters.parse(
+        {"feature_dim": "5", "predictor_type": "regressor", "mini_batch_size": "50", "num_models": "4"}
+    )
+    state = algorithm.start(hp)
+    X = clustered_rows(n_rows=100)
+    state.update(Batch(X, X[:, 0].copy()))
+    state.end_epoch()
+    arrays, metadata = state.checkpoint_arrays()  # type: ignore[attr-defined]
+    for name, wrong in [
+        ("weights", np.zeros((5, 3), np.float32)),
+        ("second_moment", np.zeros((4, 4), np.float32)),
+        ("sample_X", np.zeros((7, 5), np.float32)),
+        ("positive_weights", np.ones(2)),
+    ]:
+        fresh = algorithm.start(hp)
+        with pytest.raises(CheckpointMismatch, match=name):
+            fresh.restore_checkpoint({**arrays, name: wrong}, metadata)  # type: ignore[attr-defined]
+        assert fresh.scaler is None and fresh.weights.size == 0  # type: ignore[attr-defined]
+    fresh = algorithm.start(hp)
+    with pytest.raises(CheckpointMismatch, match="epoch"):
+        fresh.restore_checkpoint(arrays, {**metadata, "epoch": 0})  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- several hosts
@@ -372,17 +496,132 @@ class OneOfTwoHosts(SingleHost):
     hosts = 2
 
 
-def test_kmeans_on_several_hosts_is_not_checkpointed_and_says_so(tmp_path, caplog):
+def test_an_algorithm_whose_hosts_differ_is_not_checkpointed_on_several_hosts_and_says_so(
+    tmp_path, caplog, monkeypatch
+):
+    # Every algorithm today checkpoints on several hosts: one that says it cannot stands for the next.
+    from smalgo.algorithms.data import InMemoryData
+    from smalgo.algorithms.registry import get_algorithm
+
+    algorithm = get_algorithm("pca")
+    monkeypatch.setattr(type(algorithm), "state_checkpoints_on_several_hosts", False)
+    hp = algorithm.hyperparameters.parse({k: str(v) for k, v in HYPERPARAMETERS["pca"].items()})
+    data = InMemoryData({"train": (clustered_rows(n_rows=200), None)})
+    with caplog.at_level(logging.WARNING):
+        algorithm.train(hp, data, collective=OneOfTwoHosts(), checkpoint_dir=tmp_path / "checkpoints")  # type: ignore[call-arg]
+    assert "PCA's hosts do not hold the same state after a pass, so it is not checkpointed" in caplog.text
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def kmeans_hosts_job(directory: Path, data: Path, *, epochs: int, checkpoints: bool) -> list[Path]:
+    hp = {k: str(v) for k, v in {**HYPERPARAMETERS["kmeans"], "epochs": epochs}.items()}
+    paths = lay_out_hosts_job(
+        directory,
+        hosts=2,
+        hyperparameters=hp,
+        channels={"train": data},
+        content_type="text/csv;label_size=0",
+        distributions={"train": "ShardedByS3Key"},
+    )
+    if checkpoints:
+        for host in paths:
+            (host.checkpointconfig_file).write_text(json.dumps({"LocalPath": str(host.base / "checkpoints")}))
+    return [host.base for host in paths]
+
+
+def test_kmeans_on_two_hosts_resume_every_host_s_own_centers_to_the_model_of_an_uninterrupted_job(tmp_path):
+    """Each host streams its own centers: the first host's checkpoint holds every host's, by
+    rank, and each host resumes its own part; the job ends with the model of an uninterrupted
+    job, bit for bit."""
+    data = tmp_path / "data"
+    data.mkdir()
+    X = clustered_rows(n_rows=400)
+    for part in range(2):
+        (data / f"part{part}.csv").write_text(csv_text(X[part * 200 : (part + 1) * 200]))
+    first = kmeans_hosts_job(tmp_path / "first", data, epochs=2, checkpoints=True)
+    run_hosts(first, "kmeans")
+    checkpoints = first[0] / "checkpoints"
+    assert saved_states(checkpoints) == ["smalgo-state.1", "smalgo-state.2"]
+    assert not (first[1] / "checkpoints").exists()
+    newest = checkpoints / "smalgo-state.2"
+    metadata = json.loads((newest / STATE_FILE).read_text())["metadata"]
+    assert metadata["hosts"] == 2 and metadata["rows_seen"] == [400, 400] and len(metadata["rng"]) == 2
+    assert not np.array_equal(np.load(newest / "centers_0.npy"), np.load(newest / "centers_1.npy"))
+    shutil.copytree(checkpoints, first[1] / "checkpoints")  # what SageMaker's sync gives each host
+    for host in first:
+        config = host / "input" / "config" / "hyperparameters.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": "4"}))
+    logs = run_hosts(first, "kmeans")
+    for log in logs:
+        assert "training continues at epoch 2 of 4" in log
+    plain = kmeans_hosts_job(tmp_path / "plain", data, epochs=4, checkpoints=False)
+    run_hosts(plain, "kmeans")
+    resumed = {p.name: p.read_bytes() for p in sorted((first[0] / "model").iterdir())}
+    assert resumed == {p.name: p.read_bytes() for p in sorted((plain[0] / "model").iterdir())}
+
+
+class MirroredHosts(SingleHost):
+    """`hosts` hosts, this one of rank `rank`, that all stream what this one streams (every
+    exchange gives back its own values as every host's): a job of several hosts in one process."""
+
+    def __init__(self, hosts: int, rank: int = 0) -> None:
+        self.hosts, self.rank, self.is_first = hosts, rank, rank == 0
+
+    def all_reduce_sum(self, array: np.ndarray) -> np.ndarray:
+        return np.asarray(array) * self.hosts
+
+    def all_gather(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [np.array(rows, copy=True) for _ in range(self.hosts)]
+
+
+def test_a_kmeans_checkpoint_of_two_hosts_is_resumed_by_a_job_of_two_hosts_only(tmp_path):
+    from smalgo.algorithms.checkpoints import CheckpointMismatch
     from smalgo.algorithms.data import InMemoryData
     from smalgo.algorithms.registry import get_algorithm
 
     algorithm = get_algorithm("kmeans")
-    hp = algorithm.hyperparameters.parse({k: str(v) for k, v in HYPERPARAMETERS["kmeans"].items()})
+    hp = algorithm.hyperparameters.parse({k: str(v) for k, v in {**HYPERPARAMETERS["kmeans"], "epochs": 2}.items()})
     data = InMemoryData({"train": (clustered_rows(n_rows=200), None)})
-    with caplog.at_level(logging.WARNING):
-        algorithm.train(hp, data, collective=OneOfTwoHosts(), checkpoint_dir=tmp_path / "checkpoints")  # type: ignore[call-arg]
-    assert "k-means's hosts do not hold the same state after a pass, so it is not checkpointed" in caplog.text
-    assert not (tmp_path / "checkpoints").exists()
+    checkpoints = tmp_path / "checkpoints"
+    train = algorithm.train
+    model = train(hp, data, collective=MirroredHosts(2), checkpoint_dir=checkpoints)  # type: ignore[call-arg]
+    assert saved_states(checkpoints) == ["smalgo-state.1", "smalgo-state.2"]
+    # A job of two hosts whose passes are all done: the model of every host's centers, at once.
+    again = train(hp, data, collective=MirroredHosts(2), checkpoint_dir=checkpoints)  # type: ignore[call-arg]
+    assert np.array_equal(again.centers, model.centers)  # type: ignore[attr-defined]
+    state_file = checkpoints / "smalgo-state.2" / STATE_FILE
+    for collective, hosts in ((MirroredHosts(3), "3 hosts"), (SingleHost(), "1 host")):
+        with pytest.raises(UserError) as refused:
+            train(hp, data, collective=collective, checkpoint_dir=checkpoints)  # type: ignore[call-arg]
+        assert str(refused.value).startswith(
+            f"Cannot resume from the checkpoint {state_file}: it was written by a job of 2 hosts, and this job "
+            f"has {hosts}: each host streams its own centers"
+        ), refused.value
+
+    checkpoint = StateCheckpoints(checkpoints, "kmeans", hp).latest()
+    assert checkpoint is not None
+    arrays = {**checkpoint.arrays, "centers_1": checkpoint.arrays["centers_1"] + 1.0}
+    for rank in (0, 1):  # each host takes its own part
+        state = algorithm.start(hp)
+        state.join(MirroredHosts(2, rank=rank))  # type: ignore[attr-defined]
+        state.restore_checkpoint(arrays, checkpoint.metadata)  # type: ignore[attr-defined]
+        assert np.array_equal(state.stream.centers, arrays[f"centers_{rank}"])  # type: ignore[attr-defined]
+        assert state.rows_seen == checkpoint.metadata["rows_seen"][rank] == 400  # type: ignore[attr-defined]
+
+    # Every host's part is checked before anything is restored; a one-host checkpoint is refused too.
+    one_host = algorithm.start(hp).checkpoint_arrays()  # type: ignore[attr-defined]
+    wrong = [
+        ({**checkpoint.arrays, "counts_1": np.zeros(7)}, checkpoint.metadata, "'counts_1' is float64\\[7\\]"),
+        (checkpoint.arrays, {**checkpoint.metadata, "rows_seen": [200]}, "one value per host \\(2\\)"),
+        (*one_host, "written by a job of 1 host, and this job has 2 hosts"),
+    ]
+    for wrong_arrays, wrong_metadata, message in wrong:
+        state = algorithm.start(hp)
+        state.join(MirroredHosts(2))  # type: ignore[attr-defined]
+        with pytest.raises(CheckpointMismatch, match=message):
+            state.restore_checkpoint(wrong_arrays, wrong_metadata)  # type: ignore[attr-defined]
+        assert state.rows_seen == 0 and state.stream.shift is None  # type: ignore[attr-defined]
+        assert not state.stream.counts.any() and not state.stream.seeded.any()  # type: ignore[attr-defined]
 
 
 def test_a_checkpoint_directory_that_cannot_be_written_fails_the_job_naming_it(tmp_path):
@@ -451,3 +690,154 @@ def test_factorization_machines_on_a_simulated_gpu_checkpoint_what_the_gpu_holds
     r = np.load(tmp_path / "out.npz")
     for name in ("w0", "w", "V"):
         np.testing.assert_allclose(r[f"b_{name}"], r[f"a_{name}"], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+# --------------------------------------------------------------------------- XGBoost's checkpoints
+# (xgboost-checkpoint.<i>, algorithms/xgboost/_train.py; written and resumed: tests/test_xgboost.py;
+# on two hosts as processes: tests/test_several_hosts.py)
+
+
+def xgboost_rounds(checkpoints: Path | None, num_round: int):
+    """train_booster on a small regression, one host; the booster."""
+    import xgboost as xgb
+
+    from smalgo.algorithms.metrics import MetricWriter
+    from smalgo.algorithms.xgboost._train import train_booster
+
+    X = clustered_rows(n_rows=200)
+    return train_booster(
+        {"max_depth": 3, "nthread": 1},
+        xgb.DMatrix(X[:, 1:], label=X[:, 0]),
+        num_round=num_round,
+        evals=[],
+        writer=MetricWriter(),
+        early_stopping=None,
+        checkpoint_dir=checkpoints,
+        save_on_termination=False,
+    )
+
+
+def test_a_damaged_xgboost_checkpoint_is_passed_over_for_the_older_one(tmp_path, caplog):
+    """Cut at any offset (an empty file and some cuts crash XGBoost 3.2's own reader: the file is
+    checked whole first), or holding other rounds than its name: passed over with a warning
+    naming it; with no older one, training starts from the first round."""
+    from smalgo.algorithms.xgboost._model import read_booster
+    from smalgo.algorithms.xgboost._train import latest_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    xgboost_rounds(checkpoints, 3)
+    newest, older = checkpoints / "xgboost-checkpoint.2", checkpoints / "xgboost-checkpoint.1"
+    whole = newest.read_bytes()
+    rng = np.random.default_rng(0)
+    for offset in sorted({0, 1, 2, 12, 62, len(whole) // 2, len(whole) - 1, *rng.integers(0, len(whole), 8).tolist()}):
+        newest.write_bytes(whole[:offset])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            found = latest_checkpoint(checkpoints)
+        assert found is not None and found.path == older and found.rounds == 2, offset
+        assert f"Not resuming from the checkpoint {newest}: it is " in caplog.text, offset
+        assert "trying the next older one" in caplog.text
+    with pytest.raises(UserError, match=rf"^{newest} is not an XGBoost model .*: it is truncated"):
+        read_booster(newest)  # a model file too (serving)
+    newest.write_bytes(older.read_bytes())  # 2 rounds where 3 are due
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(checkpoints).path == older  # type: ignore[union-attr]
+    assert "it holds 2 rounds, not the 3 of its name" in caplog.text
+    for number in range(3):
+        (checkpoints / f"xgboost-checkpoint.{number}").write_bytes(b"")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(checkpoints) is None
+    assert f"{checkpoints / 'xgboost-checkpoint.0'}: it is empty; no older one: training starts from round 0" in (
+        caplog.text
+    )
+
+
+def test_xgboost_resumes_past_damaged_checkpoints_to_the_uninterrupted_model_and_replaces_them(tmp_path):
+    """The damaged ones of later rounds go once this job writes its own (kept, the newest numbers
+    would outlive the new checkpoints)."""
+    checkpoints = tmp_path / "checkpoints"
+    xgboost_rounds(checkpoints, 3)
+    (checkpoints / "xgboost-checkpoint.3").write_bytes(b"{L")
+    (checkpoints / "xgboost-checkpoint.9").write_bytes(b"")
+    resumed = xgboost_rounds(checkpoints, 6)
+    assert resumed.get_dump() == xgboost_rounds(None, 6).get_dump()
+    assert saved_states(checkpoints) == [f"xgboost-checkpoint.{i}" for i in range(1, 6)]
+
+
+class TwoXGBoostHosts(SingleHost):
+    """Two hosts, algo-1 this one; algo-2's all_gather rows made from this host's by `other`."""
+
+    hosts = 2
+    names = ("algo-1", "algo-2")
+
+    def __init__(self, other) -> None:
+        self.other = other
+
+    def all_gather(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [rows.copy(), self.other(rows.copy())]
+
+
+def test_xgboost_hosts_resume_only_from_the_same_checkpoint(tmp_path):
+    from smalgo.algorithms.xgboost._train import latest_checkpoint, same_checkpoint_on_every_host
+
+    checkpoints = tmp_path / "checkpoints"
+    xgboost_rounds(checkpoints, 3)
+    found = latest_checkpoint(checkpoints)
+    same_checkpoint_on_every_host(TwoXGBoostHosts(lambda rows: rows), checkpoints, found)  # the same: no error
+    same_checkpoint_on_every_host(TwoXGBoostHosts(lambda rows: rows), None, None)  # neither has any
+
+    def none_found(rows):
+        rows[0, 0], rows[0, 2:] = 0, 0
+        return rows
+
+    def no_directory(rows):
+        return np.zeros_like(rows)
+
+    def other_bytes(rows):
+        rows[0, 2] += 1
+        return rows
+
+    start = f"The hosts found different XGBoost checkpoints in their checkpoint directories ({checkpoints} here): "
+    for other, message in (
+        (
+            none_found,
+            start + "algo-1: xgboost-checkpoint.2 (3 rounds); algo-2: none, so it would train from the start.",
+        ),
+        (no_directory, start + "algo-1: xgboost-checkpoint.2 (3 rounds); algo-2: no checkpoint directory."),
+        (
+            other_bytes,
+            f"The hosts found xgboost-checkpoint.2 in their checkpoint directories ({checkpoints} here), but its "
+            "contents differ between hosts",
+        ),
+    ):
+        with pytest.raises(UserError) as refused:
+            same_checkpoint_on_every_host(TwoXGBoostHosts(other), checkpoints, found)
+        assert str(refused.value).startswith(message), refused.value
+
+
+def test_xgboost_stopped_by_sigterm_names_its_newest_checkpoint_and_saves_the_rounds_when_asked(tmp_path, monkeypatch):
+    from smalgo.algorithms.xgboost import _train
+
+    job = SageMakerJob(tmp_path / "job")
+    job.hyperparameters(num_round=50, max_depth=3, nthread=1, save_model_on_termination="true")
+    job.channel("train", "text/csv", files={"train.csv": csv_text(clustered_rows(n_rows=200))})
+    checkpoints = tmp_path / "checkpoints"
+    job.write_config("checkpointconfig.json", {"LocalPath": str(checkpoints)})
+    write = _train._Checkpoints.after_iteration
+
+    def write_then_stop(self, model, epoch, evals_log):
+        write(self, model, epoch, evals_log)
+        if epoch == 2:
+            raise job_module.TrainingStopped()  # what the SIGTERM handler raises
+        return False
+
+    monkeypatch.setattr(_train._Checkpoints, "after_iteration", write_then_stop)
+    assert run_training(job.paths, "xgboost") == job_module.EXIT_STOPPED
+    failure = job.failure()
+    assert "the model trained so far was saved (xgboost-model)" in failure, failure
+    assert f"The training state is checkpointed in {checkpoints / 'xgboost-checkpoint.2'}" in failure
+    assert saved_states(checkpoints) == [f"xgboost-checkpoint.{i}" for i in range(3)]
+    from smalgo.algorithms.registry import get_algorithm
+
+    assert get_algorithm("xgboost").load(job.paths.model_dir).boosters[0].num_boosted_rounds() == 3

@@ -1,6 +1,7 @@
 """Jobs of several hosts: the collective (algorithms/runtime/collective.py), the local
 `smalgo train --hosts N` (containers/local_job.py) and the algorithms that train across hosts
-(PCA, k-means, XGBoost), each against one host on the union of the data.
+(PCA, k-means, XGBoost, factorization machines, linear learner), each against one host on the
+union of the data.
 
 Every job here runs as real processes on loopback addresses (one per host, as SageMaker runs one
 container per instance): 2 CPUs are shared, so the data are small and the jobs few.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,8 +46,9 @@ def train_hosts(tmp_path: Path, algorithm: str, data: Path, hosts: int, *hyperpa
     """`smalgo train --hosts N` in a subprocess; (result, [job directory of each host])."""
     command = [*SMALGO, "train", "--algorithm", algorithm, "--train", str(data), "--output", str(tmp_path / "job")]
     command += ["--content-type", options.get("content_type", CSV_NO_LABEL), "--hosts", str(hosts)]
-    if options.get("test"):
-        command += ["--test", str(options["test"])]
+    for channel in ("validation", "test"):
+        if options.get(channel):
+            command += [f"--{channel}", str(options[channel])]
     if options.get("distribution"):
         command += ["--distribution", f"train={options['distribution']}"]
     command += ["--hyperparameters", *hyperparameters]
@@ -268,6 +271,154 @@ def test_xgboost_on_several_hosts_predicts_as_one_host_on_the_union(tmp_path, ho
     np.testing.assert_allclose(several.predict(matrix), one.boosters[0].predict(matrix), rtol=1e-5, atol=1e-5)
 
 
+# nthread=1: each host's threads on all of the machine's shared cores make the rounds 100 times slower.
+XGBOOST_CHECKPOINT_HP = {"num_round": "12", "objective": "reg:squarederror", "max_depth": "3", "nthread": "1"}
+
+# `smalgo train` with every round slowed down (after its checkpoint is written): a job to kill.
+SLOW_XGBOOST_HOST = textwrap.dedent(
+    """
+    import sys, time
+    import xgboost as xgb
+    from smalgo.containers.cli import main
+
+    original = xgb.train
+    def slow_train(*args, callbacks=(), **kwargs):
+        class Slow(xgb.callback.TrainingCallback):
+            def after_iteration(self, model, epoch, evals_log):
+                time.sleep(0.3)
+                return False
+        return original(*args, callbacks=[*callbacks, Slow()], **kwargs)
+    xgb.train = slow_train
+    sys.exit(main(["train", "--algorithm", "xgboost"]))
+    """
+)
+
+
+def xgboost_hosts_job(directory: Path, data: Path) -> list[Path]:
+    """A 2-host XGBoost job on `data` (ShardedByS3Key), each host with its own checkpoint
+    directory, host/checkpoints."""
+    paths = lay_out_hosts_job(
+        directory,
+        hosts=2,
+        hyperparameters=XGBOOST_CHECKPOINT_HP,
+        channels={"train": data},
+        content_type="text/csv",
+        distributions={"train": "ShardedByS3Key"},
+    )
+    for host in paths:
+        host.checkpointconfig_file.write_text(json.dumps({"LocalPath": str(host.base / "checkpoints")}))
+    return [host.base for host in paths]
+
+
+def run_xgboost_hosts(jobs: list[Path], *, slow: bool = False) -> list[subprocess.Popen]:
+    port = free_port()
+    if not slow:
+        return [start_host(job, port, len(jobs), "xgboost") for job in jobs]
+    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, len(jobs) + 1))
+    processes = []
+    for job in jobs:
+        environment = dict(
+            os.environ, SAGEMAKER_BASE_DIR=str(job), SMALGO_HOST_ADDRESSES=addresses, SMALGO_TRACKER_PORT=str(port)
+        )
+        with open(job / "log", "wb") as log:
+            command = [sys.executable, "-c", SLOW_XGBOOST_HOST]
+            processes.append(subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT))
+    return processes
+
+
+def xgboost_checkpoints(directory: Path) -> list[str]:
+    names = [p.name for p in directory.glob("xgboost-checkpoint.*")] if directory.is_dir() else []
+    return sorted(names, key=lambda name: int(name.rsplit(".", 1)[1]))
+
+
+def test_xgboost_on_two_hosts_checkpoints_on_the_first_and_a_killed_job_resumes_to_the_same_model(tmp_path):
+    """Only algo-1 writes checkpoints (every host holds the same booster after a round); a job
+    whose hosts were all killed (SIGKILL) resumes on both hosts from algo-1's checkpoints, as
+    SageMaker gives each host the job's checkpoints, passing over a truncated newer one on each,
+    and ends with the model of an uninterrupted job: the same trees, the same predictions."""
+    import xgboost as xgb
+
+    parts = regression_parts(np.random.default_rng(8), 2, rows=200)
+    data = write_parts(tmp_path / "data", parts)
+    # Uninterrupted.
+    plain = xgboost_hosts_job(tmp_path / "plain", data)
+    for process in run_xgboost_hosts(plain):
+        assert process.wait(timeout=300) == 0, [(job / "log").read_text()[-3000:] for job in plain]
+    assert xgboost_checkpoints(plain[0] / "checkpoints") == [f"xgboost-checkpoint.{i}" for i in range(7, 12)]
+    assert xgboost_checkpoints(plain[1] / "checkpoints") == []
+    # Killed after a few rounds.
+    killed = xgboost_hosts_job(tmp_path / "killed", data)
+    processes = run_xgboost_hosts(killed, slow=True)
+    deadline = time.monotonic() + 120
+    while len(xgboost_checkpoints(killed[0] / "checkpoints")) < 4 and time.monotonic() < deadline:
+        assert all(process.poll() is None for process in processes), (killed[0] / "log").read_text()[-3000:]
+        time.sleep(0.05)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    for process in processes:
+        process.wait(timeout=60)
+    written = xgboost_checkpoints(killed[0] / "checkpoints")
+    newest = int(written[-1].rsplit(".", 1)[1])
+    assert 3 <= newest < 11 and xgboost_checkpoints(killed[1] / "checkpoints") == []
+    assert not any((killed[0] / "model").iterdir())
+    # What SageMaker gives each host on the restart: the job's checkpoints, here with a newer one
+    # that an interrupted upload cut short.
+    shutil.copytree(killed[0] / "checkpoints", killed[1] / "checkpoints", dirs_exist_ok=True)
+    damaged = f"xgboost-checkpoint.{newest + 1}"
+    whole = (plain[0] / "checkpoints" / "xgboost-checkpoint.11").read_bytes()
+    for job in killed:
+        (job / "checkpoints" / damaged).write_bytes(whole[: len(whole) // 2])
+    for process in run_xgboost_hosts(killed):
+        assert process.wait(timeout=300) == 0, [(job / "log").read_text()[-3000:] for job in killed]
+    for job in killed:
+        log = (job / "log").read_text()
+        assert f"Not resuming from the checkpoint {job / 'checkpoints' / damaged}: it is truncated" in log
+        assert f"Resuming from checkpoint {job / 'checkpoints' / written[-1]} ({newest + 1} rounds done)" in log
+    assert xgboost_checkpoints(killed[0] / "checkpoints") == [f"xgboost-checkpoint.{i}" for i in range(7, 12)]
+    resumed = get_algorithm("xgboost").load(killed[0] / "model").boosters[0]
+    uninterrupted = get_algorithm("xgboost").load(plain[0] / "model").boosters[0]
+    assert not any((killed[1] / "model").iterdir())
+    assert resumed.num_boosted_rounds() == 12
+    assert resumed.get_dump(dump_format="json") == uninterrupted.get_dump(dump_format="json")
+    matrix = xgb.DMatrix(np.vstack(parts)[:, 1:])
+    np.testing.assert_array_equal(resumed.predict(matrix), uninterrupted.predict(matrix))
+
+
+def save_checkpoint(directory: Path, rounds: int) -> None:
+    """An XGBoost checkpoint of `rounds` rounds, xgboost-checkpoint.<rounds - 1>, in `directory`."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(rounds)
+    X = rng.normal(size=(50, 5))
+    booster = xgb.train({"max_depth": 2}, xgb.DMatrix(X, label=X[:, 0]), rounds)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"xgboost-checkpoint.{rounds - 1}").write_bytes(bytes(booster.save_raw("ubj")))
+
+
+def test_xgboost_hosts_with_different_checkpoints_fail_naming_them(tmp_path):
+    """(A host without any, and hosts with the same round's checkpoint of other bytes:
+    test_checkpoints.py.)"""
+    data = write_parts(tmp_path / "data", regression_parts(np.random.default_rng(8), 2, rows=100))
+    jobs = xgboost_hosts_job(tmp_path / "job", data)
+    save_checkpoint(jobs[0] / "checkpoints", 3)
+    save_checkpoint(jobs[1] / "checkpoints", 5)
+    started = time.monotonic()
+    processes = run_xgboost_hosts(jobs)
+    for process in processes:
+        process.wait(timeout=60)
+    assert time.monotonic() - started < 60
+    for rank, (process, job) in enumerate(zip(processes, jobs, strict=True)):
+        assert process.returncode == 1, (job / "log").read_text()[-3000:]
+        failure = (job / "output" / "failure").read_text()
+        assert failure.startswith(
+            "The hosts found different XGBoost checkpoints in their checkpoint directories "
+            f"({job / 'checkpoints'} here): algo-1: xgboost-checkpoint.2 (3 rounds); algo-2: xgboost-checkpoint.4 "
+            "(5 rounds). "
+        ), failure
+        assert not any((job / "model").iterdir())
+        assert xgboost_checkpoints(job / "checkpoints") == [f"xgboost-checkpoint.{2 + 2 * rank}"]
+
+
 # --------------------------------------------------------------------------- factorization machines
 
 
@@ -343,6 +494,91 @@ def test_factorization_machines_on_several_hosts_are_as_good_as_one_host(tmp_pat
     assert float(logged.group(1)) == pytest.approx(rmse(several), rel=1e-5)
 
 
+# --------------------------------------------------------------------------- linear learner
+
+
+def labelled_parts(rng: np.random.Generator, predictor_type: str, parts: int, rows: int) -> list[np.ndarray]:
+    """CSV rows (label first) of 8 features on unequal scales around 10: labels from a noisy
+    linear score (regressor), its sign (binary) or its tercile (multiclass); the same weights
+    for every part and for a test part drawn after them."""
+    weights = rng.normal(size=8)
+    out = []
+    for _ in range(parts):
+        X = rng.normal(size=(rows, 8)) * np.arange(1, 9) + 10
+        score = (X - 10) @ weights / 4 + rng.logistic(size=rows) * 0.5
+        if predictor_type == "regressor":
+            y = score
+        elif predictor_type == "binary_classifier":
+            y = (score > 0).astype(float)
+        else:
+            y = np.digitize(score, [-1.5, 1.5]).astype(float)
+        out.append(np.column_stack([y, X]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("hosts", "distribution", "files", "predictor_type"),
+    [
+        (2, "ShardedByS3Key", 3, "binary_classifier"),  # with a validation channel
+        (3, "FullyReplicated", 3, "regressor"),
+        (3, "ShardedByS3Key", 2, "multiclass_classifier"),  # algo-3 has no rows
+    ],
+)
+def test_linear_learner_on_several_hosts_is_as_good_as_one_host(tmp_path, hosts, distribution, files, predictor_type):
+    from smalgo.algorithms.batch import Batch
+
+    validating = predictor_type == "binary_classifier"  # the models are compared on it each pass
+    *parts, test = labelled_parts(np.random.default_rng(3), predictor_type, files + 1 + validating, rows=1500)
+    np.savetxt(tmp_path / "test.csv", test.astype(np.float32), delimiter=",", fmt="%.9g")
+    if validating:
+        validation = parts.pop(0)
+        np.savetxt(tmp_path / "validation.csv", validation.astype(np.float32), delimiter=",", fmt="%.9g")
+    hp = {"predictor_type": predictor_type, "feature_dim": 8, "mini_batch_size": 100, "epochs": 15}
+    if predictor_type == "multiclass_classifier":
+        hp["num_classes"] = 3
+    result, jobs = train_hosts(
+        tmp_path,
+        "linear-learner",
+        write_parts(tmp_path / "data", parts),
+        hosts,
+        *(f"{k}={v}" for k, v in hp.items()),
+        content_type="text/csv",
+        distribution=distribution,
+        validation=tmp_path / "validation.csv" if validating else None,
+        test=tmp_path / "test.csv",
+    )
+    check_job_succeeded(result, jobs)
+    if files < hosts:
+        assert re.search(r"\[algo-3\].*this host's shard holds no files", result.stderr)
+    union = np.vstack(parts).astype(np.float32)
+    channels = {"train": (union[:, 1:], union[:, 0])}
+    if validating:
+        channels["validation"] = (validation[:, 1:].astype(np.float32), validation[:, 0].astype(np.float32))
+    algorithm = get_algorithm("linear-learner")
+    one = algorithm.train(algorithm.hyperparameters.parse({k: str(v) for k, v in hp.items()}), InMemoryData(channels))
+    several = algorithm.load(jobs[0] / "model")
+    X_test, y_test = test[:, 1:].astype(np.float32), test[:, 0]
+
+    def quality(model) -> float:
+        """Test MSE (regressor, lower is better) or accuracy (classifiers, higher is better)."""
+        predicted = model.predict(Batch(X_test))
+        if predictor_type == "regressor":
+            return float(np.mean((predicted["score"] - y_test) ** 2))
+        return float(np.mean(predicted["predicted_label"] == y_test))
+
+    print(f"linear learner {predictor_type}, {hosts} hosts: test {quality(several):.5f}, one host {quality(one):.5f}")
+    if predictor_type == "regressor":
+        assert quality(several) <= quality(one) * 1.01
+        logged = re.search(r"\[algo-1\].*#quality_metric: host=algo-1, test mse <loss>=(\S+)", result.stderr)
+    else:
+        assert quality(several) >= quality(one) * 0.99
+        name = "binary_classification_accuracy" if validating else "multiclass_accuracy"
+        logged = re.search(rf"\[algo-1\].*#quality_metric: host=algo-1, test {name} <score>=(\S+)", result.stderr)
+    # The test channel (FullyReplicated: each host scores every N-th row) scored job-wide.
+    assert logged is not None
+    assert float(logged.group(1)) == pytest.approx(quality(several), rel=1e-5)
+
+
 # --------------------------------------------------------------------------- failures
 
 
@@ -362,29 +598,41 @@ def start_host(job: Path, port: int, hosts: int, algorithm: str, **env) -> subpr
         )
 
 
-def kmeans_hosts_job(tmp_path: Path, hosts: int, *, epochs: int) -> list[Path]:
-    data = write_parts(tmp_path / "data", kmeans_data(np.random.default_rng(9), hosts, rows=200))
+def kmeans_hosts_job(tmp_path: Path, hosts: int, *, epochs: int, algorithm: str = "kmeans") -> list[Path]:
+    """A job of `hosts` hosts, one file each: k-means, or linear learner on labelled rows."""
+    if algorithm == "kmeans":
+        data = write_parts(tmp_path / "data", kmeans_data(np.random.default_rng(9), hosts, rows=200))
+        hyperparameters, content_type = {"k": "3", "feature_dim": "4"}, CSV_NO_LABEL
+    else:
+        data = write_parts(tmp_path / "data", labelled_parts(np.random.default_rng(9), "regressor", hosts, rows=200))
+        hyperparameters = {"predictor_type": "regressor", "feature_dim": "8", "early_stopping_patience": "1000"}
+        content_type = "text/csv"
     paths = lay_out_hosts_job(
         tmp_path / "job",
         hosts=hosts,
-        hyperparameters={"k": "3", "feature_dim": "4", "mini_batch_size": "50", "epochs": str(epochs)},
+        hyperparameters={**hyperparameters, "mini_batch_size": "50", "epochs": str(epochs)},
         channels={"train": data},
-        content_type=CSV_NO_LABEL,
+        content_type=content_type,
         distributions={"train": "ShardedByS3Key"},
     )
     return [paths.base for paths in paths]
 
 
-@pytest.mark.parametrize("killed", [0, 1])
-def test_a_host_killed_mid_training_fails_every_other_host_quickly(tmp_path, killed):
-    """killed: the rank killed with SIGKILL (0 is the first host, which runs the tracker)."""
-    jobs = kmeans_hosts_job(tmp_path, 3, epochs=1_000_000)
+@pytest.mark.parametrize(("algorithm", "killed"), [("kmeans", 0), ("kmeans", 1), ("linear-learner", 2)])
+def test_a_host_killed_mid_training_fails_every_other_host_quickly(tmp_path, algorithm, killed):
+    """killed: the rank killed with SIGKILL (0 is the first host, which runs the tracker).
+
+    A dead host's sockets close, and the others' next exchange fails at once (measured 1-9 s
+    after the kill). Once in about ten runs on a loaded machine, with the tracker's host killed,
+    the two others were left waiting on each other in an exchange: SMALGO_HOSTS_TIMEOUT (here
+    40 s, 3600 s by default) is what bounds that case."""
+    jobs = kmeans_hosts_job(tmp_path, 3, epochs=1_000_000, algorithm=algorithm)
     port = free_port()
-    processes = [start_host(job, port, 3, "kmeans") for job in jobs]
+    processes = [start_host(job, port, 3, algorithm, SMALGO_HOSTS_TIMEOUT="40") for job in jobs]
     victim = processes[killed]
     deadline = time.monotonic() + 120
     # Until the victim is training: its second pass's metric line.
-    while "epoch=1, train msd" not in (jobs[killed] / "log").read_text() and time.monotonic() < deadline:
+    while "epoch=1, train" not in (jobs[killed] / "log").read_text() and time.monotonic() < deadline:
         assert victim.poll() is None
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
@@ -441,7 +689,9 @@ def test_a_host_that_cannot_form_the_group_fails_in_bounded_time_naming_the_host
 # --------------------------------------------------------------------------- the job and the layout
 
 
-def test_an_algorithm_without_several_hosts_is_refused_naming_it(tmp_path):
+def test_an_algorithm_without_several_hosts_is_refused_naming_it(tmp_path, monkeypatch):
+    # Every algorithm trains on several hosts today: one that says it does not stands for the next.
+    monkeypatch.setattr(type(get_algorithm("linear-learner")), "several_hosts", False)
     data = write_parts(tmp_path / "data", [np.ones((4, 3))])
     paths = lay_out_job(
         tmp_path / "job",

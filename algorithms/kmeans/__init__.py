@@ -113,9 +113,12 @@ class KMeans(StreamingAlgorithm):
     name = NAME
     title = "k-means"
     several_hosts = True
-    # Its streaming centers, weights and random generator, after every pass; one host only: each
-    # host of several keeps streaming its own centers, so no host's state is the job's.
+    # Its streaming centers, weights and random generator, after every pass. On several hosts each
+    # host keeps streaming its own centers, and combine gathers every host's state: the first
+    # host's checkpoint holds them all, by rank, and each host resumes its own (a job of as many
+    # hosts only).
     state_checkpoints = True
+    state_checkpoints_on_several_hosts = True
     hyperparameters = HYPERPARAMETERS
     content_types = (RECORDIO_PROTOBUF, CSV)
     outputs = (Output("closest_cluster"), Output("distance_to_cluster"))

@@ -55,8 +55,10 @@ Choices this module makes where the documentation is silent:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -488,6 +490,22 @@ class KMeansModel:
 # --------------------------------------------------------------------------- training and scoring
 
 
+@dataclass(frozen=True)
+class _HostPart:
+    """One host's streaming state, as a job of several hosts checkpoints it."""
+
+    centers: np.ndarray
+    counts: np.ndarray
+    seeded: np.ndarray
+    shift: np.ndarray | None  # None until the host has seen rows
+    rows_seen: int
+    rng: dict[str, Any]  # the random generator's state (bit_generator.state)
+
+
+def _hosts(count: int) -> str:
+    return f"{count} host{'' if count == 1 else 's'}"
+
+
 class KMeansTraining:
     """The driver's StreamingState: the streaming centers, the epoch's loss, and the reduction
     to k centers at the end."""
@@ -518,11 +536,17 @@ class KMeansTraining:
         self.rows_seen = 0
         self._loss_sum = self._weight_sum = 0.0
         self._last_msd: float | None = None
-        # A job of several hosts: the collective, and every host's streaming centers and weights
-        # as of the last pass (combine).
+        # A job of several hosts: the collective (join), and every host's streaming state as of
+        # the last pass (combine), by rank: the union of their centers is what finalize reduces,
+        # and the first host's checkpoint holds them all.
         self._collective: SingleHost | None = None
-        self._union: tuple[np.ndarray, np.ndarray] | None = None
+        self._parts: list[_HostPart] | None = None
         self._rows_everywhere = 0
+
+    def join(self, collective: SingleHost) -> None:
+        """A job of several hosts (the driver calls this before resuming and before the first
+        pass): restore_checkpoint then takes this host's part of a checkpoint of every host."""
+        self._collective = collective
 
     def update(self, batch: Batch) -> None:
         batch_loss, batch_weight = self.stream.update(batch)
@@ -531,15 +555,38 @@ class KMeansTraining:
         self.rows_seen += batch.n_rows
 
     def combine(self, collective: SingleHost) -> None:
-        """End of a pass on one of several hosts: gather every host's streaming centers with
-        their weights (each host keeps streaming its own in the next pass), and sum the pass's
-        loss. The model is then reduced from the union of all hosts' centers (finalize)."""
+        """End of a pass on one of several hosts: gather every host's streaming state (each host
+        keeps streaming its own in the next pass), and sum the pass's loss. The model is then
+        reduced from the union of all hosts' centers (finalize), and the first host's checkpoint
+        holds every host's state, which each host takes back by rank (restore_checkpoint)."""
+        stream = self.stream
         rows = np.array([self._loss_sum, self._weight_sum, self.rows_seen], dtype=np.float64)
         self._loss_sum, self._weight_sum, rows_everywhere = collective.all_reduce_sum(rows)
         self._rows_everywhere = int(round(rows_everywhere))
-        weighted = np.column_stack([self.stream.counts, self.stream.centers])
-        union = np.vstack(collective.all_gather(weighted))
-        self._union = (np.ascontiguousarray(union[:, 1:]), np.ascontiguousarray(union[:, 0]))
+        weighted = np.column_stack([stream.counts, stream.seeded, stream.centers])
+        # No row for a host that has seen no rows yet: its shift is None.
+        shift = np.empty((0, stream.feature_dim), np.float32) if stream.shift is None else stream.shift[None, :]
+        small = json.dumps({"rows_seen": self.rows_seen, "rng": self.rng.bit_generator.state}).encode("ascii")
+        parts = zip(
+            collective.all_gather(weighted),
+            collective.all_gather(shift),
+            collective.all_gather(np.frombuffer(small, dtype=np.uint8)),
+            strict=True,
+        )
+        gathered = []
+        for weighted_part, shift_part, small_part in parts:
+            values = json.loads(small_part.tobytes())
+            gathered.append(
+                _HostPart(
+                    centers=weighted_part[:, 2:],
+                    counts=weighted_part[:, 0],
+                    seeded=weighted_part[:, 1] != 0,
+                    shift=shift_part[0] if shift_part.shape[0] else None,
+                    rows_seen=int(values["rows_seen"]),
+                    rng=values["rng"],
+                )
+            )
+        self._parts = gathered
         self._collective = collective
 
     def end_epoch(self) -> list[Metric]:
@@ -552,39 +599,122 @@ class KMeansTraining:
 
     def checkpoint_arrays(self) -> tuple[StateArrays, StateMetadata]:
         """The streaming centers, their weights, which are seeded, the shift, and the random
-        generator's state (it seeds centers and, scoring the validation channel, reduces them)."""
-        stream = self.stream
-        arrays = {"centers": stream.centers, "counts": stream.counts, "seeded": stream.seeded}
-        if stream.shift is not None:
-            arrays["shift"] = stream.shift
-        metadata = {"rows_seen": self.rows_seen, "last_msd": self._last_msd, "rng": self.rng.bit_generator.state}
+        generator's state (it seeds centers and, scoring the validation channel, reduces them).
+
+        On several hosts (the first host writes it) every host's, by rank: arrays centers_<r>,
+        counts_<r>, seeded_<r> and shift_<r> (when host r has seen rows), and per-host lists
+        rows_seen and rng, with `hosts`. The last pass's msd is the job's on every host."""
+        collective = self._collective
+        if collective is None or collective.hosts == 1:
+            part = self._own_part()
+            arrays = {"centers": part.centers, "counts": part.counts, "seeded": part.seeded}
+            if part.shift is not None:
+                arrays["shift"] = part.shift
+            metadata: StateMetadata = {"rows_seen": part.rows_seen, "last_msd": self._last_msd, "rng": part.rng}
+            return arrays, metadata
+        assert self._parts is not None, "a state of several hosts is checkpointed after combine"
+        # This host's part as it stands now: the first host's generator has moved since combine
+        # if it reduced the centers for the validation channel. The other hosts' parts are as
+        # combine gathered them: between combine and the checkpoint they only receive the model.
+        parts = list(self._parts)
+        parts[collective.rank] = self._own_part()
+        arrays = {}
+        for rank, part in enumerate(parts):
+            arrays[f"centers_{rank}"], arrays[f"counts_{rank}"] = part.centers, part.counts
+            arrays[f"seeded_{rank}"] = part.seeded
+            if part.shift is not None:
+                arrays[f"shift_{rank}"] = part.shift
+        metadata = {
+            "hosts": len(parts),
+            "rows_seen": [part.rows_seen for part in parts],
+            "last_msd": self._last_msd,
+            "rng": [part.rng for part in parts],
+        }
         return arrays, metadata
 
-    def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
+    def _own_part(self) -> _HostPart:
         stream = self.stream
-        centers = take_array(arrays, "centers", stream.centers)
-        counts = take_array(arrays, "counts", stream.counts)
-        seeded = take_array(arrays, "seeded", stream.seeded)
-        shift = (
-            take_array(arrays, "shift", np.zeros(stream.feature_dim, dtype=np.float32)) if "shift" in arrays else None
+        return _HostPart(
+            stream.centers,
+            stream.counts,
+            stream.seeded,
+            stream.shift,
+            self.rows_seen,
+            dict(self.rng.bit_generator.state),
         )
-        rows_seen, last_msd, rng_state = metadata.get("rows_seen"), metadata.get("last_msd"), metadata.get("rng")
-        if not isinstance(rows_seen, int) or rows_seen < 0:
-            raise CheckpointMismatch(f"its rows_seen={rows_seen!r} is not a count")
+
+    def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
+        """This host's part of the checkpoint (all of it on one host). A checkpoint of a job of
+        another number of hosts is refused: each host streams its own centers, so the parts only
+        fit a job of as many hosts (whose ShardedByS3Key shares are the same). Every host's part
+        is checked before anything changes, so every host refuses the same checkpoint."""
+        collective = self._collective
+        hosts = 1 if collective is None else collective.hosts
+        theirs = metadata.get("hosts", 1)
+        if not isinstance(theirs, int) or isinstance(theirs, bool) or theirs < 1:
+            raise CheckpointMismatch(f"its hosts={theirs!r} is not a number of hosts")
+        if theirs != hosts:
+            raise CheckpointMismatch(
+                f"it was written by a job of {_hosts(theirs)}, and this job has {_hosts(hosts)}: each host "
+                "streams its own centers, so only a job of as many hosts can resume it"
+            )
+        rows_seen, rng_states = metadata.get("rows_seen"), metadata.get("rng")
+        if hosts == 1:
+            parts = [self._checked_part(arrays, rows_seen, rng_states, suffix="", whose="")]
+        else:
+            if not (isinstance(rows_seen, list) and isinstance(rng_states, list)) or not (
+                len(rows_seen) == len(rng_states) == hosts
+            ):
+                raise CheckpointMismatch(f"its rows_seen and rng are not lists of one value per host ({hosts})")
+            parts = [
+                self._checked_part(arrays, rows_seen[r], rng_states[r], suffix=f"_{r}", whose=f" of host {r}")
+                for r in range(hosts)
+            ]
+        last_msd = metadata.get("last_msd")
         if last_msd is not None and not isinstance(last_msd, float):
             raise CheckpointMismatch(f"its last_msd={last_msd!r} is not a number")
+        # Everything checked: nothing below fails.
+        own = parts[0 if collective is None else collective.rank]
+        stream = self.stream
+        stream.centers, stream.counts, stream.seeded, stream.shift = (
+            np.array(own.centers, copy=True),
+            np.array(own.counts, copy=True),
+            np.array(own.seeded, copy=True),
+            None if own.shift is None else np.array(own.shift, copy=True),
+        )
+        self.rows_seen, self._last_msd = own.rows_seen, last_msd
+        self.rng.bit_generator.state = own.rng
+        if hosts > 1:
+            # A job that resumes with no pass left reduces the union of these (finalize).
+            self._parts = parts
+            self._rows_everywhere = sum(part.rows_seen for part in parts)
+
+    def _checked_part(
+        self, arrays: StateArrays, rows_seen: Any, rng_state: Any, *, suffix: str, whose: str
+    ) -> _HostPart:
+        """One host's part of a checkpoint, checked whole (its arrays are copies)."""
+        stream = self.stream
+        centers = take_array(arrays, f"centers{suffix}", stream.centers)
+        counts = take_array(arrays, f"counts{suffix}", stream.counts)
+        seeded = take_array(arrays, f"seeded{suffix}", stream.seeded)
+        shift_name = f"shift{suffix}"
+        shift = (
+            take_array(arrays, shift_name, np.zeros(stream.feature_dim, dtype=np.float32))
+            if shift_name in arrays
+            else None
+        )
+        if not isinstance(rows_seen, int) or isinstance(rows_seen, bool) or rows_seen < 0:
+            raise CheckpointMismatch(f"its rows_seen={rows_seen!r}{whose} is not a count")
         if (shift is None) != (rows_seen == 0):
-            raise CheckpointMismatch("its array 'shift' must be there exactly when rows have been seen")
+            raise CheckpointMismatch(f"its array {shift_name!r} must be there exactly when rows have been seen")
         if not isinstance(rng_state, dict):
-            raise CheckpointMismatch(f"its random generator state {rng_state!r} is not valid")
+            raise CheckpointMismatch(f"its random generator state{whose} {rng_state!r} is not valid")
         probe = type(self.rng.bit_generator)()
         try:
             probe.state = rng_state
         except (TypeError, ValueError, KeyError) as exc:
-            raise CheckpointMismatch(f"its random generator state is not valid ({exc})") from None
-        stream.centers, stream.counts, stream.seeded, stream.shift = centers, counts, seeded, shift
-        self.rows_seen, self._last_msd = rows_seen, last_msd
-        self.rng.bit_generator.state = probe.state
+            raise CheckpointMismatch(f"its random generator state{whose} is not valid ({exc})") from None
+        return _HostPart(centers, counts, seeded, shift, rows_seen, dict(probe.state))
 
     def current_model(self) -> KMeansModel:
         return self.finalize()[0]
@@ -593,8 +723,10 @@ class KMeansTraining:
         hp = self.hp
         points, weights = self.stream.centers, self.stream.counts
         collective = self._collective
-        if collective is not None and self._union is not None:
-            points, weights = self._union
+        if collective is not None and self._parts is not None:
+            # Every host's centers, in rank order (the first host reduces them).
+            points = np.vstack([part.centers for part in self._parts])
+            weights = np.concatenate([part.counts for part in self._parts])
             if not (weights > 0).any():  # said by every host, not only by the first
                 raise UserError(NOTHING_TO_CLUSTER)
         if collective is not None and not collective.is_first:

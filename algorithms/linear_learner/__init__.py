@@ -286,6 +286,11 @@ class LinearLearner(StreamingAlgorithm):
         labelled=True,
     )
     metric_definitions = _metric_definitions()
+    # Each host trains on its rows; the hosts average their models after every pass, when their
+    # states become the same: checkpointed on one host or several.
+    several_hosts = True
+    state_checkpoints = True
+    state_checkpoints_on_several_hosts = True
 
     def feature_dim(self, hp: Hyperparameters) -> int | None:
         return None if hp["feature_dim"] == AUTO else int(hp["feature_dim"])
@@ -343,7 +348,7 @@ class LinearLearner(StreamingAlgorithm):
         checkpoint_dir: Path | None = None,
     ) -> Model:
         """The shared driver, with early stopping on the selection criterion (validation) or
-        the train objective loss. (Its state is not checkpointed yet: the driver says so.)"""
+        the train objective loss (its best pass is checkpointed with the state)."""
         problem = Problem.of(hp)
         validating = data.has_channel("validation")
         metric = problem.criterion_metric() if validating else problem.objective_metric

@@ -389,7 +389,8 @@ class XGBoost(Algorithm):
         """On several hosts (`collective`), XGBoost's own distributed training: each host builds
         the matrix of its rows and xgboost.train runs in the communicator the job joined, so
         the quantile sketch, the histograms and the evaluation metrics are reduced across the
-        hosts by XGBoost, and every host ends with the same booster."""
+        hosts by XGBoost, and every host ends with the same booster. Checkpoints: the first host
+        writes them; every host resumes from its own copy, the same on every host (train_booster)."""
         _xgboost()
         from ._model import XGBoostModel
         from ._train import matrix_of, read_channel, train_booster, train_matrix_of
@@ -402,9 +403,6 @@ class XGBoost(Algorithm):
                     "Hyperparameter _kfold (cross-validation) trains on one instance only; set InstanceCount "
                     "to 1, or leave _kfold out."
                 )
-            if checkpoint_dir is not None:
-                logger.warning("Checkpoints are not written or resumed from on several hosts yet.")
-                checkpoint_dir = None
         validating = data.has_channel("validation")
         early_stopping = None
         if hp["early_stopping_rounds"] is not None:
@@ -466,7 +464,7 @@ class XGBoost(Algorithm):
             checkpoint_dir=checkpoint_dir,
             save_on_termination=save_on_termination,
             aws_metrics=aws_metrics(hp),
-            gather=collective.all_gather if several and collective is not None else None,
+            collective=collective if several else None,
         )
         model = XGBoostModel([booster])
         for callback in callbacks:

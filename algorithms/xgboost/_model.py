@@ -17,6 +17,7 @@ computed as AWS's serve_utils does; a key the objective does not give is NaN (AW
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -286,20 +287,137 @@ def _load_booster(path: Path, *, allow_pickle: bool) -> xgb.Booster:
 def read_booster(path: Path) -> xgb.Booster:
     """A Booster from a file in any of XGBoost's own formats (UBJSON, JSON, the legacy binary),
     told apart from the bytes, whatever the file's name; UserError naming the file."""
-    data = path.read_bytes()
+    return booster_from_bytes(path.read_bytes(), path)
+
+
+def booster_from_bytes(data: bytes, path: Path) -> xgb.Booster:
+    """read_booster of the bytes `data` read from `path`. A file that is not whole (model_damage)
+    is refused before XGBoost's reader sees it: that reader trusts the lengths written in the
+    file, and a truncated UBJSON or JSON model makes it read past the end of the buffer (measured
+    with XGBoost 3.2: an empty file aborts the process, others crash it or exhaust its memory)."""
     if is_legacy_binary(data):
         # XGBoost 3.1+ no longer reads its legacy binary format (AWS's images before 1.3-1 wrote
         # it): converted to XGBoost's JSON model first, tree for tree.
         logger.info("%s is in XGBoost's legacy binary format: converting it to XGBoost's JSON model.", path)
         data = legacy_binary_to_json(data, name=str(path))
+    else:
+        damage = model_damage(data)
+        if damage is not None:
+            raise UserError(f"{path} is not an XGBoost model XGBoost {xgb.__version__} can read: {damage}.")
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(data))
-    except xgb.core.XGBoostError as exc:
+    except (xgb.core.XGBoostError, UnicodeDecodeError) as exc:  # the latter: a message with bytes not UTF-8
         raise UserError(
             f"{path} is not an XGBoost model XGBoost {xgb.__version__} can read: {str(exc).splitlines()[0]}"
         ) from None
     return booster
+
+
+# UBJSON's markers of a number and the bytes of its payload (all big-endian); T, F, Z and N have none.
+_UBJ_SIZES = {ord(marker): size for marker, size in zip("iUCIldLD", (1, 1, 1, 2, 4, 4, 8, 8), strict=True)}
+_UBJ_NO_PAYLOAD = frozenset(b"TFZN")
+
+
+class _Truncated(Exception):
+    pass
+
+
+def model_damage(data: bytes) -> str | None:
+    """Why `data` (not the legacy binary format) cannot be one whole XGBoost model, or None: empty;
+    JSON text that does not parse; UBJSON whose structure ends before the data does, or not at
+    its end, or that has a marker XGBoost does not write; anything else (XGBoost would try it as
+    UBJSON too, reading past its end as well)."""
+    if not data:
+        return "it is empty"
+    if data[:1] != b"{":
+        return "it is neither UBJSON nor JSON (both begin with '{') nor XGBoost's legacy binary format"
+    following = data[1:].lstrip()[:1]
+    if following in (b'"', b"}", b""):  # JSON text (as XGBoost tells the two apart)
+        try:
+            json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            return f"it is not whole JSON ({exc})"
+        return None
+    return _ubjson_damage(data)
+
+
+def _ubjson_damage(data: bytes) -> str | None:
+    """model_damage of UBJSON as XGBoost writes and reads it: objects of keys sized by 'L' (an
+    int64) up to '}'; arrays typed ('$<type>#L<count>', the values packed), counted ('#L<count>')
+    or up to ']'; strings 'SL<size>'. Every size is checked against the bytes left, one step per
+    value or key (a typed array, most of a model's bytes, is one step)."""
+    end = len(data)
+    pos = 0
+
+    def size_at(at: int) -> int:  # an 'L'-marked int64 at `at`; the position after it
+        if at + 9 > end:
+            raise _Truncated
+        if data[at] != ord("L"):
+            raise ValueError(f"a size not marked L at byte {at}")
+        size = int.from_bytes(data[at + 1 : at + 9], "big", signed=True)
+        if size < 0:
+            raise ValueError(f"a negative size at byte {at}")
+        return size
+
+    # The open containers, innermost last: "{" (an object), "]" (an array up to ']'), or the count
+    # of values a counted array has left.
+    stack: list[str | int] = []
+    try:
+        while True:
+            # One value at pos.
+            marker = data[pos]
+            pos += 1
+            if marker in _UBJ_SIZES:
+                pos += _UBJ_SIZES[marker]
+            elif marker in (ord("S"), ord("H")):
+                pos += 9 + size_at(pos)
+            elif marker == ord("{"):
+                stack.append("{")
+            elif marker == ord("["):
+                if data[pos] == ord("$"):
+                    kind = data[pos + 1]
+                    if kind not in _UBJ_SIZES or data[pos + 2] != ord("#"):
+                        raise ValueError(f"a typed array XGBoost does not write at byte {pos - 1}")
+                    count = size_at(pos + 3)
+                    pos += 12 + count * _UBJ_SIZES[kind]
+                elif data[pos] == ord("#"):
+                    stack.append(size_at(pos + 1))
+                    pos += 10
+                else:
+                    stack.append("]")
+            elif marker not in _UBJ_NO_PAYLOAD:
+                raise ValueError(f"an unknown marker {chr(marker)!r} at byte {pos - 1}")
+            if pos > end:
+                raise _Truncated
+            # Close what that value ended; move to the next value.
+            while stack:
+                top = stack[-1]
+                if top == "{":
+                    if data[pos] == ord("}"):
+                        pos += 1
+                        stack.pop()
+                        continue
+                    pos += 9 + size_at(pos)  # the key; its value follows
+                    if pos > end:
+                        raise _Truncated
+                elif top == "]":
+                    if data[pos] == ord("]"):
+                        pos += 1
+                        stack.pop()
+                        continue
+                elif top == 0:
+                    stack.pop()
+                    continue
+                else:
+                    stack[-1] = int(top) - 1
+                break
+            else:
+                return None if pos == end else f"it goes on for {end - pos} bytes after the model's end"
+    except (_Truncated, IndexError):
+        return f"it is truncated: its {end} bytes end inside the model"
+    except ValueError as exc:
+        return f"it is damaged: {exc}"
 
 
 def load_model(model_dir: Path, environ: Mapping[str, str] | None = None) -> XGBoostModel:

@@ -8,19 +8,23 @@ second parse, no pandas), with AWS's image's behaviours around it (spec section 
   the last eval_metric); the model keeps the trees up to the best iteration (save_best), which
   is what serving then predicts with;
 * checkpoints `xgboost-checkpoint.<i>` in the job's checkpoint directory after every round (the 5
-  newest kept, files still being uploaded by SageMaker skipped), and resuming from the newest;
+  newest kept, files still being uploaded by SageMaker skipped), and resuming from the newest
+  whole one (a damaged one is passed over, with a warning); on several hosts the first host alone
+  writes them, as AWS's image's master does, and every host resumes from its own copy (SageMaker
+  copies the job's checkpoints to each) once the hosts have checked that they hold the same one;
 * with save_model_on_termination, the rounds done so far are the model when the job is stopped;
 * k-fold cross-validation (`_kfold`, `_num_cv_round`) over train + validation, one model per fold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,10 +34,11 @@ from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import TrainingData, stack_rows
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.metrics import MetricWriter
-from smalgo.algorithms.training import attach_partial_model
+from smalgo.algorithms.runtime.collective import SingleHost
+from smalgo.algorithms.training import CHECKPOINT_ATTRIBUTE, attach_partial_model
 
 from ._metrics import custom_metric
-from ._model import XGBoostModel, read_booster, to_dmatrix
+from ._model import XGBoostModel, booster_from_bytes, to_dmatrix
 from ._names import EarlyStoppingRule
 
 logger = logging.getLogger(__name__)
@@ -131,11 +136,14 @@ class _EvaluationLines(xgb.callback.TrainingCallback):
 
 class _Checkpoints(xgb.callback.TrainingCallback):
     """xgboost-checkpoint.<i> after round i (written aside, then renamed: a stop mid-write leaves
-    no damaged checkpoint); the CHECKPOINTS_KEPT newest are kept."""
+    no damaged checkpoint); the CHECKPOINTS_KEPT newest are kept, and any of a later round goes:
+    the job resumed from the newest it could read, so those are damaged ones it passed over, and
+    kept they would outlive the new ones (the newest numbers are kept)."""
 
     def __init__(self, directory: Path, offset: int) -> None:
         self.directory = directory
         self.offset = offset
+        self.written: Path | None = None  # the newest checkpoint this job wrote
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
         number = epoch + self.offset
@@ -143,8 +151,12 @@ class _Checkpoints(xgb.callback.TrainingCallback):
         partial = self.directory / f".{target.name}.partial"
         partial.write_bytes(bytes(model.save_raw("ubj")))
         partial.rename(target)
-        for old in sorted(checkpoint_numbers(self.directory))[:-CHECKPOINTS_KEPT]:
-            (self.directory / f"{CHECKPOINT_PREFIX}.{old}").unlink(missing_ok=True)
+        self.written = target
+        numbers = sorted(checkpoint_numbers(self.directory))
+        kept = [n for n in numbers if n <= number][-CHECKPOINTS_KEPT:]
+        for old in numbers:
+            if old not in kept:
+                (self.directory / f"{CHECKPOINT_PREFIX}.{old}").unlink(missing_ok=True)
         return False
 
 
@@ -166,18 +178,82 @@ def checkpoint_numbers(directory: Path) -> list[int]:
     return [int(m.group(1)) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
 
 
-def latest_checkpoint(directory: Path | None) -> tuple[xgb.Booster | None, int]:
-    """(the booster of the newest checkpoint, the rounds it holds), or (None, 0)."""
+class Checkpoint(NamedTuple):
+    """A checkpoint read back: its booster, the rounds it holds, its file and the SHA-256 of its
+    bytes (what the hosts of a job compare)."""
+
+    booster: xgb.Booster
+    rounds: int
+    path: Path
+    digest: bytes
+
+
+def latest_checkpoint(directory: Path | None) -> Checkpoint | None:
+    """The newest whole checkpoint in `directory`, or None. One that cannot be read (truncated by
+    an interrupted upload, damaged, or holding other rounds than its name says) is passed over,
+    with a warning naming it, for the next older one; when none is left, training starts from
+    the first round."""
     if directory is None:
-        return None, 0
-    numbers = checkpoint_numbers(directory)
-    if not numbers:
-        return None, 0
-    newest = max(numbers)
-    path = directory / f"{CHECKPOINT_PREFIX}.{newest}"
-    booster = read_booster(path)
-    logger.info("Resuming from checkpoint %s (%d rounds done).", path, newest + 1)
-    return booster, newest + 1
+        return None
+    numbers = sorted(checkpoint_numbers(directory), reverse=True)
+    for number in numbers:
+        path = directory / f"{CHECKPOINT_PREFIX}.{number}"
+        try:
+            data = path.read_bytes()
+            booster = booster_from_bytes(data, path)
+            if booster.num_boosted_rounds() != number + 1:
+                raise UserError(f"it holds {booster.num_boosted_rounds()} rounds, not the {number + 1} of its name")
+        except (OSError, UserError) as exc:
+            reason = str(exc).removeprefix(f"{path} is not an XGBoost model XGBoost {xgb.__version__} can read: ")
+            logger.warning(
+                "Not resuming from the checkpoint %s: %s; %s.",
+                path,
+                reason.rstrip("."),
+                "trying the next older one" if number != numbers[-1] else "no older one: training starts from round 0",
+            )
+            continue
+        logger.info("Resuming from checkpoint %s (%d rounds done).", path, number + 1)
+        return Checkpoint(booster, number + 1, path, hashlib.sha256(data).digest())
+    return None
+
+
+def same_checkpoint_on_every_host(
+    collective: SingleHost, directory: Path | None, checkpoint: Checkpoint | None
+) -> None:
+    """UserError, on every host alike, unless every host of the job resumes from the same
+    checkpoint (the same rounds, the same bytes) or none does: a host that resumed from another
+    round, or trained from the start while the others resume, would train another booster
+    beside them, which XGBoost's distributed training cannot combine. Every host takes part,
+    with or without a checkpoint directory."""
+    found = np.zeros((1, 6), dtype=np.int64)  # rounds, has a directory, the digest's first 32 bytes
+    if directory is not None:
+        found[0, 1] = 1
+    if checkpoint is not None:
+        found[0, 0] = checkpoint.rounds
+        found[0, 2:] = np.frombuffer(checkpoint.digest, dtype=">i8").astype(np.int64)
+    rows = [np.asarray(part).reshape(-1) for part in collective.all_gather(found)]
+    names = list(getattr(collective, "names", [f"host {k + 1}" for k in range(len(rows))]))
+    here = f"({directory} here)" if directory is not None else "(this host has no checkpoint directory)"
+    if len({int(row[0]) for row in rows}) > 1:
+
+        def what(row: np.ndarray) -> str:
+            if row[0]:
+                return f"{CHECKPOINT_PREFIX}.{int(row[0]) - 1} ({int(row[0])} rounds)"
+            return "none, so it would train from the start" if row[1] else "no checkpoint directory"
+
+        found_by = "; ".join(f"{name}: {what(row)}" for name, row in zip(names, rows, strict=True))
+        raise UserError(
+            f"The hosts found different XGBoost checkpoints in their checkpoint directories {here}: {found_by}. "
+            "Every host must resume from the same checkpoint, or the hosts would train different boosters: give "
+            "every host the same checkpoints (SageMaker copies the job's to each), or remove them to train from "
+            "the start."
+        )
+    if len({row[2:].tobytes() for row in rows}) > 1:
+        raise UserError(
+            f"The hosts found {CHECKPOINT_PREFIX}.{int(rows[0][0]) - 1} in their checkpoint directories {here}, but "
+            "its contents differ between hosts: they would train different boosters. Give every host the same "
+            "checkpoints (SageMaker copies the job's to each), or remove them to train from the start."
+        )
 
 
 def train_booster(
@@ -191,18 +267,31 @@ def train_booster(
     checkpoint_dir: Path | None,
     save_on_termination: bool,
     aws_metrics: Sequence[str] = (),
-    gather: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    collective: SingleHost | None = None,
 ) -> xgb.Booster:
     """xgboost.train with AWS's callbacks and metrics (`aws_metrics`: those AWS's image computes
     itself, _metrics.py); a stop (SIGTERM) carries the rounds done so far when
-    save_on_termination. On several hosts, `gather` (the collective's all_gather) brings every
-    host's predictions and labels together for the metrics AWS's image computes itself (XGBoost
-    reduces its own)."""
-    resumed, done = latest_checkpoint(checkpoint_dir)
+    save_on_termination, and names the newest checkpoint written. On several hosts
+    (`collective`), the collective's all_gather brings every host's predictions and labels
+    together for the metrics AWS's image computes itself (XGBoost reduces its own); every host
+    resumes from the checkpoint in its own checkpoint directory once all have checked it is the
+    same (same_checkpoint_on_every_host), and only the first host writes checkpoints (every
+    host's booster is the same after each round)."""
+    several = collective is not None and collective.hosts > 1
+    checkpoint = latest_checkpoint(checkpoint_dir)
+    if several:
+        assert collective is not None
+        same_checkpoint_on_every_host(collective, checkpoint_dir, checkpoint)
+    resumed, done = (checkpoint.booster, checkpoint.rounds) if checkpoint is not None else (None, 0)
+    gather = collective.all_gather if several and collective is not None else None
+    writes = checkpoint_dir is not None and (not several or collective is None or collective.is_first)
     callbacks: list[xgb.callback.TrainingCallback] = [_EvaluationLines(writer, done)]
-    if checkpoint_dir is not None:
+    saver = None
+    if writes:
+        assert checkpoint_dir is not None
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        callbacks.append(_Checkpoints(checkpoint_dir, done))
+        saver = _Checkpoints(checkpoint_dir, done)
+        callbacks.append(saver)
     latest = _KeepLatest()
     callbacks.append(latest)
     if early_stopping is not None:
@@ -236,6 +325,10 @@ def train_booster(
     except BaseException as exc:
         if save_on_termination and latest.booster is not None and not isinstance(exc, Exception):
             attach_partial_model(exc, XGBoostModel([latest.booster.copy()]))
+        if saver is not None and not isinstance(exc, Exception):  # a stop: the failure names the checkpoint
+            resumable = saver.written or (checkpoint.path if checkpoint is not None else None)
+            if resumable is not None:
+                setattr(exc, CHECKPOINT_ATTRIBUTE, resumable)
         raise
     logger.info("Trained %d rounds in %.2f s.", booster.num_boosted_rounds(), time.perf_counter() - started)
     return booster

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/several_hosts/run.py            # 200,000 rows a job
     .venv/bin/python benchmarks/several_hosts/run.py --quick    # 20,000 rows, smoke test
 
-Each algorithm that trains on several hosts (PCA, k-means, factorization machines, XGBoost) runs
+Each algorithm that trains on several hosts (PCA, k-means, linear learner, factorization machines,
+XGBoost) runs
 the same job as `smalgo train --hosts 1` and `--hosts 2` (ShardedByS3Key over 8 files, two
 processes on loopback on this machine), and the table shows, per job: the wall time of the whole
 job (process start-up included), the passes, and from the first host's log line "Exchanges with
@@ -64,6 +65,14 @@ def jobs(rows: int, directory: Path) -> list[tuple[str, Path, str, list[str], in
     return [
         ("pca", directory / "dense", unlabelled, [f"feature_dim={d}", "num_components=5", "mini_batch_size=5000"], 1),
         ("kmeans", directory / "dense", unlabelled, [f"feature_dim={d}", "k=10", "epochs=3"], 3),
+        (
+            "linear-learner",
+            directory / "labelled",
+            "text/csv",
+            # 32 models (num_models auto); patience 3 cannot stop 3 passes early.
+            [f"feature_dim={d}", "predictor_type=regressor", "epochs=3", "early_stopping_patience=3"],
+            3,
+        ),
         (
             "factorization-machines",
             directory / "sparse",
