@@ -217,6 +217,7 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
             port=settings.port,
             connect_timeout=settings.connect_timeout,
             timeout=settings.timeout,
+            on_lost=functools.partial(_fail_from_the_watch, paths),
         ) as collective:
             model = train(hyperparameters, data, metrics=writer, collective=collective, **checkpoints)
     except TrainingStopped as stop:
@@ -327,6 +328,15 @@ def _fail(paths: JobPaths, exit_code: int, message: str, *, already_logged: bool
     paths.output_dir.mkdir(parents=True, exist_ok=True)
     paths.failure_file.write_text(message + "\n")
     return exit_code
+
+
+def _fail_from_the_watch(paths: JobPaths, message: str) -> None:
+    """Another host is gone while this one waits, maybe inside XGBoost where no exception reaches
+    the main thread (runtime/watch.py): output/failure, then the process ends from the watch's
+    thread. No model is half-written: the first host commits it only after leaving the group."""
+    _fail(paths, EXIT_FAILURE, message)
+    logging.shutdown()
+    os._exit(EXIT_FAILURE)
 
 
 def _install_sigterm_handler() -> Callable[[], object]:

@@ -173,11 +173,20 @@ def loopback_addresses(names: list[str]) -> dict[str, str]:
 
 
 def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port free on `address` now (the tracker's; another process may take it before the
-    tracker does, which then fails naming it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
+    """A TCP port free on `address` now, and the next one too (the tracker's, and the first
+    host's watch, runtime/watch.py; another process may take them before the first host does,
+    which then fails naming the port)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+            port = probe.getsockname()[1]
+        if port < 65535:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as following:
+                try:
+                    following.bind((address, port + 1))
+                    return port
+                except OSError:
+                    continue
 
 
 def run_hosts(jobs: list[JobPaths], algorithm: str, *, environ: dict[str, str] | None = None) -> list[int]:

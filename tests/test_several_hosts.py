@@ -120,6 +120,44 @@ def test_the_collective_sums_broadcasts_and_gathers_across_three_processes():
         assert line == f"{rank} [0.0, 6.0, 12.0, 18.0] <f4 [[1.5, -0.0], [3.0, 4.25]] {gathered}"
 
 
+def test_the_watch_reports_a_host_gone_without_done_and_nothing_for_one_that_leaves(monkeypatch):
+    import threading
+
+    from smalgo.algorithms.runtime import watch
+
+    monkeypatch.setattr(watch, "WATCH_GRACE_SECONDS", 0.2)
+    names = ["algo-1", "algo-2", "algo-3"]
+    lost: dict[str, list[str]] = {name: [] for name in names}
+    reported = threading.Event()
+
+    def on_lost(name):
+        def record(message):
+            lost[name].append(message)
+            reported.set()
+
+        return record
+
+    port = free_port()
+    deadline = time.monotonic() + 30
+    first = watch.HostWatch(names, "algo-1", on_lost("algo-1"))
+    first.listen("127.0.0.1", port, deadline)
+    second, third = (watch.HostWatch(names, name, on_lost(name)) for name in names[1:])
+    second.connect("127.0.0.1", port, deadline)
+    third.connect("127.0.0.1", port, deadline)
+    second.close(finished=True)  # algo-2 leaves normally: nobody is told anything
+    time.sleep(0.5)
+    assert not reported.is_set()
+    third.close(finished=False)  # algo-3 fails (or its process ends): its connection ends without done
+    assert reported.wait(10)
+    assert lost["algo-1"] == [
+        "Host algo-1 lost contact with the other hosts (algo-1, algo-2, algo-3): algo-3 is gone without leaving "
+        "the group (its process ended or its machine was lost); this host was waiting on it, and stops (the lost "
+        "host's output/failure, if it wrote one, says why)."
+    ]
+    first.close(finished=False)  # algo-1 failing by itself: the others would be told, but are gone
+    assert lost["algo-2"] == [] and lost["algo-3"] == []
+
+
 # --------------------------------------------------------------------------- PCA
 
 
@@ -620,15 +658,13 @@ def kmeans_hosts_job(tmp_path: Path, hosts: int, *, epochs: int, algorithm: str 
 
 @pytest.mark.parametrize(("algorithm", "killed"), [("kmeans", 0), ("kmeans", 1), ("linear-learner", 2)])
 def test_a_host_killed_mid_training_fails_every_other_host_quickly(tmp_path, algorithm, killed):
-    """killed: the rank killed with SIGKILL (0 is the first host, which runs the tracker).
-
-    A dead host's sockets close, and the others' next exchange fails at once (measured 1-9 s
-    after the kill). Once in about ten runs on a loaded machine, with the tracker's host killed,
-    the two others were left waiting on each other in an exchange: SMALGO_HOSTS_TIMEOUT (here
-    40 s, 3600 s by default) is what bounds that case."""
+    """killed: the rank killed with SIGKILL (0 is the first host, which runs the tracker and the
+    watch). A host connected to the dead one fails at its next exchange; one waiting on a live
+    host in an exchange (seen in about one run in three without it) learns of it from the watch
+    (runtime/watch.py). SMALGO_HOSTS_TIMEOUT stays at its hour: the watch must do it."""
     jobs = kmeans_hosts_job(tmp_path, 3, epochs=1_000_000, algorithm=algorithm)
     port = free_port()
-    processes = [start_host(job, port, 3, algorithm, SMALGO_HOSTS_TIMEOUT="40") for job in jobs]
+    processes = [start_host(job, port, 3, algorithm) for job in jobs]
     victim = processes[killed]
     deadline = time.monotonic() + 120
     # Until the victim is training: its second pass's metric line.

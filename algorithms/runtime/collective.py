@@ -17,10 +17,13 @@ image uses, so no protocol of ours goes over the network:
 * start-up is bounded: every host must have joined within `connect_timeout` seconds, or every
   host that is up fails naming the hosts and the tracker's address (the tracker's own timeout
   and a retried join, since a host may start before the tracker listens);
-* once joined, a host that dies closes its sockets and every other host's next exchange fails at
-  once (XGBoost's "the other end is likely closed"); a host that hangs or vanishes without
-  closing them (a lost network) fails the others after `timeout` seconds (dmlc_timeout), which
-  must therefore exceed the longest time one host may compute between two exchanges.
+* once joined, a host that dies closes its sockets: the next exchange of a host connected to it
+  fails at once (XGBoost's "the other end is likely closed"), and every host learns of it within
+  seconds through the watch (watch.py: a TCP connection from each host to the first host, on the
+  tracker's port + 1), even one blocked in an exchange with a host that is alive; a host that
+  hangs or vanishes without closing its sockets (a lost network) fails the others after
+  `timeout` seconds (dmlc_timeout), which must therefore exceed the longest time one host may
+  compute between two exchanges.
 
 Exchanges are of numpy arrays only: `all_reduce_sum`, `broadcast` (the root's bytes OR-ed with the
 others' zeros) and `all_gather` (each host's rows in its own slot of a zeroed buffer, summed).
@@ -30,15 +33,19 @@ Nothing is pickled (xgboost.collective.broadcast pickles; it is not used).
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from smalgo.algorithms.errors import UserError
+
+from .watch import WATCH_PORT_OFFSET, HostWatch
 
 logger = logging.getLogger("smalgo.hosts")
 
@@ -90,7 +97,10 @@ class Hosts(SingleHost):
         port: int = DEFAULT_TRACKER_PORT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         timeout: float = DEFAULT_TIMEOUT,
+        on_lost: Callable[[str], object] | None = None,
     ) -> None:
+        """on_lost(message): what ends this process when the watch learns that another host is
+        gone while this one waits (watch.py); by default, the message logged and exit 1."""
         self.names = tuple(sorted(hosts))
         if current_host not in self.names:
             raise UserError(f"The current host {current_host!r} is not among the job's hosts {list(self.names)}.")
@@ -104,6 +114,7 @@ class Hosts(SingleHost):
         self.timeout = timeout
         self._tracker: Any = None
         self._joined = False
+        self._watch = HostWatch(self.names, current_host, on_lost or _end_the_process)
         # What this host's exchanges cost (XGBoost's own, inside xgboost.train, are not counted):
         # logged when it leaves the group.
         self.exchanges = 0
@@ -132,7 +143,15 @@ class Hosts(SingleHost):
             tracker_address,
             self.port,
         )
+        watch_port = self.port + WATCH_PORT_OFFSET
         if self.is_first:
+            try:
+                self._watch.listen(tracker_address, watch_port, deadline)
+            except OSError as exc:
+                raise HostsError(
+                    f"Host {self.current_host} cannot listen for the other hosts on {tracker_address}:{watch_port} "
+                    f"(the tracker's port + {WATCH_PORT_OFFSET}, SMALGO_TRACKER_PORT): {exc.strerror or exc}."
+                ) from None
             try:
                 self._tracker = RabitTracker(
                     n_workers=self.hosts,
@@ -143,6 +162,7 @@ class Hosts(SingleHost):
                 )
                 self._tracker.start()
             except Exception as exc:
+                self._watch.close(finished=False)
                 raise HostsError(
                     f"Host {self.current_host} cannot start the tracker of the {self.hosts} hosts on "
                     f"{tracker_address}:{self.port}: {_first_line(exc)}"
@@ -167,6 +187,7 @@ class Hosts(SingleHost):
                 # Before the tracker listens a join is refused: try again until the deadline.
                 if time.monotonic() >= deadline or self.is_first:
                     self._stop_tracker()
+                    self._watch.close(finished=False)
                     raise HostsError(
                         f"Host {self.current_host} could not form the group of {self.hosts} hosts "
                         f"({', '.join(self.names)}) within {self.connect_timeout:g} s: the tracker on "
@@ -199,10 +220,21 @@ class Hosts(SingleHost):
                 f"Host {self.current_host} expected rank {self.rank} of {self.hosts}, the tracker gave "
                 f"rank {rank} of {size}."
             )
+        if not self.is_first:
+            try:
+                self._watch.connect(tracker_address, watch_port, deadline)
+            except OSError as exc:
+                self.__exit__(HostsError, None, None)
+                raise HostsError(
+                    f"Host {self.current_host} joined the group but cannot reach the first host's watch on "
+                    f"{tracker_host} ({tracker_address}:{watch_port}): {exc.strerror or exc}."
+                ) from None
         logger.info("Joined the %d hosts as rank %d.", self.hosts, self.rank)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # First: a host failing by itself must not be failed again by the watch meanwhile.
+        self._watch.close(finished=exc_type is None)
         if self._joined:
             self._joined = False
             logger.info(
@@ -325,6 +357,14 @@ class Hosts(SingleHost):
             buffer[offsets[r] : offsets[r + 1]].view(rows.dtype).reshape((int(counts[r]), *rows.shape[1:])).copy()
             for r in range(self.hosts)
         ]
+
+
+def _end_the_process(message: str) -> None:
+    """Hosts' default on_lost: the main thread may be blocked inside XGBoost, so the process ends
+    from the watch's thread."""
+    logger.error("%s", message)
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _first_line(exc: BaseException) -> str:
