@@ -42,6 +42,7 @@ HYPERPARAMETERS = {
         "epochs": 4,
     },
 }
+CSV_NO_LABEL = "text/csv;label_size=0"
 EPOCHS = {"kmeans": 4, "pca": 1, "factorization-machines": 4}
 
 
@@ -448,14 +449,17 @@ def run_hosts(jobs: list[Path], algorithm: str) -> list[str]:
     return logs
 
 
-def fm_hosts_job(directory: Path, data: Path, *, epochs: int, checkpoints: bool) -> list[Path]:
-    hp = {k: str(v) for k, v in {**HYPERPARAMETERS["factorization-machines"], "epochs": epochs}.items()}
+def hosts_job(directory: Path, algorithm: str, data: Path, *, epochs: int, checkpoints: bool) -> list[Path]:
+    """A 2-host job of `algorithm` on `data` (ShardedByS3Key); with `checkpoints`, each host has
+    its own checkpoint directory, host/checkpoints."""
+    hp = {k: str(v) for k, v in {**HYPERPARAMETERS[algorithm], "epochs": epochs}.items()}
+    content_type = "application/x-recordio-protobuf" if algorithm == "factorization-machines" else CSV_NO_LABEL
     paths = lay_out_hosts_job(
         directory,
         hosts=2,
         hyperparameters=hp,
         channels={"train": data},
-        content_type="application/x-recordio-protobuf",
+        content_type=content_type,
         distributions={"train": "ShardedByS3Key"},
     )
     if checkpoints:
@@ -473,7 +477,7 @@ def test_factorization_machines_on_two_hosts_resume_to_the_model_of_an_uninterru
     for part in range(2):
         X = clustered_rows(n_rows=300, seed=part)
         (data / f"part{part}.pbr").write_bytes(recordio(X, X[:, 0]))
-    first = fm_hosts_job(tmp_path / "first", data, epochs=2, checkpoints=True)
+    first = hosts_job(tmp_path / "first", "factorization-machines", data, epochs=2, checkpoints=True)
     run_hosts(first, "factorization-machines")
     assert saved_states(first[0] / "checkpoints") == ["smalgo-state.1", "smalgo-state.2"]
     assert not (first[1] / "checkpoints").exists()
@@ -484,7 +488,7 @@ def test_factorization_machines_on_two_hosts_resume_to_the_model_of_an_uninterru
     logs = run_hosts(first, "factorization-machines")
     for log in logs:
         assert "training continues at epoch 2 of 4" in log
-    plain = fm_hosts_job(tmp_path / "plain", data, epochs=4, checkpoints=False)
+    plain = hosts_job(tmp_path / "plain", "factorization-machines", data, epochs=4, checkpoints=False)
     run_hosts(plain, "factorization-machines")
     resumed = {p.name: p.read_bytes() for p in sorted((first[0] / "model").iterdir())}
     assert resumed == {p.name: p.read_bytes() for p in sorted((plain[0] / "model").iterdir())}
@@ -513,22 +517,6 @@ def test_an_algorithm_whose_hosts_differ_is_not_checkpointed_on_several_hosts_an
     assert not (tmp_path / "checkpoints").exists()
 
 
-def kmeans_hosts_job(directory: Path, data: Path, *, epochs: int, checkpoints: bool) -> list[Path]:
-    hp = {k: str(v) for k, v in {**HYPERPARAMETERS["kmeans"], "epochs": epochs}.items()}
-    paths = lay_out_hosts_job(
-        directory,
-        hosts=2,
-        hyperparameters=hp,
-        channels={"train": data},
-        content_type="text/csv;label_size=0",
-        distributions={"train": "ShardedByS3Key"},
-    )
-    if checkpoints:
-        for host in paths:
-            (host.checkpointconfig_file).write_text(json.dumps({"LocalPath": str(host.base / "checkpoints")}))
-    return [host.base for host in paths]
-
-
 def test_kmeans_on_two_hosts_resume_every_host_s_own_centers_to_the_model_of_an_uninterrupted_job(tmp_path):
     """Each host streams its own centers: the first host's checkpoint holds every host's, by
     rank, and each host resumes its own part; the job ends with the model of an uninterrupted
@@ -538,7 +526,7 @@ def test_kmeans_on_two_hosts_resume_every_host_s_own_centers_to_the_model_of_an_
     X = clustered_rows(n_rows=400)
     for part in range(2):
         (data / f"part{part}.csv").write_text(csv_text(X[part * 200 : (part + 1) * 200]))
-    first = kmeans_hosts_job(tmp_path / "first", data, epochs=2, checkpoints=True)
+    first = hosts_job(tmp_path / "first", "kmeans", data, epochs=2, checkpoints=True)
     run_hosts(first, "kmeans")
     checkpoints = first[0] / "checkpoints"
     assert saved_states(checkpoints) == ["smalgo-state.1", "smalgo-state.2"]
@@ -554,7 +542,7 @@ def test_kmeans_on_two_hosts_resume_every_host_s_own_centers_to_the_model_of_an_
     logs = run_hosts(first, "kmeans")
     for log in logs:
         assert "training continues at epoch 2 of 4" in log
-    plain = kmeans_hosts_job(tmp_path / "plain", data, epochs=4, checkpoints=False)
+    plain = hosts_job(tmp_path / "plain", "kmeans", data, epochs=4, checkpoints=False)
     run_hosts(plain, "kmeans")
     resumed = {p.name: p.read_bytes() for p in sorted((first[0] / "model").iterdir())}
     assert resumed == {p.name: p.read_bytes() for p in sorted((plain[0] / "model").iterdir())}

@@ -836,12 +836,11 @@ class LinearLearnerTraining:
         self._epoch_losses[:] = totals[:-2]
         self._epoch_weight, rows = float(totals[-2]), float(totals[-1])
         if rows > 0:
-            state = self._training_state()
+            arrays = list(self._training_state().values())  # the models and their optimizer state
             share = self.rows_seen / rows
-            average = collective.all_reduce_sum(np.concatenate([state[name].ravel() * share for name in _AVERAGED]))
+            average = collective.all_reduce_sum(np.concatenate([array.ravel() * share for array in arrays]))
             offset = 0
-            for name in _AVERAGED:
-                array = state[name]
+            for array in arrays:
                 array[...] = average[offset : offset + array.size].reshape(array.shape)
                 offset += array.size
             steps = collective.all_gather(np.array([[self.step]], dtype=np.int64))
@@ -1344,19 +1343,6 @@ class LinearLearnerTraining:
             part = _head(batch, self._sample_limit - self._sample_rows)
             self._sample.append(_owned(part))
             self._sample_rows += part.n_rows
-
-
-# The training state's arrays that the hosts of a job average after every pass (combine).
-_AVERAGED = (
-    "weights",
-    "W_raw",
-    "first_moment",
-    "second_moment",
-    "bias",
-    "bias_first_moment",
-    "bias_second_moment",
-    "shift",
-)
 
 
 def _agree_on_the_data(collective: SingleHost, sample: Batch | None) -> tuple[int, bool]:
