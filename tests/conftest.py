@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +205,22 @@ def real_cuda_gpu() -> bool:
         return bool(cuda.is_available())
     except Exception:
         return False
+
+
+def start_host(
+    job: Path, port: int, hosts: int, algorithm: str, *, command: list[str] | None = None, **env
+) -> subprocess.Popen:
+    """One host of a job of `hosts` on loopback (algo-K on 127.0.0.K, the tracker on `port`): its
+    `smalgo train --algorithm ALGORITHM` (or `command`) on its job directory, as SageMaker runs
+    each host's container; its output goes to job/log."""
+    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, hosts + 1))
+    environment = dict(
+        os.environ,
+        SAGEMAKER_BASE_DIR=str(job),
+        SMALGO_HOST_ADDRESSES=addresses,
+        SMALGO_TRACKER_PORT=str(port),
+        **env,
+    )
+    command = command or [sys.executable, "-m", "smalgo.containers", "train", "--algorithm", algorithm]
+    with open(job / "log", "wb") as log:
+        return subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)

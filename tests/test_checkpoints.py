@@ -13,14 +13,12 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SageMakerJob, clustered_rows, csv_text, run_in_cuda_simulator
+from conftest import SageMakerJob, clustered_rows, csv_text, run_in_cuda_simulator, start_host
 
 from smalgo.algorithms import checkpoints as checkpoints_module
 from smalgo.algorithms.checkpoints import STATE_FILE, StateCheckpoints
@@ -432,15 +430,7 @@ def test_a_linear_learner_checkpoint_of_other_models_is_refused_before_anything_
 def run_hosts(jobs: list[Path], algorithm: str) -> list[str]:
     """Every host's `smalgo train` as a process on its loopback address; their logs."""
     port = free_port()
-    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, len(jobs) + 1))
-    processes = []
-    for job in jobs:
-        environment = dict(
-            os.environ, SAGEMAKER_BASE_DIR=str(job), SMALGO_HOST_ADDRESSES=addresses, SMALGO_TRACKER_PORT=str(port)
-        )
-        with open(job / "log", "wb") as log:
-            command = [sys.executable, "-m", "smalgo.containers", "train", "--algorithm", algorithm]
-            processes.append(subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT))
+    processes = [start_host(job, port, len(jobs), algorithm) for job in jobs]
     for process in processes:
         process.wait(timeout=300)
     logs = [(job / "log").read_text() for job in jobs]

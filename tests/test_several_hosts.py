@@ -10,7 +10,6 @@ container per instance): 2 CPUs are shared, so the data are small and the jobs f
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import start_host
 
 from smalgo.algorithms.data import InMemoryData
 from smalgo.algorithms.errors import UserError
@@ -350,18 +350,8 @@ def xgboost_hosts_job(directory: Path, data: Path) -> list[Path]:
 
 def run_xgboost_hosts(jobs: list[Path], *, slow: bool = False) -> list[subprocess.Popen]:
     port = free_port()
-    if not slow:
-        return [start_host(job, port, len(jobs), "xgboost") for job in jobs]
-    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, len(jobs) + 1))
-    processes = []
-    for job in jobs:
-        environment = dict(
-            os.environ, SAGEMAKER_BASE_DIR=str(job), SMALGO_HOST_ADDRESSES=addresses, SMALGO_TRACKER_PORT=str(port)
-        )
-        with open(job / "log", "wb") as log:
-            command = [sys.executable, "-c", SLOW_XGBOOST_HOST]
-            processes.append(subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT))
-    return processes
+    command = [sys.executable, "-c", SLOW_XGBOOST_HOST] if slow else None
+    return [start_host(job, port, len(jobs), "xgboost", command=command) for job in jobs]
 
 
 def xgboost_checkpoints(directory: Path) -> list[str]:
@@ -618,22 +608,6 @@ def test_linear_learner_on_several_hosts_is_as_good_as_one_host(tmp_path, hosts,
 
 
 # --------------------------------------------------------------------------- failures
-
-
-def start_host(job: Path, port: int, hosts: int, algorithm: str, **env) -> subprocess.Popen:
-    """A host's `smalgo train` on its job directory; its output goes to job/log."""
-    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, hosts + 1))
-    environment = dict(
-        os.environ,
-        SAGEMAKER_BASE_DIR=str(job),
-        SMALGO_HOST_ADDRESSES=addresses,
-        SMALGO_TRACKER_PORT=str(port),
-        **env,
-    )
-    with open(job / "log", "wb") as log:
-        return subprocess.Popen(
-            [*SMALGO, "train", "--algorithm", algorithm], env=environment, stdout=log, stderr=subprocess.STDOUT
-        )
 
 
 def kmeans_hosts_job(tmp_path: Path, hosts: int, *, epochs: int, algorithm: str = "kmeans") -> list[Path]:
