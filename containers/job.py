@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import traceback
@@ -346,11 +347,35 @@ def _install_sigterm_handler() -> Callable[[], object]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
+    received = threading.Event()
+
     def on_sigterm(signum, frame):
         # A second SIGTERM must not interrupt the clean-up that the first one started.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        logger.warning("SIGTERM received: stopping training.")
+        if not received.is_set():
+            received.set()
+            logger.warning("SIGTERM received: stopping training.")
         raise TrainingStopped()
 
+    previous_hook = sys.unraisablehook
+
+    def raise_again(unraisable):
+        # Python runs the handler at its next bytecode, which may be inside a callback from C
+        # (XGBoost's log callback, while a host joins the tracker), whose exceptions ctypes drops:
+        # the job would go on with SIGTERM ignored until SIGKILL. So it is sent again, a moment
+        # later from another thread (sent from here, the handler would run here), to be raised
+        # once the main thread runs Python outside the callback.
+        if isinstance(unraisable.exc_value, TrainingStopped):
+            signal.signal(signal.SIGTERM, on_sigterm)
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            return
+        previous_hook(unraisable)
+
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    sys.unraisablehook = raise_again
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+    return restore

@@ -660,6 +660,25 @@ def test_a_host_killed_mid_training_fails_every_other_host_quickly(tmp_path, alg
     assert time.monotonic() - killed_at < 60
 
 
+def test_a_host_stopped_while_it_joins_the_group_fails_at_once(tmp_path):
+    """SIGTERM while XGBoost retries to reach the tracker: Python runs the handler inside
+    XGBoost's log callback, whose exception ctypes drops; the job sends it again (job.py), so the
+    host still stops within seconds, not at SIGKILL."""
+    jobs = kmeans_hosts_job(tmp_path, 2, epochs=1)
+    process = start_host(jobs[1], free_port(), 2, "kmeans", SMALGO_HOSTS_CONNECT_TIMEOUT="60")  # algo-1 never starts
+    deadline = time.monotonic() + 60
+    while "Joining the tracker on algo-1 failed" not in (jobs[1] / "log").read_text():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    time.sleep(1.0)  # into XGBoost's next join attempt
+    process.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    process.communicate(timeout=30)
+    print(f"algo-2 stopped {time.monotonic() - stopped_at:.1f} s after SIGTERM")
+    assert process.returncode == 143
+    assert (jobs[1] / "output" / "failure").read_text().startswith("Training stopped: the job received SIGTERM")
+
+
 def test_a_host_whose_data_is_bad_fails_with_its_reason_and_the_others_follow(tmp_path):
     data = write_parts(tmp_path / "data", kmeans_data(np.random.default_rng(9), 1, rows=200))
     (data / "part1.csv").write_text("1,2,3,4\n5,6,seven,8\n")  # algo-2's shard
