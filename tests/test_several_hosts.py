@@ -177,10 +177,15 @@ def one_host_model(algorithm_name: str, union, **raw):
 
 
 @pytest.mark.parametrize(
-    ("hosts", "distribution", "mode"), [(2, "ShardedByS3Key", "regular"), (3, "FullyReplicated", "randomized")]
+    ("hosts", "distribution", "mode", "files"),
+    [
+        (2, "ShardedByS3Key", "regular", 4),
+        (3, "FullyReplicated", "randomized", 4),
+        (3, "ShardedByS3Key", "regular", 2),  # algo-3 has no rows
+    ],
 )
-def test_pca_on_several_hosts_equals_one_host_on_the_union(tmp_path, hosts, distribution, mode):
-    parts = pca_data(np.random.default_rng(7), 4)
+def test_pca_on_several_hosts_equals_one_host_on_the_union(tmp_path, hosts, distribution, mode, files):
+    parts = pca_data(np.random.default_rng(7), files)
     union = np.vstack([part.astype(np.float32) for part in parts]).astype(np.float64)
     hp = {"feature_dim": 8, "num_components": 3, "mini_batch_size": 100, "algorithm_mode": mode}
     if mode == "randomized":
@@ -194,6 +199,8 @@ def test_pca_on_several_hosts_equals_one_host_on_the_union(tmp_path, hosts, dist
         distribution=distribution,
     )
     check_job_succeeded(result, jobs)
+    if files < hosts:
+        assert re.search(r"\[algo-3\].*this host's shard holds no files", result.stderr)
     several = get_algorithm("pca").load(jobs[0] / "model")
     one = one_host_model("pca", union.astype(np.float32), **hp)
     assert several.n_rows == one.n_rows == union.shape[0]
@@ -471,7 +478,7 @@ FM_HP = {
     "feature_dim": 60,
     "num_factors": 4,
     "predictor_type": "regressor",
-    "epochs": 20,
+    "epochs": 30,
     "mini_batch_size": 100,
     "bias_lr": 0.1,
     "linear_lr": 0.1,
@@ -482,14 +489,17 @@ FM_HP = {
 }
 
 
-@pytest.mark.parametrize(("hosts", "distribution"), [(2, "ShardedByS3Key"), (3, "FullyReplicated")])
-def test_factorization_machines_on_several_hosts_are_as_good_as_one_host(tmp_path, hosts, distribution):
+@pytest.mark.parametrize(
+    ("hosts", "distribution", "files"),
+    [(2, "ShardedByS3Key", 4), (3, "FullyReplicated", 4), (3, "ShardedByS3Key", 2)],  # the last: algo-3 empty
+)
+def test_factorization_machines_on_several_hosts_are_as_good_as_one_host(tmp_path, hosts, distribution, files):
     import scipy.sparse as sp
 
     from smalgo.algorithms.batch import Batch
     from smalgo.recordio import write_sparse
 
-    parts = recommender_parts(np.random.default_rng(11), 4, rows=1500)
+    parts = recommender_parts(np.random.default_rng(11), files, rows=1500)
     data = tmp_path / "data"
     data.mkdir()
     for index, (X, y) in enumerate(parts):
@@ -507,6 +517,8 @@ def test_factorization_machines_on_several_hosts_are_as_good_as_one_host(tmp_pat
         test=tmp_path / "test.pbr",
     )
     check_job_succeeded(result, jobs)
+    if files < hosts:
+        assert re.search(r"\[algo-3\].*this host's shard holds no files", result.stderr)
     several = get_algorithm("factorization-machines").load(jobs[0] / "model")
     union = (sp.vstack([X for X, _ in parts]).tocsr(), np.concatenate([y for _, y in parts]))
     one = one_host_model("factorization-machines", union, **FM_HP)
@@ -610,19 +622,36 @@ def test_linear_learner_on_several_hosts_is_as_good_as_one_host(tmp_path, hosts,
 # --------------------------------------------------------------------------- failures
 
 
-def kmeans_hosts_job(tmp_path: Path, hosts: int, *, epochs: int, algorithm: str = "kmeans") -> list[Path]:
-    """A job of `hosts` hosts, one file each: k-means, or linear learner on labelled rows."""
+def hosts_job(tmp_path: Path, hosts: int, *, algorithm: str = "kmeans", endless: bool = False) -> list[Path]:
+    """A job of `hosts` hosts, one file each, of one pass or round (`endless`: of a million)."""
+    rng = np.random.default_rng(9)
+    passes = "1000000" if endless else "1"
+    content_type = "text/csv"
     if algorithm == "kmeans":
-        data = write_parts(tmp_path / "data", kmeans_data(np.random.default_rng(9), hosts, rows=200))
-        hyperparameters, content_type = {"k": "3", "feature_dim": "4"}, CSV_NO_LABEL
+        data = write_parts(tmp_path / "data", kmeans_data(rng, hosts, rows=200))
+        hyperparameters, content_type = {"k": "3", "feature_dim": "4", "epochs": passes}, CSV_NO_LABEL
+    elif algorithm == "linear-learner":
+        data = write_parts(tmp_path / "data", labelled_parts(rng, "regressor", hosts, rows=200))
+        hyperparameters = {"predictor_type": "regressor", "feature_dim": "8", "epochs": passes}
+        hyperparameters["early_stopping_patience"] = passes
+    elif algorithm == "factorization-machines":
+        from smalgo.recordio import write_sparse
+
+        data = tmp_path / "data"
+        data.mkdir()
+        for index, (X, y) in enumerate(recommender_parts(rng, hosts, rows=200)):
+            write_sparse(str(data / f"part{index}.pbr"), X, labels=y)
+        hyperparameters = {"feature_dim": "60", "num_factors": "4", "predictor_type": "regressor", "epochs": passes}
+        content_type = "application/x-recordio-protobuf"
     else:
-        data = write_parts(tmp_path / "data", labelled_parts(np.random.default_rng(9), "regressor", hosts, rows=200))
-        hyperparameters = {"predictor_type": "regressor", "feature_dim": "8", "early_stopping_patience": "1000"}
-        content_type = "text/csv"
+        data = write_parts(tmp_path / "data", regression_parts(rng, hosts, rows=200))
+        hyperparameters = {"num_round": passes, "objective": "reg:squarederror", "nthread": "1"}
+    if algorithm != "xgboost":
+        hyperparameters["mini_batch_size"] = "50"
     paths = lay_out_hosts_job(
         tmp_path / "job",
         hosts=hosts,
-        hyperparameters={**hyperparameters, "mini_batch_size": "50", "epochs": str(epochs)},
+        hyperparameters=hyperparameters,
         channels={"train": data},
         content_type=content_type,
         distributions={"train": "ShardedByS3Key"},
@@ -630,19 +659,24 @@ def kmeans_hosts_job(tmp_path: Path, hosts: int, *, epochs: int, algorithm: str 
     return [paths.base for paths in paths]
 
 
-@pytest.mark.parametrize(("algorithm", "killed"), [("kmeans", 0), ("kmeans", 1), ("linear-learner", 2)])
+@pytest.mark.parametrize(
+    ("algorithm", "killed"),
+    [("kmeans", 0), ("kmeans", 1), ("linear-learner", 2), ("factorization-machines", 1), ("xgboost", 1)],
+)
 def test_a_host_killed_mid_training_fails_every_other_host_quickly(tmp_path, algorithm, killed):
     """killed: the rank killed with SIGKILL (0 is the first host, which runs the tracker and the
     watch). A host connected to the dead one fails at its next exchange; one waiting on a live
     host in an exchange (seen in about one run in three without it) learns of it from the watch
-    (runtime/watch.py). SMALGO_HOSTS_TIMEOUT stays at its hour: the watch must do it."""
-    jobs = kmeans_hosts_job(tmp_path, 3, epochs=1_000_000, algorithm=algorithm)
+    (runtime/watch.py): XGBoost's hosts wait inside xgboost.train. SMALGO_HOSTS_TIMEOUT stays at
+    its hour: the watch must do it. (PCA makes one pass, and exchanges through the same code.)"""
+    jobs = hosts_job(tmp_path, 3, algorithm=algorithm, endless=True)
     port = free_port()
     processes = [start_host(job, port, 3, algorithm) for job in jobs]
     victim = processes[killed]
     deadline = time.monotonic() + 120
-    # Until the victim is training: its second pass's metric line.
-    while "epoch=1, train" not in (jobs[killed] / "log").read_text() and time.monotonic() < deadline:
+    # Until the victim is training: its second pass's (or round's) metric line.
+    training = "[1]\t" if algorithm == "xgboost" else "epoch=1, train"
+    while training not in (jobs[killed] / "log").read_text() and time.monotonic() < deadline:
         assert victim.poll() is None
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
@@ -664,7 +698,7 @@ def test_a_host_stopped_while_it_joins_the_group_fails_at_once(tmp_path):
     """SIGTERM while XGBoost retries to reach the tracker: Python runs the handler inside
     XGBoost's log callback, whose exception ctypes drops; the job sends it again (job.py), so the
     host still stops within seconds, not at SIGKILL."""
-    jobs = kmeans_hosts_job(tmp_path, 2, epochs=1)
+    jobs = hosts_job(tmp_path, 2)
     process = start_host(jobs[1], free_port(), 2, "kmeans", SMALGO_HOSTS_CONNECT_TIMEOUT="60")  # algo-1 never starts
     deadline = time.monotonic() + 60
     while "Joining the tracker on algo-1 failed" not in (jobs[1] / "log").read_text():
@@ -695,7 +729,7 @@ def test_a_host_whose_data_is_bad_fails_with_its_reason_and_the_others_follow(tm
 
 
 def test_a_host_that_cannot_form_the_group_fails_in_bounded_time_naming_the_hosts(tmp_path):
-    jobs = kmeans_hosts_job(tmp_path, 2, epochs=1)
+    jobs = hosts_job(tmp_path, 2)
     port = free_port()
     started = time.monotonic()
     # Only algo-2 starts: the tracker on algo-1 never listens.

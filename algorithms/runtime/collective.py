@@ -297,11 +297,15 @@ class Hosts(SingleHost):
             self.seconds_exchanging += time.perf_counter() - started
             return result
         except Exception as exc:
-            raise HostsError(
-                f"Host {self.current_host} lost contact with the other hosts ({', '.join(self.names)}): "
-                f"another host failed or stopped (its output/failure says why), or the network failed. "
-                f"({_first_line(exc)})"
-            ) from None
+            raise self.lost_contact(exc) from None
+
+    def lost_contact(self, exc: BaseException) -> HostsError:
+        """The error of an exchange that failed, ours or one inside xgboost.train (`exc`, XGBoost's)."""
+        return HostsError(
+            f"Host {self.current_host} lost contact with the other hosts ({', '.join(self.names)}): "
+            f"another host failed or stopped (its output/failure says why), or the network failed. "
+            f"({_first_line(exc)})"
+        )
 
     def all_reduce_sum(self, array: np.ndarray) -> np.ndarray:
         """The element-wise sum of every host's `array` (same shape and dtype on every host)."""

@@ -34,7 +34,7 @@ from smalgo.algorithms.batch import Batch
 from smalgo.algorithms.data import TrainingData, stack_rows
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.metrics import MetricWriter
-from smalgo.algorithms.runtime.collective import SingleHost
+from smalgo.algorithms.runtime.collective import Hosts, SingleHost
 from smalgo.algorithms.training import CHECKPOINT_ATTRIBUTE, attach_partial_model
 
 from ._metrics import custom_metric
@@ -321,6 +321,8 @@ def train_booster(
             custom_metric=custom_metric(aws_metrics, gather=gather) if aws_metrics else None,
         )
     except xgb.core.XGBoostError as exc:
+        if isinstance(collective, Hosts) and "/collective/" in str(exc):  # XGBoost's own exchanges failed
+            raise collective.lost_contact(exc) from None
         raise UserError(f"XGBoost refused the training job: {str(exc).splitlines()[0]}") from None
     except BaseException as exc:
         if save_on_termination and latest.booster is not None and not isinstance(exc, Exception):
