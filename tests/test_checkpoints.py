@@ -13,7 +13,10 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +188,58 @@ def test_sigterm_during_the_write_of_a_checkpoint_still_leaves_that_pass(tmp_pat
     assert job.model_files() == []
     assert run_training(job.paths, "kmeans") == 0
     assert model_bytes(job) == expected
+
+
+# (hyperparameters, content type, train data) of the jobs killed for real below.
+def killed_job_data(algorithm: str) -> tuple[dict, str, bytes]:
+    X = clustered_rows(n_rows=600)
+    if algorithm == "kmeans":
+        return HYPERPARAMETERS["kmeans"], CSV_NO_LABEL, csv_text(X).encode()
+    if algorithm == "factorization-machines":
+        return HYPERPARAMETERS["factorization-machines"], "application/x-recordio-protobuf", recordio(X, X[:, 0])
+    hp = {"feature_dim": 5, "predictor_type": "regressor", "mini_batch_size": 50, "epochs": 4, "num_models": 4}
+    return hp, "text/csv", csv_text(X, X[:, 0] + X[:, 1]).encode()
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "linear-learner", "factorization-machines"])
+def test_a_job_killed_with_sigkill_after_its_second_pass_resumes_to_the_model_of_an_uninterrupted_job(
+    tmp_path, algorithm, caplog
+):
+    """A real kill -9 of `smalgo train`. In Pipe mode the test decides when a pass's data comes
+    (containers/pipe_feeder.py): two passes, then the job waits for the third and is killed once
+    it has logged the checkpoint of the second. Run again (SageMaker's Pipe mode starts over at
+    train_0), it resumes and ends with the model an uninterrupted job gives, bit for bit."""
+    from smalgo.containers.pipe_feeder import PipeFeeder
+
+    hp, content_type, payload = killed_job_data(algorithm)
+    plain = SageMakerJob(tmp_path / "plain").hyperparameters(**hp)
+    plain.channel("train", content_type, files={"train": payload})
+    assert run_training(plain.paths, algorithm) == 0, plain.failure()
+    checkpoints = tmp_path / "checkpoints"
+    job = SageMakerJob(tmp_path / "job").hyperparameters(**hp).channel("train", content_type, mode="Pipe")
+    job.write_config("checkpointconfig.json", {"LocalPath": str(checkpoints)})
+    log = tmp_path / "log"
+    with PipeFeeder(job.paths.data_dir, "train", payload, max_passes=2), log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "smalgo.containers", "train", "--algorithm", algorithm],
+            env=dict(os.environ, SAGEMAKER_BASE_DIR=str(job.paths.base)),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while "Checkpoint of the training state after epoch 1:" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert job.model_files() == [] and "smalgo-state.2" in saved_states(checkpoints)
+    for fifo in job.paths.data_dir.glob("train_*"):  # what SageMaker's next job starts without
+        fifo.unlink()
+    caplog.clear()
+    with PipeFeeder(job.paths.data_dir, "train", payload, max_passes=2), caplog.at_level(logging.INFO):
+        assert run_training(job.paths, algorithm) == 0, job.failure()
+    assert f"Resuming from the checkpoint {checkpoints / 'smalgo-state.2'}" in caplog.text
+    assert model_bytes(job) == model_bytes(plain)
 
 
 @pytest.fixture
