@@ -1,12 +1,14 @@
 """The training driver every mini-batch algorithm runs on.
 
-    state = algorithm.start(hp)          # or restored from the job's newest checkpoint (checkpoints.py)
+    state = algorithm.start(hp)          # several hosts: state.join(collective), if it has join
+                                         # restored from the job's newest checkpoint (checkpoints.py)
     for each epoch not done yet:         # one pass over the train channel (File or Pipe mode)
         for each mini-batch: state.update(batch)
         (several hosts: the state is all-reduced here, through `collective`)
         train metrics, progress,
         validation metrics of state.current_model(), callbacks (early stopping),
-        the state checkpointed (a job with a checkpoint directory, an algorithm with state_checkpoints)
+        the state checkpointed (a job with a checkpoint directory, an algorithm with state_checkpoints),
+        with the callbacks' values (early stopping's best pass)
     model, final train metrics = state.finalize()
     throughput; validation and test metrics of the final model
 
@@ -18,7 +20,10 @@ Several hosts: `collective` is the one seam for them (runtime/collective.py). On
 `SingleHost`, which exchanges nothing. With several (`Hosts`, on xgboost.collective), each host
 streams its own share of the rows, and at the end of every pass the state combines what the
 hosts saw (`StreamingState.combine`: PCA sums its statistics, k-means gathers every host's
-streaming centers), which is why states keep sums and averages; the row counts, and the
+streaming centers, factorization machines and linear learner average their models), which is why
+states keep sums and averages; combine comes first at a pass's end, because a state may still be
+in an exchange of the pass (linear learner's scaler, fitted on every host's first rows, whose
+sums a host with fewer rows gives only there); the row counts, and the
 validation and test scorers' sums (`Scorer.combine`), are summed too, so every host logs the same
 job-wide values and ends with the same model.
 """
