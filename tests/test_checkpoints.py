@@ -42,6 +42,14 @@ HYPERPARAMETERS = {
         "mini_batch_size": 50,
         "epochs": 4,
     },
+    # The jobs of two hosts (hosts_job); its one-host jobs are linear_learner_job's.
+    "linear-learner": {
+        "feature_dim": 4,
+        "predictor_type": "binary_classifier",
+        "mini_batch_size": 50,
+        "num_models": 4,
+        "early_stopping_patience": 10,
+    },
 }
 CSV_NO_LABEL = "text/csv;label_size=0"
 EPOCHS = {"kmeans": 4, "pca": 1, "factorization-machines": 4}
@@ -498,7 +506,9 @@ def hosts_job(directory: Path, algorithm: str, data: Path, *, epochs: int, check
     """A 2-host job of `algorithm` on `data` (ShardedByS3Key); with `checkpoints`, each host has
     its own checkpoint directory, host/checkpoints."""
     hp = {k: str(v) for k, v in {**HYPERPARAMETERS[algorithm], "epochs": epochs}.items()}
-    content_type = "application/x-recordio-protobuf" if algorithm == "factorization-machines" else CSV_NO_LABEL
+    content_type = {"factorization-machines": "application/x-recordio-protobuf", "linear-learner": "text/csv"}.get(
+        algorithm, CSV_NO_LABEL
+    )
     paths = lay_out_hosts_job(
         directory,
         hosts=2,
@@ -513,28 +523,33 @@ def hosts_job(directory: Path, algorithm: str, data: Path, *, epochs: int, check
     return [host.base for host in paths]
 
 
-def test_factorization_machines_on_two_hosts_resume_to_the_model_of_an_uninterrupted_job(tmp_path):
+@pytest.mark.parametrize("algorithm", ["factorization-machines", "linear-learner"])
+def test_averaging_algorithms_on_two_hosts_resume_to_the_model_of_an_uninterrupted_job(tmp_path, algorithm):
     """The first host alone writes the state (every host holds the same after the pass's
-    combine); every host resumes from it (SageMaker gives each the job's checkpoints) and the job
-    ends with the model of an uninterrupted job, bit for bit."""
+    combine: the averaged models, and linear learner's gathered train sample and selection);
+    every host resumes from it (SageMaker gives each the job's checkpoints) and the job ends with
+    the model of an uninterrupted job, bit for bit."""
     data = tmp_path / "data"
     data.mkdir()
     for part in range(2):
         X = clustered_rows(n_rows=300, seed=part)
-        (data / f"part{part}.pbr").write_bytes(recordio(X, X[:, 0]))
-    first = hosts_job(tmp_path / "first", "factorization-machines", data, epochs=2, checkpoints=True)
-    run_hosts(first, "factorization-machines")
+        if algorithm == "factorization-machines":
+            (data / f"part{part}.pbr").write_bytes(recordio(X, X[:, 0]))
+        else:
+            (data / f"part{part}.csv").write_text(csv_text(X[:, 1:], (X[:, 0] > X[:, 1]).astype(np.float32)))
+    first = hosts_job(tmp_path / "first", algorithm, data, epochs=2, checkpoints=True)
+    run_hosts(first, algorithm)
     assert saved_states(first[0] / "checkpoints") == ["smalgo-state.1", "smalgo-state.2"]
     assert not (first[1] / "checkpoints").exists()
     shutil.copytree(first[0] / "checkpoints", first[1] / "checkpoints")  # what SageMaker's sync gives each host
     for host in first:
         config = host / "input" / "config" / "hyperparameters.json"
         config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": "4"}))
-    logs = run_hosts(first, "factorization-machines")
+    logs = run_hosts(first, algorithm)
     for log in logs:
         assert "training continues at epoch 2 of 4" in log
-    plain = hosts_job(tmp_path / "plain", "factorization-machines", data, epochs=4, checkpoints=False)
-    run_hosts(plain, "factorization-machines")
+    plain = hosts_job(tmp_path / "plain", algorithm, data, epochs=4, checkpoints=False)
+    run_hosts(plain, algorithm)
     resumed = {p.name: p.read_bytes() for p in sorted((first[0] / "model").iterdir())}
     assert resumed == {p.name: p.read_bytes() for p in sorted((plain[0] / "model").iterdir())}
 
