@@ -133,14 +133,29 @@ class EarlyStopping(TrainingCallback):
 PARTIAL_MODEL_ATTRIBUTE = "partial_model"
 
 
-def attach_partial_model(stop: BaseException, model: Model) -> None:
-    """Let the job save `model` although training was stopped by `stop`."""
+def attach_partial_model(stop: BaseException, model: Model | None) -> None:
+    """Let the job save `model` although training was stopped by `stop` (None: save nothing)."""
     setattr(stop, PARTIAL_MODEL_ATTRIBUTE, model)
 
 
 def partial_model(stop: BaseException) -> Model | None:
     """The model a stop carries (attach_partial_model), or None."""
     return getattr(stop, PARTIAL_MODEL_ATTRIBUTE, None)
+
+
+# The attribute of a stop that names the newest checkpoint it can resume from (the driver's
+# state, XGBoost's xgboost-checkpoint.<i>), which the job's output/failure then names.
+CHECKPOINT_ATTRIBUTE = "state_checkpoint"
+
+
+def attach_checkpoint(stop: BaseException, path: Path) -> None:
+    """Let the job name `path` as the checkpoint a job stopped by `stop` resumes from."""
+    setattr(stop, CHECKPOINT_ATTRIBUTE, path)
+
+
+def stop_checkpoint(stop: BaseException) -> Path | None:
+    """The checkpoint a stopped job can resume from (attach_checkpoint), or None."""
+    return getattr(stop, CHECKPOINT_ATTRIBUTE, None)
 
 
 def warn_when_the_objective_cannot_be_printed(hp: Hyperparameters, data: TrainingData) -> None:
@@ -373,16 +388,7 @@ class _EpochCheckpoints:
                 logger.error("The training state could not be checkpointed when training stopped: %s", exc)
         found = self.store.existing()
         if found:
-            setattr(stop, CHECKPOINT_ATTRIBUTE, found[0][1])
-
-
-# The attribute of a stop that names the newest checkpoint of the state (stop_checkpoint).
-CHECKPOINT_ATTRIBUTE = "state_checkpoint"
-
-
-def stop_checkpoint(stop: BaseException) -> Path | None:
-    """The checkpoint a stopped job can resume from, when the driver wrote one."""
-    return getattr(stop, CHECKPOINT_ATTRIBUTE, None)
+            attach_checkpoint(stop, found[0][1])
 
 
 def score(

@@ -44,7 +44,7 @@ from smalgo.algorithms.registry import get_algorithm
 from smalgo.algorithms.runtime import device
 from smalgo.algorithms.runtime.collective import Hosts, SingleHost
 from smalgo.algorithms.runtime.logs import configure_logging
-from smalgo.algorithms.training import PARTIAL_MODEL_ATTRIBUTE, partial_model, stop_checkpoint
+from smalgo.algorithms.training import attach_partial_model, partial_model, stop_checkpoint
 from smalgo.recordio import RecordIOError
 
 from .channels import ChannelData, check_channels, pipe_wait_setting
@@ -223,7 +223,7 @@ def _train(paths: JobPaths, algorithm_name: str | None) -> list[str]:
             model = train(hyperparameters, data, metrics=writer, collective=collective, **checkpoints)
     except TrainingStopped as stop:
         if rank != 0:  # only the first host writes a model, a partial one (XGBoost's) included
-            setattr(stop, PARTIAL_MODEL_ATTRIBUTE, None)
+            attach_partial_model(stop, None)
         raise
     if collective.is_first:
         return commit_model(model, paths.model_dir)

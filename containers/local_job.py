@@ -172,6 +172,11 @@ def loopback_addresses(names: list[str]) -> dict[str, str]:
     return {name: f"127.0.0.{index}" for index, name in enumerate(names, start=1)}
 
 
+def loopback_hosts_setting(count: int) -> str:
+    """SMALGO_HOST_ADDRESSES for a job of `count` hosts on loopback: algo-1=127.0.0.1,..."""
+    return ",".join(f"{name}={address}" for name, address in loopback_addresses(host_names(count)).items())
+
+
 def free_port(address: str = "127.0.0.1") -> int:
     """A TCP port free on `address` now, and the next one too (the tracker's, and the first
     host's watch, runtime/watch.py; another process may take them before the first host does,
@@ -196,7 +201,7 @@ def run_hosts(jobs: list[JobPaths], algorithm: str, *, environ: dict[str, str] |
     names = host_names(len(jobs))
     addresses = loopback_addresses(names)
     env = dict(os.environ if environ is None else environ)
-    env[HOST_ADDRESSES_VARIABLE] = ",".join(f"{name}={address}" for name, address in addresses.items())
+    env[HOST_ADDRESSES_VARIABLE] = loopback_hosts_setting(len(jobs))
     env.setdefault(TRACKER_PORT_VARIABLE, str(free_port(addresses[names[0]])))
     env.setdefault(CONNECT_TIMEOUT_VARIABLE, "60")  # the processes start together here
     processes = []

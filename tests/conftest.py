@@ -13,6 +13,7 @@ import pytest
 
 from smalgo.algorithms.data import InMemoryData
 from smalgo.algorithms.runtime import device
+from smalgo.containers.local_job import loopback_hosts_setting
 from smalgo.containers.paths import JobPaths
 
 
@@ -213,7 +214,7 @@ def start_host(
     """One host of a job of `hosts` on loopback (algo-K on 127.0.0.K, the tracker on `port`): its
     `smalgo train --algorithm ALGORITHM` (or `command`) on its job directory, as SageMaker runs
     each host's container; its output goes to job/log."""
-    addresses = ",".join(f"algo-{k}=127.0.0.{k}" for k in range(1, hosts + 1))
+    addresses = loopback_hosts_setting(hosts)
     environment = dict(
         os.environ,
         SAGEMAKER_BASE_DIR=str(job),

@@ -278,8 +278,7 @@ class ModelScorer:
     def combine(self, collective: SingleHost) -> None:
         """Every host's outputs, labels and weights, for job-wide metrics (several hosts)."""
         for parts in (self._outputs, self._labels, self._weights):
-            local = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-            parts[:] = [np.concatenate(collective.all_gather(local))]
+            parts[:] = [collective.gather_rows(parts)]
         self.rows = len(self._labels[0])
 
     def metrics(self) -> list[Metric]:
@@ -296,8 +295,8 @@ class ModelScorer:
 # --------------------------------------------------------------------------- training
 
 
-# The state a checkpoint keeps: the weights and their AdaGrad accumulators.
-CHECKPOINTED = ("w0", "w", "V", "h0", "hw", "hV")
+# The weights and their AdaGrad accumulators: what the hosts average and a checkpoint keeps.
+STATE_ARRAYS = ("w0", "w", "V", "h0", "hw", "hV")
 
 
 class FactorizationMachinesTraining:
@@ -352,24 +351,18 @@ class FactorizationMachinesTraining:
         """End of a pass on one of several hosts: every host takes the average of the hosts'
         weights and AdaGrad accumulators, each weighted by the rows it trained on in the pass
         (a host without rows adopts the others'), and the pass's loss is summed."""
-        names = ("w0", "w", "V", "h0", "hw", "hV")
         if self._gpu is not None:
-            for name in names:
+            for name in STATE_ARRAYS:
                 self._gpu.arrays[name].copy_to_host(getattr(self, name))
             self._pass_totals += self._gpu.take_totals()
         self._pass_totals = collective.all_reduce_sum(self._pass_totals)
         rows = float(collective.all_reduce_sum(np.array([float(self.rows_seen)]))[0])
         if rows == 0:
             return
-        share = np.float32(self.rows_seen / rows)
-        arrays = [getattr(self, name) for name in names]
-        average = collective.all_reduce_sum(np.concatenate([array.ravel() * share for array in arrays]))
-        offset = 0
-        for name, array in zip(names, arrays, strict=True):
-            array[...] = average[offset : offset + array.size].reshape(array.shape)
-            offset += array.size
-            if self._gpu is not None:
-                self._gpu.arrays[name].copy_to_device(array)
+        collective.average_in_place([getattr(self, name) for name in STATE_ARRAYS], np.float32(self.rows_seen / rows))
+        if self._gpu is not None:
+            for name in STATE_ARRAYS:
+                self._gpu.arrays[name].copy_to_device(getattr(self, name))
 
     def end_epoch(self) -> list[Metric]:
         if self._gpu is not None:
@@ -400,14 +393,14 @@ class FactorizationMachinesTraining:
     def checkpoint_arrays(self) -> tuple[StateArrays, StateMetadata]:
         """The weights and their AdaGrad accumulators (from the GPU when it trains there)."""
         if self._gpu is not None:
-            for name in CHECKPOINTED:
+            for name in STATE_ARRAYS:
                 self._gpu.arrays[name].copy_to_host(getattr(self, name))
-        return {name: getattr(self, name) for name in CHECKPOINTED}, {}
+        return {name: getattr(self, name) for name in STATE_ARRAYS}, {}
 
     def restore_checkpoint(self, arrays: StateArrays, metadata: StateMetadata) -> None:
         # Before the first batch: a GPU machine, made then, starts from these arrays.
         assert self._gpu is None, "restore_checkpoint is for a fresh state"
-        restored = {name: take_array(arrays, name, getattr(self, name)) for name in CHECKPOINTED}
+        restored = {name: take_array(arrays, name, getattr(self, name)) for name in STATE_ARRAYS}
         for name, array in restored.items():
             setattr(self, name, array)
 

@@ -527,9 +527,9 @@ class ModelEvaluation:
         totals = collective.all_reduce_sum(np.concatenate([self.losses, [self.total_weight, float(self.rows)]]))
         self.losses, self.total_weight, self.rows = totals[:-2], float(totals[-2]), int(totals[-1])
         if self.problem.calibrates:
-            self._scores = [_gathered(collective, self._scores, (self.candidates.count,))]
-            self._labels = [_gathered(collective, self._labels)]
-            self._weights = [_gathered(collective, self._weights)]
+            self._scores = [collective.gather_rows(self._scores, (self.candidates.count,))]
+            self._labels = [collective.gather_rows(self._labels)]
+            self._weights = [collective.gather_rows(self._weights)]
             self._kept = len(self._labels[0])
 
     def mean_losses(self) -> np.ndarray:
@@ -688,9 +688,9 @@ class ModelScorer:
     def combine(self, collective: SingleHost) -> None:
         """Every host's scores, labels and weights, for job-wide metrics (several hosts)."""
         k = self.model.problem.outputs_per_model
-        self._scores = [_gathered(collective, self._scores, (k,) if k > 1 else ())]
-        self._labels = [_gathered(collective, self._labels)]
-        self._weights = [_gathered(collective, self._weights)]
+        self._scores = [collective.gather_rows(self._scores, (k,) if k > 1 else ())]
+        self._labels = [collective.gather_rows(self._labels)]
+        self._weights = [collective.gather_rows(self._weights)]
         self.rows = len(self._labels[0])
 
     def metrics(self) -> list[Metric]:
@@ -702,13 +702,6 @@ class ModelScorer:
             y=np.concatenate(self._labels),
             w=np.concatenate(self._weights),
         )
-
-
-def _gathered(collective: SingleHost, parts: list[np.ndarray], trailing: tuple[int, ...] = ()) -> np.ndarray:
-    """This host's `parts` (rows x `trailing`) and every other host's, in host order, as one
-    float32 array (a host without rows adds none)."""
-    local = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, *trailing), np.float32)
-    return np.concatenate(collective.all_gather(local.reshape(-1, *trailing)))
 
 
 def model_metrics(model: LinearLearnerModel, Z: np.ndarray, *, y: np.ndarray, w: np.ndarray) -> list[Metric]:
@@ -836,13 +829,8 @@ class LinearLearnerTraining:
         self._epoch_losses[:] = totals[:-2]
         self._epoch_weight, rows = float(totals[-2]), float(totals[-1])
         if rows > 0:
-            arrays = list(self._training_state().values())  # the models and their optimizer state
-            share = self.rows_seen / rows
-            average = collective.all_reduce_sum(np.concatenate([array.ravel() * share for array in arrays]))
-            offset = 0
-            for array in arrays:
-                array[...] = average[offset : offset + array.size].reshape(array.shape)
-                offset += array.size
+            # The models and their optimizer state.
+            collective.average_in_place(list(self._training_state().values()), self.rows_seen / rows)
             steps = collective.all_gather(np.array([[self.step]], dtype=np.int64))
             self.step = max(int(part.max(initial=0)) for part in steps)
         if self.epoch == 0:

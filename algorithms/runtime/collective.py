@@ -80,6 +80,25 @@ class SingleHost:
     def all_gather(self, rows: np.ndarray) -> list[np.ndarray]:
         return [np.array(rows, copy=True)]
 
+    # Built on the three above, so the same on one host and several.
+
+    def average_in_place(self, arrays: Sequence[np.ndarray], share: float | np.floating) -> None:
+        """Make `arrays` (the same shapes on every host) the hosts' average, each host's weighted
+        by its `share` (its rows over every host's; a host without rows gives 0 and adopts the
+        others'): one exchange for all of them, written back into the arrays."""
+        average = self.all_reduce_sum(np.concatenate([array.ravel() * share for array in arrays]))
+        offset = 0
+        for array in arrays:
+            array[...] = average[offset : offset + array.size].reshape(array.shape)
+            offset += array.size
+
+    def gather_rows(self, parts: Sequence[np.ndarray], trailing: tuple[int, ...] = ()) -> np.ndarray:
+        """This host's `parts` (rows x `trailing`, float32) and every other host's, in host order,
+        as one array (a host without parts adds no rows): what a scorer needs for job-wide
+        metrics that are no sums (AUC, calibration)."""
+        local = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, *trailing), np.float32)
+        return np.concatenate(self.all_gather(local.reshape(-1, *trailing)))
+
 
 Collective = SingleHost  # the interface; Hosts implements it over the network
 

@@ -35,7 +35,7 @@ from smalgo.algorithms.data import TrainingData, stack_rows
 from smalgo.algorithms.errors import UserError
 from smalgo.algorithms.metrics import MetricWriter
 from smalgo.algorithms.runtime.collective import Hosts, SingleHost
-from smalgo.algorithms.training import CHECKPOINT_ATTRIBUTE, attach_partial_model
+from smalgo.algorithms.training import attach_checkpoint, attach_partial_model
 
 from ._metrics import custom_metric
 from ._model import XGBoostModel, booster_from_bytes, to_dmatrix
@@ -330,7 +330,7 @@ def train_booster(
         if saver is not None and not isinstance(exc, Exception):  # a stop: the failure names the checkpoint
             resumable = saver.written or (checkpoint.path if checkpoint is not None else None)
             if resumable is not None:
-                setattr(exc, CHECKPOINT_ATTRIBUTE, resumable)
+                attach_checkpoint(exc, resumable)
         raise
     logger.info("Trained %d rounds in %.2f s.", booster.num_boosted_rounds(), time.perf_counter() - started)
     return booster
